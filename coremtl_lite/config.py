@@ -1,0 +1,357 @@
+"""Typed, validated run configuration with profiles.
+
+A :class:`Config` is a tree of small dataclasses (data, model, loss, optim, train). A *profile*
+fills sensible defaults for a situation:
+
+* ``ci``    -- seconds; used by CI and ``pytest --nbval`` (``COREMTL_PROFILE=ci``).
+* ``cpu``   -- minutes on a 2-core laptop, results that mean something (default without a GPU).
+* ``gpu``   -- a single GPU, larger images and models (default when CUDA is available).
+* ``paper`` -- the paper's settings (Appendix F / Table 7) on the real datasets.
+
+Overrides are ``section.key=value`` strings (``optim.lr=1e-3``); an unknown key is an error that
+suggests the nearest valid key. Notebooks call :func:`active_profile` to read the profile from the
+environment variable ``COREMTL_PROFILE``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+PROFILES = ("ci", "cpu", "gpu", "paper")
+PROFILE_ENV = "COREMTL_PROFILE"
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid."""
+
+
+@dataclass
+class DataConfig:
+    """Which data to train and evaluate on."""
+
+    dataset: str = "shaded_scenes"  # shaded_scenes | shaded_attributes | digit_pairs | multisem | nyuv2 | ...
+    root: str | None = None  # folder of a real dataset (prepared by data_scripts/)
+    image_size: int = 64  # square side for synthetic data; real sets use their own resolution
+    tasks: tuple[str, ...] = ("segmentation", "depth", "normal")
+    num_attributes: int = 10  # ShadedAttributes / CelebA: how many binary attributes
+    train_size: int = 2048
+    val_size: int = 256
+    test_size: int = 256
+    source_domain: str = "source"
+    eval_domains: tuple[str, ...] = ("source", "target")
+    batch_size: int = 32
+    num_workers: int = 0
+    augment: bool = False
+
+    def validate(self) -> None:
+        _positive(self, "image_size", "train_size", "val_size", "test_size", "batch_size", "num_attributes")
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if not self.tasks:
+            raise ConfigError("data.tasks must name at least one task")
+
+
+@dataclass
+class ModelConfig:
+    """The network: encoder, the two streams (paper §3.1) and the grounding decoder (§3.2)."""
+
+    encoder: str = "lite"  # lite | resnet50 (dilated, output stride 8) | resnet18
+    width: int = 32  # base channel width of the lite encoder
+    semantic_channels: int = 64  # C_s of z_s = P_s(F)
+    residual_channels: int = 32  # C_p of z_p = GAP(P_p(F))
+    dual_stream: bool = True  # False: a vanilla shared-encoder model (the baselines)
+    leaky_heads: bool = False  # True: the released code's heads that also read projected backbone features
+    grounding: str = "hard"  # hard (physics decoder, Eq. 13-14) | soft (generic decoder, Eq. 15) | none
+    head_channels: int = 32
+    pretrained: bool = True  # ImageNet weights for ResNet encoders, when available offline
+
+    def validate(self) -> None:
+        _choice(self, "encoder", ("lite", "resnet50", "resnet18"))
+        _choice(self, "grounding", ("hard", "soft", "none"))
+        _positive(self, "width", "semantic_channels", "residual_channels", "head_channels")
+        if self.leaky_heads and not self.dual_stream:
+            raise ConfigError("model.leaky_heads needs model.dual_stream=true")
+
+
+@dataclass
+class LossConfig:
+    """Weights of the total objective, Eq. 16, and the staged schedule of the released configs."""
+
+    task_weights: dict[str, float] = field(default_factory=dict)  # lambda_t; missing tasks get 1.0
+    lambda_rec: float = 1.0
+    lambda_ind: float = 1.0
+    lambda_cfa: float = 1.0
+    cfa_form: str = "consistency"  # consistency: ||z_s(x~) - z_s(x)||^2 (paper) | task: task losses (code)
+    cfa_prob: float = 0.5  # probability that a step applies CFA (released config: 0.5)
+    cfa_start_epoch: int = 2
+    decomposition_warmup_epochs: int = 1  # task heads frozen, lambda_ind = 0
+    ind_ramp_epochs: int = 2  # lambda_ind ramps linearly from 0 after the warm-up
+    perceptual: str = "auto"  # auto (LPIPS if its weights load, else SSIM) | lpips | ssim | none
+    perceptual_weight: float = 0.1
+
+    def validate(self) -> None:
+        _choice(self, "cfa_form", ("consistency", "task"))
+        _choice(self, "perceptual", ("auto", "lpips", "ssim", "none"))
+        for name in ("lambda_rec", "lambda_ind", "lambda_cfa", "perceptual_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.cfa_prob <= 1.0:
+            raise ConfigError(f"loss.cfa_prob must be in [0, 1], got {self.cfa_prob}")
+        for name in ("cfa_start_epoch", "decomposition_warmup_epochs", "ind_ramp_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up and cosine decay to ``min_lr_ratio`` x lr (Appendix F)."""
+
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    epochs: int = 10
+    warmup_epochs: int = 1
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 10.0  # max global gradient norm; 0 disables clipping
+
+    def validate(self) -> None:
+        _positive(self, "lr", "epochs")
+        if self.weight_decay < 0 or self.warmup_epochs < 0 or self.grad_clip < 0:
+            raise ConfigError("optim.weight_decay, optim.warmup_epochs and optim.grad_clip must be >= 0")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+
+@dataclass
+class TrainConfig:
+    """How the one training loop runs: method, seed, device and bookkeeping."""
+
+    method: str = "core_mtl"  # a name from coremtl_lite.methods.available()
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:1 | mps
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 with a scaler)
+    channels_last: bool = True  # on CUDA
+    compile: bool = False  # torch.compile the model
+    out_dir: str = "runs/default"
+    checkpoint_every: int = 1  # epochs; 0 disables checkpoints
+    eval_every: int = 1  # epochs
+    log_every: int = 10  # steps
+    progress: bool = True  # tqdm progress bars
+    max_steps_per_epoch: int = 0  # 0: the whole training set each epoch
+
+    def validate(self) -> None:
+        if self.checkpoint_every < 0 or self.eval_every < 0 or self.max_steps_per_epoch < 0:
+            raise ConfigError("train.checkpoint_every, eval_every and max_steps_per_epoch must be >= 0")
+        _positive(self, "log_every")
+
+
+@dataclass
+class Config:
+    """A whole run. Build one with :func:`get_config`."""
+
+    profile: str = "cpu"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> Config:
+        if self.profile not in PROFILES:
+            raise ConfigError(f"unknown profile {self.profile!r}; choose one of {', '.join(PROFILES)}")
+        for section in (self.data, self.model, self.loss, self.optim, self.train):
+            section.validate()
+        unknown = set(self.loss.task_weights) - set(self.data.tasks)
+        if unknown:
+            raise ConfigError(f"loss.task_weights names tasks not in data.tasks: {sorted(unknown)}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Config:
+        """Rebuild a config from :meth:`to_dict` output (unknown keys are errors)."""
+        cfg = get_config(raw.get("profile", "cpu"))
+        overrides = [f"{sec}.{k}={json.dumps(v)}" for sec, sub in raw.items() if isinstance(sub, dict)
+                     for k, v in sub.items()]
+        return apply_overrides(cfg, overrides)
+
+
+# --------------------------------------------------------------------------------------- profiles
+def _profile_ci() -> Config:
+    return Config(
+        profile="ci",
+        data=DataConfig(image_size=32, train_size=64, val_size=32, test_size=32, batch_size=16),
+        model=ModelConfig(width=16, semantic_channels=32, residual_channels=16, head_channels=16,
+                          pretrained=False),
+        loss=LossConfig(cfa_start_epoch=1, decomposition_warmup_epochs=0, ind_ramp_epochs=1),
+        optim=OptimConfig(epochs=2, warmup_epochs=0),
+        train=TrainConfig(progress=False),
+    )
+
+
+def _profile_cpu() -> Config:
+    return Config(profile="cpu")
+
+
+def _profile_gpu() -> Config:
+    return Config(
+        profile="gpu",
+        data=DataConfig(image_size=128, train_size=16384, val_size=1024, test_size=1024, batch_size=64,
+                        num_workers=4),
+        model=ModelConfig(width=64, semantic_channels=256, residual_channels=128, head_channels=64),
+        loss=LossConfig(cfa_start_epoch=5, decomposition_warmup_epochs=2, ind_ramp_epochs=5),
+        optim=OptimConfig(lr=1e-3, epochs=40, warmup_epochs=2),
+    )
+
+
+def _profile_paper() -> Config:
+    # Appendix F and Table 7, NYUv2 row: batch 16, 100 epochs at 288x384, AdamW 2e-4, wd 1e-4.
+    return Config(
+        profile="paper",
+        data=DataConfig(dataset="nyuv2", root="data/nyuv2", image_size=288, batch_size=16, num_workers=4,
+                        augment=True, eval_domains=("source",)),
+        model=ModelConfig(encoder="resnet50", semantic_channels=256, residual_channels=256,
+                          head_channels=256),
+        loss=LossConfig(task_weights={"segmentation": 20.0, "depth": 10.0, "normal": 10.0},
+                        lambda_ind=1.0, lambda_cfa=1.0, cfa_start_epoch=20,
+                        decomposition_warmup_epochs=5, ind_ramp_epochs=10, perceptual="lpips"),
+        optim=OptimConfig(lr=2e-4, weight_decay=1e-4, epochs=100, warmup_epochs=5, grad_clip=10.0),
+    )
+
+
+_PROFILE_BUILDERS = {"ci": _profile_ci, "cpu": _profile_cpu, "gpu": _profile_gpu, "paper": _profile_paper}
+
+
+def default_profile() -> str:
+    """``gpu`` when CUDA is available, else ``cpu``."""
+    try:
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return "cpu"
+
+
+def active_profile() -> str:
+    """The profile named by ``$COREMTL_PROFILE``, else :func:`default_profile`."""
+    name = os.environ.get(PROFILE_ENV, "").strip().lower()
+    if not name:
+        return default_profile()
+    if name not in PROFILES:
+        raise ConfigError(f"${PROFILE_ENV}={name!r} is not a profile; choose one of {', '.join(PROFILES)}")
+    return name
+
+
+def get_config(profile: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The validated config of ``profile`` (default: :func:`active_profile`) with overrides applied."""
+    profile = profile or active_profile()
+    if profile not in _PROFILE_BUILDERS:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    return apply_overrides(_PROFILE_BUILDERS[profile](), overrides)
+
+
+# -------------------------------------------------------------------------------------- overrides
+def _all_keys(cfg: Config) -> list[str]:
+    return [f"{s.name}.{f.name}" for s in fields(cfg) if is_dataclass(getattr(cfg, s.name))
+            for f in fields(getattr(cfg, s.name))]
+
+
+def _coerce(raw: str, annotation: Any, key: str) -> Any:
+    """Parse ``raw`` (a CLI string or JSON text) into the type ``annotation`` names."""
+    text = raw.strip()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    ann = str(annotation)
+    if ann.startswith("tuple"):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        return tuple(value)
+    if ann.startswith("dict"):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} expects a JSON object, e.g. {key}='{{\"depth\": 2.0}}'")
+        return {str(k): float(v) for k, v in value.items()}
+    if ann == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        if value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"{key} expects true/false, got {raw!r}")
+    if ann == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"{key} expects an integer, got {raw!r}")
+        return int(value)
+    if ann == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} expects a number, got {raw!r}")
+        return float(value)
+    if "None" in ann and (value is None or text.lower() == "none"):
+        return None
+    return str(value) if not isinstance(value, str) else value
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """Return a copy of ``cfg`` with ``section.key=value`` overrides applied, then validated."""
+    cfg = replace(cfg, **{s.name: dataclasses.replace(getattr(cfg, s.name))
+                          for s in fields(cfg) if is_dataclass(getattr(cfg, s.name))})
+    valid = _all_keys(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if key == "profile":
+            raise ConfigError("choose the profile with get_config(profile=...) or --profile, not an override")
+        if key not in valid:
+            near = difflib.get_close_matches(key, valid, n=1) or difflib.get_close_matches(
+                key.split(".")[-1], [k.split(".")[-1] for k in valid], n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"unknown config key {key!r}{hint}")
+        section_name, name = key.split(".")
+        section = getattr(cfg, section_name)
+        hints = typing.get_type_hints(type(section))
+        setattr(section, name, _coerce(raw, _type_name(hints[name]), key))
+    return cfg.validate()
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        return "tuple"
+    if origin is dict:
+        return "dict"
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _type_name(args[0]) + " | None"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _positive(section: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(section, name)
+        if value <= 0:
+            raise ConfigError(f"{_section_name(section)}.{name} must be > 0, got {value}")
+
+
+def _choice(section: Any, name: str, options: tuple[str, ...]) -> None:
+    value = getattr(section, name)
+    if value not in options:
+        raise ConfigError(f"{_section_name(section)}.{name}={value!r} is not one of {', '.join(options)}")
+
+
+def _section_name(section: Any) -> str:
+    return type(section).__name__.replace("Config", "").lower()

@@ -1,0 +1,174 @@
+"""The one seam between the training loop and a multi-task method.
+
+The trainer computes per-task losses ``{name: L_t}`` (plus, for CORE-MTL, one already-weighted
+``extra_loss`` = lambda_rec L_rec + lambda_ind L_ind + lambda_cfa L_CFA, Eq. 16) and hands them to
+``method.backward(...)``, which must leave gradients in every parameter's ``.grad``. The trainer
+never looks at a method's name. Two families:
+
+* :class:`Weighting` -- scalarises: d = grad of sum_t w_t L_t (EW, UW, DWA, RLW, STCH, ...).
+* :class:`Aggregator` -- aggregates the Jacobian J (rows: grad L_t) of the task losses on the shared
+  parameters (default) or on the shared representation (``on_features=True``, MGDA-UB style)
+  into one update direction (MGDA, PCGrad, CAGrad, ...). This is the class 𝒜 of paper Def. 2.1.
+
+Optional hooks: :meth:`Method.parameters` (learnable weights the optimiser must update, e.g. UW's
+log-variances), :meth:`Method.on_epoch_end`, and ``state_dict``/``load_state_dict`` for exact resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class Method(nn.Module):
+    """Base class: turns per-task losses into parameter gradients."""
+
+    #: short registry name, set by :func:`register`
+    name: str = "method"
+
+    def __init__(self, task_names: Sequence[str]):
+        super().__init__()
+        if not task_names:
+            raise ValueError(f"{type(self).__name__} needs at least one task")
+        self.task_names = list(task_names)
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names)
+
+    def backward(self, losses: dict[str, Tensor], *, shared_params: Sequence[Tensor],
+                 features: Tensor | None = None, extra_loss: Tensor | None = None) -> dict[str, float]:
+        """Fill ``.grad`` of all parameters; return scalars worth logging (e.g. the task weights)."""
+        raise NotImplementedError  # abstract
+
+    def on_epoch_end(self, stats: dict[str, float]) -> None:
+        """Called by the trainer after each epoch with the mean training loss per task."""
+
+    def _ordered(self, losses: dict[str, Tensor]) -> Tensor:
+        missing = [t for t in self.task_names if t not in losses]
+        if missing:
+            raise KeyError(f"{type(self).__name__}: losses lack tasks {missing}; got {sorted(losses)}")
+        return torch.stack([losses[t] for t in self.task_names])
+
+
+class Weighting(Method):
+    """Scalarising methods: back-propagate ``combine(losses) + extra_loss``."""
+
+    def combine(self, losses: Tensor) -> Tensor:
+        """Map the ``(T,)`` vector of task losses to the scalar to minimise."""
+        return (self.weights(losses) * losses).sum()
+
+    def weights(self, losses: Tensor) -> Tensor:
+        """``(T,)`` task weights for this step (no gradient flows through them unless intended)."""
+        raise NotImplementedError  # abstract
+
+    def backward(self, losses, *, shared_params, features=None, extra_loss=None):
+        vec = self._ordered(losses)
+        total = self.combine(vec)
+        if extra_loss is not None:
+            total = total + extra_loss
+        total.backward()
+        with torch.no_grad():
+            w = self.weights(vec.detach())
+        return {f"weight/{t}": float(w[i]) for i, t in enumerate(self.task_names)}
+
+
+class Aggregator(Method):
+    """Jacobian methods: J has one row per task, ``aggregate(J)`` gives the update direction.
+
+    The update on the shared parameters (or representation) becomes ``aggregate(J)`` while every
+    task-specific parameter still receives the plain gradient of ``sum_t L_t``, and the extra
+    (CORE-MTL) loss adds its own gradient everywhere. Implemented with one backward pass of
+    ``sum_t L_t + extra`` plus a correction ``aggregate(J) - sum_t J_t`` injected at the shared
+    tensors, so the trainer stays method-agnostic.
+    """
+
+    def __init__(self, task_names: Sequence[str], on_features: bool = False):
+        super().__init__(task_names)
+        self.on_features = on_features
+
+    def aggregate(self, jacobian: Tensor) -> Tensor:
+        """``(T, P)`` Jacobian -> ``(P,)`` update direction."""
+        raise NotImplementedError  # abstract
+
+    def backward(self, losses, *, shared_params, features=None, extra_loss=None):
+        vec = self._ordered(losses)
+        if self.on_features:
+            if features is None:
+                raise ValueError(f"{type(self).__name__}(on_features=True) needs the model's shared features")
+            targets = [features]
+        else:
+            targets = [p for p in shared_params if p.requires_grad]
+        jacobian = jacobian_of(vec, targets)
+        direction = self.aggregate(jacobian)
+        correction = direction - jacobian.sum(dim=0)
+        total = vec.sum() if extra_loss is None else vec.sum() + extra_loss
+        torch.autograd.backward([total, *targets], [None, *unflatten_like(correction, targets)])
+        return self.log_info(jacobian, direction)
+
+    def log_info(self, jacobian: Tensor, direction: Tensor) -> dict[str, float]:
+        return {"grad/direction_norm": float(direction.norm())}
+
+
+def jacobian_of(losses: Tensor, targets: Sequence[Tensor]) -> Tensor:
+    """``(T, P)`` matrix whose row t is the flattened gradient of ``losses[t]`` w.r.t. ``targets``."""
+    rows = []
+    for loss in losses:
+        grads = torch.autograd.grad(loss, targets, retain_graph=True, allow_unused=True)
+        rows.append(torch.cat([(torch.zeros_like(t) if g is None else g).reshape(-1).float()
+                               for g, t in zip(grads, targets)]))
+    return torch.stack(rows)
+
+
+def unflatten_like(vector: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    """Split a flat vector into tensors shaped (and typed) like ``like``."""
+    out, start = [], 0
+    for t in like:
+        out.append(vector[start:start + t.numel()].view_as(t).to(t.dtype))
+        start += t.numel()
+    if start != vector.numel():
+        raise ValueError(f"vector of {vector.numel()} entries does not match tensors of {start} entries")
+    return out
+
+
+# ---------------------------------------------------------------------------------------- registry
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator: make a method available by ``name`` in :func:`build_method`."""
+
+    def deco(cls: type[Method]) -> type[Method]:
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} is registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def available() -> list[str]:
+    """Names accepted by :func:`build_method` (``torchjd:<Aggregator>`` is accepted too)."""
+    return sorted(_REGISTRY)
+
+
+def build_method(name: str, task_names: Sequence[str], **options) -> Method:
+    """Instantiate the method registered as ``name`` for the given tasks."""
+    if name not in _REGISTRY:
+        import difflib
+
+        near = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise KeyError(f"unknown method {name!r}{hint} Available: {', '.join(available())}")
+    return _REGISTRY[name](task_names, **options)
+
+
+@register("ew")
+class EqualWeighting(Weighting):
+    """Equal weighting (EW): minimise sum_t L_t, every task with weight 1."""
+
+    def weights(self, losses: Tensor) -> Tensor:
+        return torch.ones_like(losses)
