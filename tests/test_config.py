@@ -1,0 +1,106 @@
+"""Profiles, overrides and validation of coremtl_lite.config; the device and seeding helpers."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from coremtl_lite import config as C
+from coremtl_lite.runtime import get_device, seed_everything
+
+
+@pytest.mark.parametrize("profile", C.PROFILES)
+def test_every_profile_builds_and_validates(profile):
+    cfg = C.get_config(profile)
+    assert cfg.profile == profile
+    assert cfg.validate() is cfg
+
+
+def test_ci_profile_is_smaller_than_cpu_profile():
+    ci, cpu = C.get_config("ci"), C.get_config("cpu")
+    assert ci.data.train_size < cpu.data.train_size
+    assert ci.optim.epochs <= cpu.optim.epochs
+    assert ci.data.image_size <= cpu.data.image_size
+
+
+def test_paper_profile_carries_table7_nyuv2_weights_and_appendix_f_optimiser():
+    cfg = C.get_config("paper")
+    assert cfg.loss.task_weights == {"segmentation": 20.0, "depth": 10.0, "normal": 10.0}
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.grad_clip) == (2e-4, 1e-4, 10.0)
+    assert (cfg.data.batch_size, cfg.optim.epochs) == (16, 100)
+
+
+def test_profile_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv(C.PROFILE_ENV, "ci")
+    assert C.active_profile() == "ci"
+    assert C.get_config().profile == "ci"
+    monkeypatch.setenv(C.PROFILE_ENV, "laptop")
+    with pytest.raises(C.ConfigError, match="not a profile"):
+        C.active_profile()
+    monkeypatch.delenv(C.PROFILE_ENV)
+    assert C.active_profile() == ("gpu" if torch.cuda.is_available() else "cpu")
+
+
+def test_overrides_are_typed():
+    cfg = C.get_config("ci", ["optim.lr=0.5", "data.tasks=segmentation,depth", "model.dual_stream=false",
+                              "optim.epochs=3", 'loss.task_weights={"depth": 2}', "data.root=none"])
+    assert cfg.optim.lr == 0.5 and isinstance(cfg.optim.lr, float)
+    assert cfg.data.tasks == ("segmentation", "depth")
+    assert cfg.model.dual_stream is False
+    assert cfg.optim.epochs == 3 and isinstance(cfg.optim.epochs, int)
+    assert cfg.loss.task_weights == {"depth": 2.0}
+    assert cfg.data.root is None
+
+
+def test_overrides_do_not_mutate_the_profile():
+    base = C.get_config("ci")
+    C.apply_overrides(base, ["optim.lr=0.123"])
+    assert base.optim.lr != 0.123
+
+
+def test_unknown_key_suggests_the_nearest():
+    with pytest.raises(C.ConfigError, match="did you mean 'optim.lr'"):
+        C.get_config("ci", ["optim.lrr=1"])
+    with pytest.raises(C.ConfigError, match="section.key=value"):
+        C.get_config("ci", ["optim.lr"])
+
+
+@pytest.mark.parametrize("override,match", [
+    ("optim.epochs=1.5", "integer"),
+    ("optim.lr=fast", "number"),
+    ("model.dual_stream=maybe", "true/false"),
+    ("model.encoder=vgg", "not one of"),
+    ("loss.cfa_prob=2", r"\[0, 1\]"),
+    ("data.batch_size=0", "> 0"),
+    ('loss.task_weights={"colour": 1}', "not in data.tasks"),
+])
+def test_bad_values_name_the_problem(override, match):
+    with pytest.raises(C.ConfigError, match=match):
+        C.get_config("ci", [override])
+
+
+def test_round_trip_through_json(tmp_path):
+    cfg = C.get_config("ci", ["optim.lr=0.01", 'loss.task_weights={"depth": 3}'])
+    path = tmp_path / "cfg.json"
+    cfg.to_json(path)
+    again = C.Config.from_dict(json.loads(path.read_text()))
+    assert again == cfg
+
+
+def test_seed_everything_makes_runs_repeatable():
+    seed_everything(7)
+    a = (np.random.rand(3), torch.rand(3))
+    seed_everything(7)
+    b = (np.random.rand(3), torch.rand(3))
+    assert np.array_equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(ValueError):
+        seed_everything(-1)
+
+
+def test_device_helper():
+    assert get_device("cpu").type == "cpu"
+    assert get_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            get_device("cuda")
