@@ -232,6 +232,47 @@ def _profile_paper() -> Config:
 
 _PROFILE_BUILDERS = {"ci": _profile_ci, "cpu": _profile_cpu, "gpu": _profile_gpu, "paper": _profile_paper}
 
+#: The paper's per-benchmark settings (Appendix F, Table 7), as overrides on the ``paper`` profile.
+#: Loss weights are (lambda_seg, lambda_depth, lambda_normal, lambda_ind, lambda_cfa) of Table 7.
+PAPER_PRESETS: dict[str, tuple[str, ...]] = {
+    "nyuv2": (
+        "data.dataset=nyuv2", "data.root=data/nyuv2", "data.tasks=segmentation,depth,normal",
+        "data.batch_size=16", "data.eval_domains=source", "optim.epochs=100", "optim.warmup_epochs=5",
+        'loss.task_weights={"segmentation": 20, "depth": 10, "normal": 10}',
+        "loss.lambda_ind=1.0", "loss.lambda_cfa=1.0",
+    ),
+    "cityscapes": (
+        "data.dataset=cityscapes", "data.root=data/cityscapes", "data.tasks=segmentation,depth",
+        "data.batch_size=32", "data.eval_domains=source", "optim.epochs=100", "optim.warmup_epochs=5",
+        "data.augment=true", 'loss.task_weights={"segmentation": 10, "depth": 20}',
+        "loss.lambda_ind=1.0", "loss.lambda_cfa=1.0",
+    ),
+    "gta5_to_cityscapes": (
+        "data.dataset=gta5", "data.root=data/gta5", "data.tasks=segmentation,depth", "data.batch_size=32",
+        "data.eval_domains=source,target", "optim.epochs=100", "optim.warmup_epochs=10",
+        'loss.task_weights={"segmentation": 30, "depth": 25}', "loss.lambda_ind=0.1", "loss.lambda_cfa=0.5",
+    ),
+    "cityscapes_c": (
+        "data.dataset=cityscapes", "data.root=data/cityscapes", "data.tasks=segmentation,depth",
+        "data.batch_size=16", "optim.epochs=100", "optim.warmup_epochs=5",
+        "data.eval_domains=source,corrupt:contrast:3,corrupt:defocus_blur:3,corrupt:fog:3,corrupt:gaussian_noise:3",
+        'loss.task_weights={"segmentation": 10, "depth": 20}', "loss.lambda_ind=1.0", "loss.lambda_cfa=1.0",
+    ),
+    "celeba": (
+        "data.dataset=celeba", "data.root=data/celeba", "data.tasks=attributes", "data.num_attributes=40",
+        "data.image_size=128", "data.batch_size=256", "data.eval_domains=source", "optim.epochs=50",
+        "optim.warmup_epochs=5", "model.encoder=resnet18", "model.grounding=soft",
+        "loss.task_weights={}", "loss.lambda_ind=0.5", "loss.lambda_cfa=0.0",
+    ),
+}
+
+
+def paper_config(benchmark: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The ``paper`` profile with the settings of one of the paper's benchmarks (``PAPER_PRESETS``)."""
+    if benchmark not in PAPER_PRESETS:
+        raise ConfigError(f"unknown paper benchmark {benchmark!r}; choose one of {', '.join(PAPER_PRESETS)}")
+    return get_config("paper", [*PAPER_PRESETS[benchmark], *overrides])
+
 
 def default_profile() -> str:
     """``gpu`` when CUDA is available, else ``cpu``."""

@@ -104,3 +104,20 @@ def test_device_helper():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             get_device("cuda")
+
+
+@pytest.mark.parametrize("benchmark", sorted(C.PAPER_PRESETS))
+def test_paper_presets_build(benchmark):
+    cfg = C.paper_config(benchmark)
+    assert cfg.profile == "paper"
+    assert cfg.optim.lr == 2e-4 and cfg.optim.grad_clip == 10.0
+
+
+def test_paper_preset_values_follow_table7():
+    gta = C.paper_config("gta5_to_cityscapes")
+    assert gta.loss.task_weights == {"segmentation": 30.0, "depth": 25.0}
+    assert (gta.loss.lambda_ind, gta.loss.lambda_cfa, gta.optim.warmup_epochs) == (0.1, 0.5, 10)
+    celeba = C.paper_config("celeba")
+    assert (celeba.data.batch_size, celeba.optim.epochs, celeba.loss.lambda_cfa) == (256, 50, 0.0)
+    with pytest.raises(C.ConfigError, match="unknown paper benchmark"):
+        C.paper_config("imagenet")
