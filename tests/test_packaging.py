@@ -20,7 +20,7 @@ def _pyproject_requirements() -> dict[str, str]:
 def _environment_requirements() -> dict[str, str]:
     specs = []
     for line in (ROOT / "environment.yml").read_text().splitlines():
-        m = re.match(r"^\s*-\s+([A-Za-z0-9_.\-\[\]]+\s*[<>=!].*)$", line)
+        m = re.match(r"^\s*-\s+([A-Za-z0-9_.,\-\[\]]+\s*[<>=!].*)$", line)
         if m and not m.group(1).startswith("python"):
             specs.append(m.group(1))
     return {_name(s): s.replace(" ", "") for s in specs}

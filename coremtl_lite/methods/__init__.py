@@ -1,5 +1,37 @@
-"""Multi-task methods, one per file, all behind one registry (see :mod:`coremtl_lite.methods.base`)."""
+"""Multi-task methods, one per file, all behind one registry (see :mod:`coremtl_lite.methods.base`).
 
+Scalarising (:class:`Weighting`): ``ew``, ``stl``, ``uw``, ``gradnorm``, ``dwa``, ``rlw``, ``stch``,
+``moml`` (bi-level, held-out hook), ``repmtl`` (representation-level saliency regularisers).
+Jacobian aggregators (:class:`Aggregator`): ``mgda``, ``mgda_ub``, ``pcgrad``, ``gradvac``,
+``cagrad``, ``nash_mtl``, ``imtl_g``, ``aligned_mtl``, ``upgrad``, ``fairgrad``, ``excess_mtl``,
+and ``torchjd:<Name>`` for any torchjd aggregator.
+
+Scale of the shared update (the heads always get their own task's plain gradient): EW, PCGrad and
+GradVac sum the task gradients; MGDA, IMTL-G and ExcessMTL use weights summing to one; UPGrad,
+CAGrad and Aligned-MTL are mean-based; Nash-MTL is clipped to norm 1; FairGrad's scale follows
+from its equation.
+"""
+
+from coremtl_lite.methods import (  # noqa: F401  (importing registers the methods)
+    aligned_mtl,
+    cagrad,
+    dwa,
+    excess_mtl,
+    fairgrad,
+    gradnorm,
+    gradvac,
+    imtl_g,
+    mgda,
+    moml,
+    nash_mtl,
+    pcgrad,
+    repmtl,
+    rlw,
+    stch,
+    stl,
+    upgrad,
+    uw,
+)
 from coremtl_lite.methods.base import (
     Aggregator,
     EqualWeighting,
@@ -9,5 +41,7 @@ from coremtl_lite.methods.base import (
     build_method,
     register,
 )
+from coremtl_lite.methods.stl import single_task_configs
 
-__all__ = ["Aggregator", "EqualWeighting", "Method", "Weighting", "available", "build_method", "register"]
+__all__ = ["Aggregator", "EqualWeighting", "Method", "Weighting", "available", "build_method", "register",
+           "single_task_configs"]

@@ -12,6 +12,25 @@ never looks at a method's name. Two families:
 
 Optional hooks: :meth:`Method.parameters` (learnable weights the optimiser must update, e.g. UW's
 log-variances), :meth:`Method.on_epoch_end`, and ``state_dict``/``load_state_dict`` for exact resume.
+
+Held-out (bi-level) hook, generic so the trainer never branches on a name: a method whose class
+attribute ``uses_validation_batch`` is True (MOML) wants one held-out batch per training step. The
+trainer then calls, once per step and *before* the step's own forward/backward::
+
+    logs = method.meta_step(loss_fn, train_batch, val_batch, params)
+
+* ``loss_fn(batch) -> {task: scalar loss}`` evaluates the model *as it currently is* on a batch
+  (a closure over the model and the objective, with autograd enabled);
+* ``train_batch`` is the step's training batch, ``val_batch`` a batch from a held-out split (the
+  validation split, or a held-out slice of the training data: the trainer's choice);
+* ``params`` is the list of the model's trainable parameters.
+
+``meta_step`` may perturb ``params`` temporarily (a look-ahead step) but must restore their values
+and leave every ``.grad`` as it found it; it updates only the method's own state (e.g. the task
+weights) and returns floats worth logging. The regular ``method.backward(...)`` follows as usual.
+
+``build_method`` also accepts ``"torchjd:<AggregatorName>"`` (e.g. ``"torchjd:UPGrad"``): any
+aggregator of the installed torchjd, run through the :class:`Aggregator` seam.
 """
 
 from __future__ import annotations
@@ -27,6 +46,8 @@ class Method(nn.Module):
 
     #: short registry name, set by :func:`register`
     name: str = "method"
+    #: True when the method needs :meth:`meta_step` with a held-out batch each step (module docstring)
+    uses_validation_batch: bool = False
 
     def __init__(self, task_names: Sequence[str]):
         super().__init__()
@@ -45,6 +66,11 @@ class Method(nn.Module):
 
     def on_epoch_end(self, stats: dict[str, float]) -> None:
         """Called by the trainer after each epoch with the mean training loss per task."""
+
+    def meta_step(self, loss_fn: Callable[[dict], dict[str, Tensor]], train_batch: dict,
+                  val_batch: dict, params: Sequence[Tensor]) -> dict[str, float]:
+        """Bi-level hook, called only when ``uses_validation_batch`` is True (see the module docstring)."""
+        return {}
 
     def _ordered(self, losses: dict[str, Tensor]) -> Tensor:
         missing = [t for t in self.task_names if t not in losses]
@@ -156,7 +182,14 @@ def available() -> list[str]:
 
 
 def build_method(name: str, task_names: Sequence[str], **options) -> Method:
-    """Instantiate the method registered as ``name`` for the given tasks."""
+    """Instantiate the method registered as ``name`` for the given tasks.
+
+    ``"torchjd:<Name>"`` wraps the torchjd aggregator ``<Name>`` (see ``methods/torchjd_adapter.py``).
+    """
+    if name.startswith("torchjd:"):
+        from coremtl_lite.methods.torchjd_adapter import TorchJDAggregator
+
+        return TorchJDAggregator(task_names, name.split(":", 1)[1], **options)
     if name not in _REGISTRY:
         import difflib
 
