@@ -1,0 +1,172 @@
+"""Deterministic batching (``make_loader``) and train/val/test construction (``build_splits``).
+
+The loader yields collated sample dicts (CONTRIBUTING.md). Synthetic datasets render a whole batch at
+once through ``get_batch``; other datasets are collated from ``__getitem__`` with torch's
+``default_collate`` (optionally in worker processes). The order is a pure function of
+``(seed, epoch)``; under data parallelism every rank receives a disjoint contiguous slice of each
+*global* batch, so the union over ranks is exactly the single-process batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, default_collate
+
+from coremtl_lite.data import _random
+
+
+@dataclass
+class Splits:
+    """Training, validation and per-domain test datasets."""
+
+    train: Any
+    val: Any
+    test: dict[str, Any]
+
+
+class BatchLoader:
+    """An iterable of collated batch dicts; see :func:`make_loader`."""
+
+    def __init__(self, dataset: Any, batch_size: int, shuffle: bool, seed: int, epoch: int = 0,
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1, num_workers: int = 0,
+                 transform: Callable[[dict, torch.Generator], dict] | None = None):
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        if batch_size < world_size:
+            raise ValueError(f"the global batch_size ({batch_size}) must be >= world_size ({world_size})")
+        self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
+        self.epoch, self.drop_last, self.rank, self.world_size = epoch, drop_last, rank, world_size
+        self.num_workers, self.transform = num_workers, transform
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose permutation the next iteration uses."""
+        self.epoch = int(epoch)
+
+    def _generator(self, salt: int) -> torch.Generator:
+        key = _random.keys(self.seed, salt, torch.tensor([self.epoch]))
+        g = torch.Generator()
+        g.manual_seed(int(key[0]))
+        return g
+
+    def global_batches(self) -> list[torch.Tensor]:
+        """The global batches of dataset indices of the current epoch."""
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=self._generator(1)) if self.shuffle else torch.arange(n)
+        batches = list(order.split(self.batch_size))
+        if batches and self.drop_last and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        # a batch too small to give every rank a sample is dropped on every rank (keeps ranks in step)
+        return [b for b in batches if len(b) >= self.world_size]
+
+    def rank_batches(self) -> list[list[int]]:
+        """This rank's contiguous slice of every global batch."""
+        out = []
+        for b in self.global_batches():
+            lo, hi = self.rank * len(b) // self.world_size, (self.rank + 1) * len(b) // self.world_size
+            out.append(b[lo:hi].tolist())
+        return out
+
+    def __len__(self) -> int:
+        return len(self.global_batches())
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        batches = self.rank_batches()
+        gen = self._generator(2 + self.rank) if self.transform is not None else None
+        if hasattr(self.dataset, "get_batch"):
+            source: Any = (self.dataset.get_batch(b) for b in batches)
+        elif self.num_workers > 0:
+            source = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.num_workers,
+                                collate_fn=default_collate, persistent_workers=False)
+        else:
+            source = (default_collate([self.dataset[i] for i in b]) for b in batches)
+        for batch in source:
+            yield self.transform(batch, gen) if self.transform is not None else batch
+
+
+def make_loader(dataset: Any, batch_size: int, shuffle: bool, seed: int, epoch: int = 0, drop_last: bool = False,
+                rank: int = 0, world_size: int = 1, num_workers: int = 0,
+                transform: Callable[[dict, torch.Generator], dict] | None = None) -> BatchLoader:
+    """A deterministic loader of collated batch dicts (CONTRIBUTING.md contract).
+
+    ``batch_size`` is the *global* batch; with ``world_size > 1`` rank ``r`` gets the ``r``-th
+    contiguous slice of each global batch. The permutation depends only on ``(seed, epoch)``; call
+    ``loader.set_epoch(e)`` (or pass ``epoch``) to move on. ``num_workers`` applies to datasets
+    without ``get_batch``. ``transform(batch, generator)`` (e.g. :func:`flip_batch`) runs per batch
+    with a generator seeded by ``(seed, epoch, rank)``.
+    """
+    return BatchLoader(dataset, batch_size, shuffle, seed, epoch, drop_last, rank, world_size, num_workers,
+                       transform)
+
+
+def flip_batch(batch: dict[str, Any], generator: torch.Generator, p: float = 0.5) -> dict[str, Any]:
+    """Random horizontal flips of a batch: image and dense labels, negating the normals' x component.
+
+    ``factors`` are left unchanged (they describe the unflipped scene); a boolean ``flipped`` (B,)
+    entry records which samples were mirrored.
+    """
+    image = batch["image"]
+    if image.dim() != 4:
+        return batch
+    flip = torch.rand(image.shape[0], generator=generator) < p
+    out = dict(batch)
+    for key in ("image", "segmentation", "depth", "normal"):
+        if key in batch:
+            v = batch[key]
+            out[key] = torch.where(flip.view(-1, *([1] * (v.dim() - 1))), v.flip(-1), v)
+    if "normal" in out:
+        sign = torch.where(flip, -1.0, 1.0).view(-1, 1, 1)
+        out["normal"] = torch.cat([out["normal"][:, :1] * sign[:, None], out["normal"][:, 1:]], 1)
+    out["flipped"] = flip
+    return out
+
+
+SYNTHETIC = ("shaded_scenes", "shaded_attributes", "digit_pairs", "multisem")
+
+
+def build_splits(data_cfg: Any, seed: int) -> Splits:
+    """``Splits(train, val, test)`` for ``data_cfg`` (:class:`coremtl_lite.config.DataConfig`).
+
+    Synthetic sets: train, val and test use disjoint index ranges of the same generator
+    (offsets 0, train_size, train_size + val_size); ``test`` holds one dataset per name in
+    ``data_cfg.eval_domains``. Real sets dispatch on ``data_cfg.dataset`` and read ``data_cfg.root``.
+    """
+    name = data_cfg.dataset
+    n_tr, n_va, n_te = data_cfg.train_size, data_cfg.val_size, data_cfg.test_size
+    if name in ("shaded_scenes", "shaded_attributes"):
+        from coremtl_lite.data.scenes import ShadedScenes
+
+        def make(domain: str, length: int, offset: int) -> Any:
+            if name == "shaded_scenes":
+                return ShadedScenes(domain=domain, size=data_cfg.image_size, length=length, seed=seed, offset=offset)
+            from coremtl_lite.data.attributes import ShadedAttributes
+
+            return ShadedAttributes(n_attributes=data_cfg.num_attributes, domain=domain, size=data_cfg.image_size,
+                                    length=length, seed=seed, offset=offset)
+
+        return Splits(make(data_cfg.source_domain, n_tr, 0), make(data_cfg.source_domain, n_va, n_tr),
+                      {d: make(d, n_te, n_tr + n_va) for d in data_cfg.eval_domains})
+    if name == "digit_pairs":
+        from coremtl_lite.data.digits import DigitPairs
+
+        def dp(split: str) -> Any:
+            return DigitPairs(split=split, size=data_cfg.image_size, seed=seed,
+                              length={"train": n_tr, "val": n_va}.get(split, n_te))
+
+        return Splits(dp("train"), dp("val"), {d: dp(DigitPairs.domain_split(d)) for d in data_cfg.eval_domains})
+    if name == "multisem":
+        from coremtl_lite.data.sem import MultiSEM
+
+        def ms(split: str, length: int) -> Any:
+            return MultiSEM(split=split, length=length, seed=seed)
+
+        return Splits(ms("train", n_tr), ms("val", n_va),
+                      {d: ms(MultiSEM.domain_split(d), n_te) for d in data_cfg.eval_domains})
+    from coremtl_lite.data.real import build_real_splits
+
+    return build_real_splits(data_cfg)
