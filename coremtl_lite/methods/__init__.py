@@ -5,6 +5,8 @@ Scalarising (:class:`Weighting`): ``ew``, ``stl``, ``uw``, ``gradnorm``, ``dwa``
 Jacobian aggregators (:class:`Aggregator`): ``mgda``, ``mgda_ub``, ``pcgrad``, ``gradvac``,
 ``cagrad``, ``nash_mtl``, ``imtl_g``, ``aligned_mtl``, ``upgrad``, ``fairgrad``, ``excess_mtl``,
 and ``torchjd:<Name>`` for any torchjd aggregator.
+Causal / domain-generalisation (held-out hook): ``mtcrl`` (MT-CRL, Hu et al. 2022, on the
+MT-CRL model), ``irm`` (IRMv1 penalty per task) and ``dann`` (gradient-reversal domain classifier).
 
 Scale of the shared update (the heads always get their own task's plain gradient): EW, PCGrad and
 GradVac sum the task gradients; MGDA, IMTL-G and ExcessMTL use weights summing to one; UPGrad,
@@ -15,14 +17,17 @@ from its equation.
 from coremtl_lite.methods import (  # noqa: F401  (importing registers the methods)
     aligned_mtl,
     cagrad,
+    dann,
     dwa,
     excess_mtl,
     fairgrad,
     gradnorm,
     gradvac,
     imtl_g,
+    irm,
     mgda,
     moml,
+    mtcrl,
     nash_mtl,
     pcgrad,
     repmtl,

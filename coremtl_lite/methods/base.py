@@ -21,6 +21,8 @@ trainer then calls, once per step and *before* the step's own forward/backward::
 
 * ``loss_fn(batch) -> {task: scalar loss}`` evaluates the model *as it currently is* on a batch
   (a closure over the model and the objective, with autograd enabled);
+  ``loss_fn(batch, return_outputs=True)`` returns ``(task_losses, model_outputs)`` instead, for methods
+  that need the shared ``features`` of the held-out batch (DANN);
 * ``train_batch`` is the step's training batch, ``val_batch`` a batch from a held-out split (the
   validation split, or a held-out slice of the training data: the trainer's choice);
 * ``params`` is the list of the model's trainable parameters.

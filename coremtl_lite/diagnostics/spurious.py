@@ -1,0 +1,241 @@
+"""How much does a multi-task model lean on non-causal inputs? MT-CRL's analysis tools (Hu et al. 2022).
+
+* :func:`input_saliency` / :func:`saliency_map` -- input-gradient saliency (Simonyan et al. 2014) of
+  the true-class output ``f_t(Phi(x))[y]`` (MT-CRL §2.2, Fig. 3 and 7);
+* :func:`spurious_score` -- rho_spur, the share of that saliency on non-causal factors (MT-CRL §2.2);
+* :func:`task_module_gradients` -- the task-to-module gradients of an MT-CRL model on one split, and
+  their (valid - train) difference (MT-CRL §4.1 case study, Fig. 4-5, 13-14);
+* :func:`task_similarity` -- the task-similarity graph induced by the routing graph A (appendix G,
+  Fig. 10 and 17);
+* plotly figures of all of these (``plot_*``).
+
+Datasets with known causal structure (``DigitPairs``, ``MultiSEM``) carry ``causal_mask[task]``: a
+boolean mask over the input marking the task's causal factors; everything else is non-causal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def _preds(model: nn.Module, x: Tensor) -> dict[str, Tensor]:
+    out = model(x)
+    if isinstance(out, dict) and "preds" in out:
+        return out["preds"]
+    raise TypeError(f"model(x) must return a dict with 'preds' (CONTRIBUTING.md), got {type(out).__name__}")
+
+
+def true_class_output(pred: Tensor, target: Tensor, task: str) -> Tensor:
+    """``f_t(Phi(x))[y]`` per sample: the logit of the true class (B,) (MT-CRL §2.2's Grad(F))."""
+    if pred.dim() != 2:
+        raise ValueError(f"task {task!r}: saliency needs classification logits (B, C), got {tuple(pred.shape)}")
+    target = target.long().view(-1)
+    if target.shape[0] != pred.shape[0]:
+        raise ValueError(f"task {task!r}: {pred.shape[0]} predictions but {target.shape[0]} labels")
+    return pred.gather(1, target[:, None]).squeeze(1)
+
+
+def input_saliency(model: nn.Module, batch: dict, task: str) -> Tensor:
+    """``|d f_t(Phi(x))[y] / dx|`` for every sample and input element, shaped like ``batch['image']``.
+
+    The model is put in eval mode for the pass and restored afterwards.
+    """
+    if "image" not in batch or task not in batch:
+        raise KeyError(f"input_saliency needs batch['image'] and batch[{task!r}]; got keys {sorted(batch)}")
+    x = batch["image"].detach().clone().requires_grad_(True)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            preds = _preds(model, x)
+            if task not in preds:
+                raise KeyError(f"the model predicts {sorted(preds)}, not task {task!r}")
+            out = true_class_output(preds[task], batch[task].to(x.device), task)
+            (grad,) = torch.autograd.grad(out.sum(), x)
+    finally:
+        model.train(was_training)
+    return grad.abs()
+
+
+def _expand_mask(mask: Tensor, like: Tensor) -> Tensor:
+    """Broadcast a causal mask over the input's trailing dims: (D,) for vectors, (H, W) or (C, H, W) for images."""
+    mask = mask.to(device=like.device, dtype=torch.bool)
+    trailing = like.shape[1:]
+    if tuple(mask.shape) == tuple(trailing):
+        return mask
+    if like.dim() == 4 and tuple(mask.shape) == tuple(trailing[1:]):
+        return mask[None].expand(trailing)
+    raise ValueError(f"causal mask of shape {tuple(mask.shape)} does not fit inputs of shape {tuple(trailing)}")
+
+
+def spurious_score(model: nn.Module, batch: dict, task: str, causal_mask: Tensor) -> float:
+    """rho_spur = sum_{F non-causal} Grad(F) / sum_F Grad(F) (MT-CRL §2.2).
+
+    Grad(F) = sum over the samples of ``|d f_t(Phi(x))[y] / dF|``; the factors are input elements
+    (pixels, SEM dimensions) and ``causal_mask`` marks the causal ones for ``task``. 0: the model
+    only uses causal inputs; 1: only non-causal ones.
+    """
+    sal = input_saliency(model, batch, task)
+    mask = _expand_mask(causal_mask, sal)
+    total = sal.sum()
+    if float(total) == 0.0:
+        return 0.0
+    return float(sal[:, ~mask].sum() / total)
+
+
+def spurious_scores(model: nn.Module, batch: dict, causal_masks: dict[str, Tensor],
+                    tasks: Sequence[str] | None = None) -> dict[str, float]:
+    """rho_spur per task, and their mean under ``"mean"``."""
+    tasks = list(tasks or causal_masks)
+    out = {t: spurious_score(model, batch, t, causal_masks[t]) for t in tasks}
+    out["mean"] = sum(out[t] for t in tasks) / len(tasks)
+    return out
+
+
+def saliency_map(model: nn.Module, batch: dict, task: str) -> Tensor:
+    """Mean input saliency over the batch (and colour channels): (H, W) for images, (D,) for vectors
+    (MT-CRL Fig. 3 and 7)."""
+    sal = input_saliency(model, batch, task).mean(0)
+    return sal.mean(0) if sal.dim() == 3 else sal
+
+
+def accuracy(model: nn.Module, batch: dict, tasks: Sequence[str]) -> dict[str, float]:
+    """Top-1 accuracy per task on a batch, and the mean under ``"mean"`` (eval mode, no grad)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            preds = _preds(model, batch["image"])
+    finally:
+        model.train(was_training)
+    out = {t: float((preds[t].argmax(1) == batch[t].view(-1)).float().mean()) for t in tasks}
+    out["mean"] = sum(out[t] for t in tasks) / len(tasks)
+    return out
+
+
+# ------------------------------------------------------------------------- modules and the graph
+def task_module_gradients(model: nn.Module, batch: dict, tasks: Sequence[str] | None = None) -> Tensor:
+    """``(T, K)`` task-to-module gradients of an MT-CRL model on one batch (MT-CRL §4.1, appendix G).
+
+    Entry (t, i) is the mean over samples of ``d f_t(Phi(x))[y] / d s_ti`` at ``s = 1``, where
+    ``s_ti`` scales module i's contribution to task t (A_ti -> s_ti A_ti): how much module i pushes
+    task t towards the right answer. Computed on the training and the validation split, their
+    difference (valid - train) is negative for a module the task relies on in training but that
+    helps less on the shifted split -- a spurious module. Needs ``model.experts`` and
+    ``model.predict_from_modules`` (:class:`coremtl_lite.models.mtcrl_model.MTCRLModel`).
+    """
+    if not hasattr(model, "predict_from_modules"):
+        raise TypeError(f"task_module_gradients needs an MT-CRL model (MTCRLModel), got {type(model).__name__}")
+    tasks = list(tasks or model.task_names)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            z = model.experts(batch["image"])
+            scale = torch.ones(len(model.task_names), model.num_modules, requires_grad=True)
+            preds, _, _ = model.predict_from_modules(z, scale)
+            total = sum(true_class_output(preds[t], batch[t], t).mean() for t in tasks)
+            (g,) = torch.autograd.grad(total, scale)
+    finally:
+        model.train(was_training)
+    rows = [model.task_names.index(t) for t in tasks]
+    return g[rows].detach()
+
+
+def task_similarity(routing: Tensor) -> Tensor:
+    """Task-similarity induced by the routing graph A (T, K): the cosine similarity of the tasks' rows,
+    so two tasks that use the same modules are similar (MT-CRL appendix G, Fig. 10 and 17)."""
+    if routing.dim() != 2:
+        raise ValueError(f"routing A must be (T, K), got {tuple(routing.shape)}")
+    a = routing / routing.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return a @ a.T
+
+
+# -------------------------------------------------------------------------------------- figures
+def _names(prefix: str, n: int) -> list[str]:
+    return [f"{prefix} {i}" for i in range(n)]
+
+
+def plot_heatmap(values: Tensor, row_names: Sequence[str], col_names: Sequence[str], title: str,
+                 diverging: bool = False):
+    """A plotly heatmap of a (rows, cols) tensor."""
+    import plotly.graph_objects as go
+
+    v = values.detach().cpu().float()
+    kwargs = {"colorscale": "RdBu", "zmid": 0.0} if diverging else {"colorscale": "Viridis"}
+    fig = go.Figure(go.Heatmap(z=v.tolist(), x=list(col_names), y=list(row_names), **kwargs))
+    fig.update_layout(title=title, height=120 + 40 * len(row_names), margin={"l": 60, "r": 20, "t": 50, "b": 40})
+    return fig
+
+
+def plot_routing(routing: Tensor, task_names: Sequence[str], title: str = "Task-to-module graph A"):
+    """Heatmap of the learned routing graph A (T, K) (MT-CRL Fig. 16)."""
+    return plot_heatmap(routing, task_names, _names("module", routing.shape[1]), title)
+
+
+def plot_task_module_gradients(diff: Tensor, task_names: Sequence[str],
+                               title: str = "(valid - train) task-to-module gradients"):
+    """Diverging heatmap of (valid - train) task-to-module gradients (MT-CRL Fig. 4-5, 13-14)."""
+    return plot_heatmap(diff, task_names, _names("module", diff.shape[1]), title, diverging=True)
+
+
+def plot_task_graph(routing: Tensor, task_names: Sequence[str], threshold: float = 0.1,
+                    title: str = "Task similarity induced by A"):
+    """The task-similarity graph of :func:`task_similarity`: tasks on a circle, an edge where the
+    similarity exceeds ``threshold`` (MT-CRL Fig. 10 used 0.1), edge width proportional to it."""
+    import math
+
+    import plotly.graph_objects as go
+
+    sim = task_similarity(routing.detach().cpu().float())
+    n = len(task_names)
+    xy = [(math.cos(2 * math.pi * i / n), math.sin(2 * math.pi * i / n)) for i in range(n)]
+    fig = go.Figure()
+    for i in range(n):
+        for j in range(i + 1, n):
+            s = float(sim[i, j])
+            if s > threshold:
+                fig.add_trace(go.Scatter(x=[xy[i][0], xy[j][0]], y=[xy[i][1], xy[j][1]], mode="lines",
+                                         line={"width": 1 + 8 * s, "color": "rgba(60,60,160,0.6)"},
+                                         hovertext=f"{task_names[i]}-{task_names[j]}: {s:.2f}",
+                                         showlegend=False))
+    fig.add_trace(go.Scatter(x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers+text",
+                             text=list(task_names), textposition="top center", marker={"size": 18},
+                             showlegend=False))
+    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"},
+                      height=360)
+    return fig
+
+
+def plot_saliency(maps: dict[str, Tensor], title: str = "Input-gradient saliency"):
+    """Side-by-side saliency maps ``{label: (H, W) or (D,)}`` (MT-CRL Fig. 3 and 7)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    labels = list(maps)
+    fig = make_subplots(rows=1, cols=len(labels), subplot_titles=labels)
+    for c, lab in enumerate(labels, start=1):
+        m = maps[lab].detach().cpu().float()
+        m = m / m.max().clamp_min(1e-12)
+        if m.dim() == 1:
+            fig.add_trace(go.Bar(y=m.tolist(), showlegend=False), row=1, col=c)
+        else:
+            fig.add_trace(go.Heatmap(z=m.flip(0).tolist(), colorscale="Hot", showscale=False), row=1, col=c)
+    fig.update_layout(title=title, height=300)
+    return fig
+
+
+def evaluate_spurious(model: nn.Module, batches: dict[str, dict], causal_masks: dict[str, Tensor],
+                      tasks: Sequence[str], score_split: str | None = None) -> dict[str, float]:
+    """Accuracy on every split of ``batches`` (``acc_<split>``) and rho_spur on ``score_split``
+    (default: the first split), the columns of MT-CRL Table 1."""
+    out = {}
+    for split, b in batches.items():
+        out[f"acc_{split}"] = accuracy(model, b, tasks)["mean"]
+    split = score_split or next(iter(batches))
+    out["rho_spur"] = spurious_scores(model, batches[split], causal_masks, tasks)["mean"]
+    return out
+
