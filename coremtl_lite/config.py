@@ -132,7 +132,7 @@ class OptimConfig:
 class TrainConfig:
     """How the one training loop runs: method, seed, device and bookkeeping."""
 
-    method: str = "core_mtl"  # a name from coremtl_lite.methods.available()
+    method: str = "ew"  # how task losses are balanced: a name from coremtl_lite.methods.available()
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:1 | mps
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 with a scaler)
