@@ -35,7 +35,7 @@ def test_attributes_match_definitions_on_hand_built_scene():
 
 def test_shaded_attributes_dataset():
     ds = ShadedAttributes(n_attributes=40, size=32, length=64, seed=0)
-    assert ds.task_info == {"attributes": {"kind": "attributes", "num_attributes": 40}}
+    assert ds.task_info["attributes"] == {"kind": "attributes", "num_attributes": 40}
     b = ds.get_batch(range(64))
     assert b["attributes"].shape == (64, 40) and b["attributes"].dtype == torch.float32
     assert torch.equal(b["attributes"], attributes_from_semantic(b["factors"]["semantic"], 40))
@@ -58,3 +58,18 @@ def test_hand_built_scene_renders():
     assert seg[16, 16] == 1 and seg[0, 0] == 0  # a hemisphere in the middle, ground at the corner
     # the hemisphere's top is at height 0.5 above the (flat at the centre) ground: depth 3 - 0.5
     assert abs(float(out["depth"][0, 0, 16, 16]) - 2.5) < 0.02
+
+
+def test_each_attribute_is_also_its_own_task():
+    from coremtl_lite.data.attributes import ShadedAttributes, attribute_task_names
+
+    scenes = ShadedAttributes(n_attributes=12, size=32, length=8, seed=3)
+    names = attribute_task_names(12)
+    assert names[0] == "attr_00" and names[-1] == "attr_11"
+    assert all(scenes.task_info[n] == {"kind": "attributes", "num_attributes": 1} for n in names)
+    batch = scenes.get_batch(torch.arange(8))
+    for i, name in enumerate(names):
+        assert batch[name].shape == (8, 1)
+        assert torch.equal(batch[name][:, 0], batch["attributes"][:, i])
+    sample = scenes[5]
+    assert torch.equal(sample["attr_04"], sample["attributes"][4:5])

@@ -1,0 +1,63 @@
+"""The reproduction suite: the paper's experiments in miniature on ShadedScenes, and at full scale on
+the real datasets (``coremtl-lite bench``). See :mod:`.suites` for what each suite trains."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from coremtl_lite.bench.report import markdown_table, pivot, write_html
+from coremtl_lite.bench.runner import (
+    RunFn,
+    execute,
+    plan_runs,
+    run_metadata,
+    summarise,
+    train_and_evaluate,
+    write_rows,
+)
+from coremtl_lite.bench.suites import DEFAULT_BASELINES, Suite, Variant, build_suites
+
+__all__ = ["DEFAULT_BASELINES", "Suite", "Variant", "build_suites", "markdown_table", "pivot", "run_bench"]
+
+
+def run_bench(suites: Sequence[str] = ("id",), profile: str = "cpu", seeds: Sequence[int] = (0, 1, 2),
+              out_dir: str | os.PathLike = "runs/bench", baselines: Sequence[str] = DEFAULT_BASELINES,
+              overrides: Sequence[str] = (), run_fn: RunFn = train_and_evaluate,
+              progress: bool = True) -> list[dict[str, Any]]:
+    """Run the named suites (finished runs are read back, not retrained) and write
+    ``<out_dir>/results.json``, ``results.csv``, ``report.html`` and ``metadata.json``.
+
+    Returns the summary rows (suite, variant, domain, task, metric, mean, std, n).
+    """
+    from coremtl_lite.data import build_splits
+    from coremtl_lite.tasks import tasks_from_info
+
+    available = build_suites(tuple(baselines))
+    unknown = [s for s in suites if s not in available]
+    if unknown:
+        raise KeyError(f"unknown suite(s) {unknown}; choose from {', '.join(available)}")
+    if len(seeds) < 1:
+        raise ValueError("run_bench needs at least one seed")
+    out = Path(out_dir)
+    start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    for name in suites:
+        suite = available[name]
+        runs = plan_runs(suite, profile, seeds, overrides, out_root=out)
+        records = execute(runs, out, run_fn=run_fn, progress=progress)
+        widest = max(runs, key=lambda r: len(r.cfg.data.tasks)).cfg.data
+        task_info = build_splits(widest, seed=0).train.task_info
+        tasks = tasks_from_info(task_info, sorted({t for r in runs for t in r.cfg.data.tasks}))
+        directions = {t.name: dict(t.directions) for t in tasks}
+        rows += summarise(suite, records, directions)
+    meta = run_metadata(profile) | {"suites": list(suites), "seeds": list(seeds),
+                                    "overrides": list(overrides), "seconds": round(time.perf_counter() - start, 1)}
+    write_rows(rows, out, "results")
+    (out / "metadata.json").write_text(json.dumps(meta, indent=1))
+    write_html(rows, meta, out / "report.html")
+    return rows

@@ -73,6 +73,27 @@ def attributes_from_semantic(semantic: dict[str, torch.Tensor], n_attributes: in
     return torch.stack(cols, 1).float()
 
 
+def attribute_task_names(n_attributes: int) -> list[str]:
+    """Names of the one-attribute tasks ``attr_00``, ``attr_01``, ...: each attribute as its own task,
+    as in the paper's scalability study (Table 4: 10/20/30/40 CelebA attributes = 10/20/30/40 tasks)."""
+    return [f"attr_{i:02d}" for i in range(n_attributes)]
+
+
+def attribute_task_info(n_attributes: int) -> dict[str, dict[str, Any]]:
+    """``task_info`` offering all attributes as one task (``attributes``) and each as its own task."""
+    info: dict[str, dict[str, Any]] = {"attributes": {"kind": "attributes", "num_attributes": n_attributes}}
+    info.update({name: {"kind": "attributes", "num_attributes": 1} for name in attribute_task_names(n_attributes)})
+    return info
+
+
+def split_attributes(sample: dict[str, Any]) -> dict[str, Any]:
+    """Add the one-attribute targets ``attr_XX`` (shape ``(..., 1)``) next to ``attributes`` (``(..., N)``)."""
+    attrs = sample["attributes"]
+    for i, name in enumerate(attribute_task_names(attrs.shape[-1])):
+        sample[name] = attrs[..., i:i + 1]
+    return sample
+
+
 class ShadedAttributes(ShadedScenes):
     """ShadedScenes whose task is ``attributes``: N binary labels from the semantic factors.
 
@@ -81,7 +102,8 @@ class ShadedAttributes(ShadedScenes):
         Others as :class:`~coremtl_lite.data.scenes.ShadedScenes` (``domain``, ``size``, ``length``,
         ``seed``, ``offset``, ``with_factors``).
 
-    Samples carry everything ShadedScenes returns plus ``attributes`` (float32 ``(N,)``).
+    Samples carry everything ShadedScenes returns plus ``attributes`` (float32 ``(N,)``) and, for the
+    scalability study, each attribute as its own task ``attr_XX`` (float32 ``(1,)``).
     """
 
     def __init__(self, n_attributes: int = 10, **kwargs: Any):
@@ -90,13 +112,15 @@ class ShadedAttributes(ShadedScenes):
             raise ValueError(f"n_attributes must be in 1..{MAX_ATTRIBUTES}, got {n_attributes}")
         self.n_attributes = n_attributes
         self.attribute_names = ATTRIBUTE_NAMES[:n_attributes]
-        self.task_info = {"attributes": {"kind": "attributes", "num_attributes": n_attributes}}
+        self.task_info = attribute_task_info(n_attributes)
 
     def render(self, semantic: dict[str, torch.Tensor], residual: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """As :meth:`ShadedScenes.render`, plus the ``attributes`` labels of ``semantic``."""
+        """As :meth:`ShadedScenes.render`, plus the ``attributes`` labels of ``semantic`` (all together,
+        and one per task as ``attr_XX``)."""
         out = super().render(semantic, residual)
         out["attributes"] = attributes_from_semantic(semantic, self.n_attributes)
-        return out
+        return split_attributes(out)
 
 
-__all__ = ["ATTRIBUTE_NAMES", "MAX_ATTRIBUTES", "ShadedAttributes", "attributes_from_semantic"]
+__all__ = ["ATTRIBUTE_NAMES", "MAX_ATTRIBUTES", "ShadedAttributes", "attribute_task_info", "attribute_task_names",
+           "attributes_from_semantic", "split_attributes"]

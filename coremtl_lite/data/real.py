@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from coremtl_lite.data.attributes import attribute_task_info, split_attributes
 from coremtl_lite.data.loading import Splits
 
 NYU_CLASSES = 13
@@ -197,7 +198,7 @@ class CelebA:
         self.attributes = torch.tensor(np.stack([rows[f][:num_attributes] for f in self.files]) if self.files
                                        else np.zeros((0, num_attributes)), dtype=torch.float32)
         self.attribute_names = names[:num_attributes]
-        self.task_info = {"attributes": {"kind": "attributes", "num_attributes": num_attributes}}
+        self.task_info = attribute_task_info(num_attributes)
         self.image_dir = self.root / "images_128" if (self.root / "images_128").is_dir() else \
             self.root / "img_align_celeba"
         if not self.image_dir.is_dir():
@@ -209,7 +210,7 @@ class CelebA:
     def __getitem__(self, index: int) -> dict[str, Any]:
         name = self.files[index]
         path = self.image_dir / (Path(name).stem + ".png" if self.image_dir.name == "images_128" else name)
-        return {"image": load_celeba_image(path, self.size), "attributes": self.attributes[index]}
+        return split_attributes({"image": load_celeba_image(path, self.size), "attributes": self.attributes[index]})
 
 
 def load_celeba_image(path: Path, size: int) -> torch.Tensor:

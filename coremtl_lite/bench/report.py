@@ -1,0 +1,97 @@
+"""Tables and a plotly HTML report from the summary rows of :mod:`coremtl_lite.bench.runner`."""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+#: the headline metric of each task (direction: True when higher is better)
+HEADLINE = {"segmentation": ("mIoU", True), "depth": ("abs_err", False), "normal": ("mean", False),
+            "attributes": ("acc", True), "all": ("delta_m%", True)}
+#: summary metrics over all tasks, shown when present
+SUMMARY = ("avg_acc", "delta_m%", "seconds/epoch")
+
+
+def pivot(rows: Sequence[dict[str, Any]], domain: str, metrics: Sequence[tuple[str, str]] | None = None
+          ) -> tuple[list[str], list[list[str]]]:
+    """A variant x (task, metric) table of ``mean ± std`` strings for one domain."""
+    rows = [r for r in rows if r["domain"] in (domain, "-")]
+    if metrics is None:
+        metrics = sorted({(r["task"], r["metric"]) for r in rows})
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    cell = {(r["variant"], r["task"], r["metric"]): r for r in rows}
+    header = ["variant"] + [f"{t} {m}" if t != "all" else m for t, m in metrics]
+    body = []
+    for v in variants:
+        line = [v]
+        for t, m in metrics:
+            r = cell.get((v, t, m))
+            line.append("–" if r is None else f"{r['mean']:.4g} ± {r['std']:.2g}")
+        body.append(line)
+    return header, body
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def headline_metrics(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The (task, metric) pairs of :data:`HEADLINE` present in ``rows``, plus time if timed."""
+    present = {(r["task"], r["metric"]) for r in rows}
+    out = [(t, m) for t, (m, _) in HEADLINE.items() if t != "all" and (t, m) in present]
+    return out + [("all", m) for m in SUMMARY if ("all", m) in present]
+
+
+def figure(rows: Sequence[dict[str, Any]], suite: str):
+    """A plotly bar chart per headline metric, variants on the x axis, one bar group per domain."""
+    from plotly.subplots import make_subplots
+
+    rows = [r for r in rows if r["suite"] == suite]
+    metrics = headline_metrics(rows)
+    fig = make_subplots(rows=1, cols=max(1, len(metrics)),
+                        subplot_titles=[f"{t} {m}" if t != "all" else m for t, m in metrics])
+    domains = list(dict.fromkeys(r["domain"] for r in rows))
+    for col, (task, metric) in enumerate(metrics, start=1):
+        for k, domain in enumerate(domains):
+            sel = [r for r in rows if r["task"] == task and r["metric"] == metric and r["domain"] == domain]
+            if not sel:
+                continue
+            fig.add_bar(x=[r["variant"] for r in sel], y=[r["mean"] for r in sel],
+                        error_y=dict(type="data", array=[r["std"] for r in sel]), name=domain,
+                        legendgroup=domain, showlegend=col == 1, marker_color=_COLOURS[k % len(_COLOURS)],
+                        row=1, col=col)
+    fig.update_layout(title=f"suite {suite}", barmode="group", height=420)
+    return fig
+
+
+_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+
+
+def write_html(rows: Sequence[dict[str, Any]], meta: dict[str, Any], path: str | os.PathLike) -> Path:
+    """One self-contained HTML page: metadata, a table and a figure per suite."""
+    path = Path(path)
+    parts = ["<html><head><meta charset='utf-8'><title>coremtl_lite benchmark</title></head><body>",
+             "<h1>coremtl_lite benchmark</h1><pre>" + html.escape(
+                 "\n".join(f"{k}: {v}" for k, v in meta.items())) + "</pre>"]
+    first = True
+    for suite in dict.fromkeys(r["suite"] for r in rows):
+        sel = [r for r in rows if r["suite"] == suite]
+        parts.append(f"<h2>{html.escape(suite)}</h2>")
+        for domain in dict.fromkeys(r["domain"] for r in sel if r["domain"] != "-"):
+            header, body = pivot(sel, domain, headline_metrics(sel))
+            parts.append(f"<h3>{html.escape(domain)}</h3><table border='1' cellpadding='4'><tr>"
+                         + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+                         + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                                   for row in body) + "</table>")
+        parts.append(figure(rows, suite).to_html(full_html=False, include_plotlyjs="cdn" if first else False))
+        first = False
+    parts.append("</body></html>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts))
+    return path

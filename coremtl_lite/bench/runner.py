@@ -1,0 +1,240 @@
+"""Run suites: every variant x seed, resumable, aggregated as mean ± std, saved as JSON/CSV/HTML.
+
+Each run trains one configuration with the one training loop, selects the model on the validation
+split only, then evaluates the test split of every domain of the suite. A finished run is stored
+under ``<out>/runs/<key>.json`` (``key`` hashes the full configuration and seed) and skipped when the
+suite runs again, so an interrupted benchmark resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from coremtl_lite.bench.suites import Suite, Variant
+from coremtl_lite.config import Config, get_config
+
+#: a function that trains ``cfg`` and returns ``{"results": {domain: {task: {metric: v}}}, "epoch_seconds": s}``
+RunFn = Callable[[Config, Sequence[str]], dict[str, Any]]
+
+
+def train_and_evaluate(cfg: Config, domains: Sequence[str]) -> dict[str, Any]:
+    """Train ``cfg`` with the one training loop, select on validation, evaluate ``domains`` (test split)."""
+    from coremtl_lite.train import Trainer
+
+    trainer = Trainer(cfg)
+    start = time.perf_counter()
+    history = trainer.fit()
+    seconds = time.perf_counter() - start
+    results = trainer.evaluate(domains=list(domains), split="test", use_best=True)
+    epoch_times = [e["seconds"] for e in history.epochs if "seconds" in e]
+    return {"results": results, "seconds": seconds,
+            "epoch_seconds": (sum(epoch_times) / len(epoch_times)) if epoch_times else seconds / cfg.optim.epochs}
+
+
+@dataclass
+class Run:
+    """One (variant, seed[, task]) training run of a suite."""
+
+    suite: str
+    variant: Variant
+    seed: int
+    cfg: Config
+    domains: tuple[str, ...]
+    task: str | None = None  # the single task of a per-task (STL) run
+
+    @property
+    def key(self) -> str:
+        """Hash of the full training configuration: suites that train the same thing share the run."""
+        cfg = self.cfg.to_dict()
+        cfg["train"].pop("out_dir")
+        return hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plan_runs(suite: Suite, profile: str, seeds: Iterable[int], overrides: Sequence[str] = (),
+              out_root: str | os.PathLike = "runs/bench") -> list[Run]:
+    """Every run a suite needs, with its full config (checked now, so a typo fails before training)."""
+    runs = []
+    for variant in suite.variants:
+        for seed in seeds:
+            # validation drives model selection during training; the test domains are evaluated once, at the end
+            over = [*suite.base_overrides, *variant.overrides, *overrides, f"train.seed={seed}",
+                    f"data.eval_domains={suite.eval_domains[0]}"]
+            cfg = get_config(profile, over)
+            if variant.per_task:
+                for task in cfg.data.tasks:
+                    weights = {t: w for t, w in cfg.loss.task_weights.items() if t == task}
+                    task_cfg = get_config(profile, [*over, f"data.tasks={task}",
+                                                    f"loss.task_weights={json.dumps(weights)}"])
+                    runs.append(Run(suite.name, variant, seed, task_cfg, suite.eval_domains, task))
+            else:
+                runs.append(Run(suite.name, variant, seed, cfg, suite.eval_domains))
+    for run in runs:
+        run.cfg.train.out_dir = str(Path(out_root) / "checkpoints" / run.key)
+    return runs
+
+
+def execute(runs: Sequence[Run], out_dir: str | os.PathLike, run_fn: RunFn = train_and_evaluate,
+            progress: bool = True) -> list[dict[str, Any]]:
+    """Run (or read back) every run; return their records in order."""
+    from tqdm.auto import tqdm
+
+    store = Path(out_dir) / "runs"
+    store.mkdir(parents=True, exist_ok=True)
+    records = []
+    bar = tqdm(runs, desc="bench", disable=not progress)
+    for run in bar:
+        path = store / f"{run.key}.json"
+        bar.set_postfix_str(f"{run.suite}/{run.variant.name}/seed{run.seed}" + (f"/{run.task}" if run.task else ""))
+        record = json.loads(path.read_text()) if path.exists() else None
+        if record is None or not set(run.domains) <= set(record["results"]):
+            outcome = run_fn(run.cfg, run.domains)
+            record = {"key": run.key, "config": run.cfg.to_dict(), **outcome}
+            _write_json_atomic(path, record)
+        # a shared run is labelled by the suite and variant that read it now
+        records.append({**record, "suite": run.suite, "variant": run.variant.name, "seed": run.seed,
+                        "task": run.task})
+    return records
+
+
+# ------------------------------------------------------------------------------------- aggregation
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+def merge_per_task(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge the single-task runs of one (variant, seed) into one record holding every task."""
+    merged: dict[tuple, dict[str, Any]] = {}
+    out = []
+    for rec in records:
+        if rec.get("task") is None:
+            out.append(rec)
+            continue
+        key = (rec["suite"], rec["variant"], rec["seed"])
+        if key not in merged:
+            merged[key] = {**rec, "task": None, "results": {}, "epoch_seconds": 0.0}
+            out.append(merged[key])
+        target = merged[key]
+        target["epoch_seconds"] += rec.get("epoch_seconds", 0.0)
+        for domain, tasks in rec["results"].items():
+            target["results"].setdefault(domain, {}).update(tasks)
+    return out
+
+
+def delta_m(result: dict[str, dict[str, float]], reference: dict[str, dict[str, float]],
+            directions: dict[str, dict[str, bool]]) -> float:
+    """Δm% (SPEC §4): mean over tasks of the mean relative change of each metric against the
+    single-task reference, signed so that positive is better."""
+    per_task = []
+    for task, metrics in directions.items():
+        if task not in result or task not in reference:
+            continue
+        terms = []
+        for metric, higher_better in metrics.items():
+            ref = reference[task].get(metric)
+            val = result[task].get(metric)
+            if ref is None or val is None or ref == 0:
+                continue
+            sign = 1.0 if higher_better else -1.0
+            terms.append(sign * (val - ref) / abs(ref) * 100.0)
+        if terms:
+            per_task.append(sum(terms) / len(terms))
+    return sum(per_task) / len(per_task) if per_task else float("nan")
+
+
+def summarise(suite: Suite, records: Sequence[dict[str, Any]],
+              directions: dict[str, dict[str, bool]]) -> list[dict[str, Any]]:
+    """Rows (variant, domain, task, metric, mean, std, n) plus Δm% and time per epoch."""
+    records = merge_per_task([r for r in records if r["suite"] == suite.name])
+    stl = {(r["seed"], d): res for r in records if r["variant"] == "stl" for d, res in r["results"].items()}
+    rows: list[dict[str, Any]] = []
+    for variant in suite.variants:
+        mine = [r for r in records if r["variant"] == variant.name]
+        if not mine:
+            continue
+        for domain in suite.report_domains:
+            values: dict[tuple[str, str], list[float]] = {}
+            dms = []
+            for rec in mine:
+                res = rec["results"].get(domain, {})
+                for task, metrics in res.items():
+                    for metric, v in metrics.items():
+                        values.setdefault((task, metric), []).append(float(v))
+                accs = [m["acc"] for m in res.values() if "acc" in m]
+                if len(accs) > 1:  # many attribute / classification tasks: their average accuracy
+                    values.setdefault(("all", "avg_acc"), []).append(sum(accs) / len(accs))
+                ref = stl.get((rec["seed"], domain))
+                if ref is not None:
+                    dms.append(delta_m(res, ref, directions))
+            for (task, metric), vals in sorted(values.items()):
+                mean, std = _mean_std(vals)
+                rows.append({"suite": suite.name, "variant": variant.name, "domain": domain, "task": task,
+                             "metric": metric, "mean": mean, "std": std, "n": len(vals)})
+            if dms and not all(math.isnan(d) for d in dms):
+                mean, std = _mean_std([d for d in dms if not math.isnan(d)])
+                rows.append({"suite": suite.name, "variant": variant.name, "domain": domain, "task": "all",
+                             "metric": "delta_m%", "mean": mean, "std": std, "n": len(dms)})
+        if suite.timed:
+            mean, std = _mean_std([float(r["epoch_seconds"]) for r in mine])
+            rows.append({"suite": suite.name, "variant": variant.name, "domain": "-", "task": "all",
+                         "metric": "seconds/epoch", "mean": mean, "std": std, "n": len(mine)})
+    return rows
+
+
+# -------------------------------------------------------------------------------------- metadata
+def run_metadata(profile: str) -> dict[str, Any]:
+    """Package versions, device, profile and git commit of a benchmark run."""
+    import numpy
+    import sklearn
+
+    import coremtl_lite
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
+    return {"profile": profile, "coremtl_lite": coremtl_lite.__version__, "torch": torch.__version__,
+            "numpy": numpy.__version__, "scikit-learn": sklearn.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "device": device, "git_commit": commit,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_rows(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike, name: str) -> tuple[Path, Path]:
+    """Save summary rows as ``<name>.json`` and ``<name>.csv``."""
+    out = Path(out_dir)
+    json_path, csv_path = out / f"{name}.json", out / f"{name}.csv"
+    _write_json_atomic(json_path, list(rows))
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["suite", "variant", "domain", "task", "metric", "mean", "std", "n"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return json_path, csv_path

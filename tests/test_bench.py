@@ -1,0 +1,103 @@
+"""The reproduction suite: planning, sharing and resuming runs, aggregation, and a real end-to-end run."""
+
+import json
+import math
+
+import pytest
+
+from coremtl_lite.bench import build_suites, run_bench
+from coremtl_lite.bench.runner import delta_m, merge_per_task, plan_runs, summarise
+
+DIRECTIONS = {"segmentation": {"mIoU": True}, "depth": {"abs_err": False}}
+
+
+def test_every_suite_plans_valid_configs():
+    suites = build_suites(("ew", "pcgrad"))
+    assert set(suites) == {"id", "sim2real", "corruptions", "colored", "scalability", "ablation", "grounding",
+                           "lambda-ind", "lambda-cfa"}
+    for suite in suites.values():
+        runs = plan_runs(suite, "ci", seeds=(0, 1))
+        assert runs and all(r.cfg.train.seed in (0, 1) for r in runs)
+
+
+def test_suites_share_identical_runs():
+    suites = build_suites(("ew",))
+    keys = {name: {r.key for r in plan_runs(s, "ci", (0,))} for name, s in suites.items()}
+    assert keys["id"] == keys["sim2real"] == keys["corruptions"]
+    # the ablation's "full" is CORE-MTL and its "vanilla" is the EW baseline of Table 1
+    assert len(keys["ablation"] & keys["id"]) == 2
+    # lambda_ind = 1 and lambda_cfa = 1 are the default CORE-MTL run
+    assert keys["lambda-ind"] & keys["lambda-cfa"] & keys["id"]
+
+
+def test_stl_runs_one_model_per_task():
+    runs = plan_runs(build_suites(("ew",))["id"], "ci", (0,))
+    stl = [r for r in runs if r.variant.per_task]
+    assert sorted(r.cfg.data.tasks for r in stl) == [("depth",), ("normal",), ("segmentation",)]
+
+
+def test_delta_m_signs_follow_directions():
+    ref = {"segmentation": {"mIoU": 0.5}, "depth": {"abs_err": 1.0}}
+    better = {"segmentation": {"mIoU": 0.55}, "depth": {"abs_err": 0.9}}
+    assert delta_m(better, ref, DIRECTIONS) == pytest.approx(10.0)
+    assert delta_m(ref, ref, DIRECTIONS) == 0.0
+    worse = {"segmentation": {"mIoU": 0.45}, "depth": {"abs_err": 1.1}}
+    assert delta_m(worse, ref, DIRECTIONS) == pytest.approx(-10.0)
+
+
+def test_summary_gives_mean_std_and_delta_m_against_stl():
+    suite = build_suites(("ew",))["id"]
+    recs = []
+    for seed, (miou, err) in enumerate([(0.4, 1.0), (0.6, 0.8)]):
+        recs.append({"suite": "id", "variant": "ew", "seed": seed, "task": None, "epoch_seconds": 1.0,
+                     "results": {"source": {"segmentation": {"mIoU": miou}, "depth": {"abs_err": err}}}})
+        for task, res in (("segmentation", {"mIoU": 0.5}), ("depth", {"abs_err": 1.0})):
+            recs.append({"suite": "id", "variant": "stl", "seed": seed, "task": task, "epoch_seconds": 1.0,
+                         "results": {"source": {task: res}}})
+    assert len(merge_per_task(recs)) == 4
+    rows = {(r["variant"], r["task"], r["metric"]): r for r in summarise(suite, recs, DIRECTIONS)}
+    miou = rows[("ew", "segmentation", "mIoU")]
+    assert miou["mean"] == pytest.approx(0.5) and miou["std"] == pytest.approx(math.sqrt(0.02)) and miou["n"] == 2
+    dm = rows[("ew", "all", "delta_m%")]
+    # seed 0: (-20 + 0)/2 = -10; seed 1: (+20 + 20)/2 = +20
+    assert dm["mean"] == pytest.approx(5.0)
+    assert rows[("stl", "all", "delta_m%")]["mean"] == pytest.approx(0.0)
+
+
+def test_unknown_suite_is_an_error(tmp_path):
+    with pytest.raises(KeyError, match="unknown suite"):
+        run_bench(["table99"], profile="ci", out_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_every_suite_runs_end_to_end_in_the_ci_profile_and_resumes(tmp_path):
+    from coremtl_lite.bench.runner import train_and_evaluate
+
+    calls = []
+
+    def counting(cfg, domains):
+        calls.append((cfg.train.seed, cfg.data.tasks))
+        return train_and_evaluate(cfg, domains)
+
+    over = ["optim.epochs=1", "data.train_size=16", "data.val_size=8", "data.test_size=8", "loss.perceptual=ssim"]
+    names = list(build_suites(("ew",)))
+    rows = run_bench(names, profile="ci", seeds=(0,), out_dir=tmp_path, baselines=("ew",), overrides=over,
+                     run_fn=counting, progress=False)
+    assert {r["suite"] for r in rows} == set(names)
+    variants = {(r["suite"], r["variant"]) for r in rows}
+    assert {("id", "stl"), ("id", "ew"), ("id", "core_mtl"), ("ablation", "vanilla"), ("ablation", "full"),
+            ("scalability", "pcgrad@40"), ("lambda-cfa", "lambda_cfa=5")} <= variants
+    assert any(r["metric"] == "delta_m%" for r in rows)
+    assert {r["metric"] for r in rows if r["suite"] == "scalability" and r["task"] == "all"} >= {
+        "avg_acc", "seconds/epoch"}
+    # one model per attribute-task count: the 40-task runs have 40 heads
+    assert max(len(t) for _, t in calls) == 40
+    for name in ("results.json", "results.csv", "report.html", "metadata.json"):
+        assert (tmp_path / name).stat().st_size > 0
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["profile"] == "ci" and "torch" in meta and "git_commit" in meta
+    # shared runs are trained once, and a second call trains nothing: every run is read back
+    n_first = len(calls)
+    run_bench(["id", "ablation"], profile="ci", seeds=(0,), out_dir=tmp_path, baselines=("ew",), overrides=over,
+              run_fn=counting, progress=False)
+    assert len(calls) == n_first
