@@ -62,6 +62,7 @@ class DataConfig:
 class ModelConfig:
     """The network: encoder, the two streams (paper §3.1) and the grounding decoder (§3.2)."""
 
+    architecture: str = "auto"  # auto (dual_stream or vanilla, by dual_stream) | dual_stream | vanilla | mtan | mmoe | mtcrl
     encoder: str = "lite"  # lite | resnet50 (dilated, output stride 8) | resnet18
     width: int = 32  # base channel width of the lite encoder
     semantic_channels: int = 64  # C_s of z_s = P_s(F)
@@ -73,6 +74,7 @@ class ModelConfig:
     pretrained: bool = True  # ImageNet weights for ResNet encoders, when available offline
 
     def validate(self) -> None:
+        _choice(self, "architecture", ("auto", "dual_stream", "vanilla", "mtan", "mmoe", "mtcrl"))
         _choice(self, "encoder", ("lite", "resnet50", "resnet18"))
         _choice(self, "grounding", ("hard", "soft", "none"))
         _positive(self, "width", "semantic_channels", "residual_channels", "head_channels")

@@ -21,7 +21,7 @@ from coremtl_lite.models.mtan import MTAN, build_mtan
 
 __all__ = ["DenseHead", "DualStreamModel", "GenericDecoder", "GlobalHead", "GroundedDualStreamModel", "LiteEncoder",
            "MMoE", "MODEL_BUILDERS", "MTAN", "PhysicsDecoder", "ResNetEncoder", "VanillaModel", "build_dual_stream",
-           "build_encoder", "build_mmoe", "build_model", "build_mtan", "build_vanilla"]
+           "build_encoder", "build_mmoe", "build_model", "build_mtan", "build_mtcrl", "build_vanilla"]
 
 
 def build_dual_stream(model_cfg, tasks, in_channels: int = 3) -> nn.Module:
@@ -36,8 +36,20 @@ def build_vanilla(model_cfg, tasks, in_channels: int = 3) -> nn.Module:
     return VanillaModel(model_cfg, tasks, in_channels)
 
 
+def build_mtcrl(model_cfg, tasks, in_channels: int = 3) -> nn.Module:
+    """The MT-CRL model (Hu et al. 2022): K = 8 small CNN modules routed to per-task predictors by
+    A = sigmoid(theta); for classification and attribute tasks on images (train it with ``train.method=mtcrl``)."""
+    from coremtl_lite.models.mtcrl_model import build_mtcrl_model
+
+    dense = [t.name for t in tasks if t.dense]
+    if dense:
+        raise ValueError(f"model.architecture=mtcrl predicts one vector per task; dense tasks {dense} need "
+                         "another architecture")
+    return build_mtcrl_model((in_channels, 0, 0), {t.name: t.channels for t in tasks})
+
+
 MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {"dual_stream": build_dual_stream, "vanilla": build_vanilla,
-                                                       "mtan": build_mtan, "mmoe": build_mmoe}
+                                                       "mtan": build_mtan, "mmoe": build_mmoe, "mtcrl": build_mtcrl}
 
 
 def build_model(model_cfg, tasks, in_channels: int = 3) -> nn.Module:
