@@ -28,7 +28,7 @@ def _image(b=3, h=32, w=32, seed=0):
     return torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("arch", sorted(MODEL_BUILDERS))
+@pytest.mark.parametrize("arch", sorted(a for a in MODEL_BUILDERS if a != "mtcrl"))  # mtcrl: below
 def test_every_architecture_shapes_and_gradients(arch):
     torch.manual_seed(0)
     model = MODEL_BUILDERS[arch](_cfg(), TASKS)
@@ -227,3 +227,13 @@ def test_l2_normalise_and_input_errors():
     with pytest.raises(ValueError, match="not one of"):
         build_model(type("C", (), {**vars(_cfg()), "architecture": "transformer"})(), TASKS)
     assert math.isfinite(float(model(_image())["z_p"].sum()))
+
+
+def test_mtcrl_architecture_predicts_vector_tasks_and_rejects_dense_ones():
+    vector = [t for t in TASKS if not t.dense]
+    model = MODEL_BUILDERS["mtcrl"](_cfg(), vector)
+    out = model(_image())
+    assert out["preds"]["attributes"].shape == (3, 4) and out["preds"]["left"].shape == (3, 3)
+    assert out["features"].shape[:2] == (3, 8)  # K = 8 modules
+    with pytest.raises(ValueError, match="dense tasks"):
+        MODEL_BUILDERS["mtcrl"](_cfg(), TASKS)
