@@ -1,0 +1,242 @@
+"""Plotly figures of training runs and the self-contained HTML report of ``coremtl-lite demo``.
+
+* :func:`curves_figure` -- training curves of one or more runs (total loss per step, task losses,
+  the objective's extra terms such as CKA and reconstruction, the validation score);
+* :class:`LiveCurves` -- a trainer callback that redraws a figure while training: a ``go.FigureWidget``
+  in place, or a plain ``go.Figure`` re-displayed through an IPython display handle (no widget
+  library needed); the drawing itself is :func:`update_curves`, a plain function that tests can call;
+* :func:`id_ood_rows` / :func:`id_ood_table` / :func:`id_ood_figure` -- the ID/OOD table: each run's
+  source and target metrics and the source->target gap;
+* :func:`write_report` -- one HTML file with plotly.js embedded once (readable offline).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from coremtl_lite.train.checkpoint import atomic_write
+from coremtl_lite.train.history import History
+
+#: the columns of the demo table: (task, metric, label, higher is better)
+DEMO_METRICS: tuple[tuple[str, str, str, bool], ...] = (
+    ("segmentation", "mIoU", "seg mIoU", True),
+    ("depth", "abs_err", "depth abs err", False),
+    ("normal", "mean", "normal mean angle (deg)", False),
+)
+
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+_DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
+
+
+def smooth(values: Sequence[float], window: int) -> list[float]:
+    """Trailing moving average over ``window`` values (the first points average what exists)."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= window:
+            acc -= values[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def curve_keys(history: History) -> dict[str, list[str]]:
+    """What :func:`curves_figure` plots from a history: task losses, extra-term logs (``obj/*``), ``score``."""
+    keys = history.step_keys()
+    return {"tasks": [k for k in keys if k.startswith("loss/") and k not in ("loss/total", "loss/extra")],
+            "extra": [k for k in keys if k.startswith("obj/")]}
+
+
+def curves_figure(histories: Mapping[str, History] | History, smooth_window: int = 5,
+                  title: str = "Training curves") -> go.Figure:
+    """Four panels per figure: total loss per step, task losses per step, the objective's extra terms
+    (e.g. ``obj/cka`` -- linear CKA(z_s, z_p), Eq. 11 -- and ``obj/rec``, the reconstruction loss) and
+    the validation score per epoch (Δm% against the first validation pass). One colour per run."""
+    if isinstance(histories, History):
+        histories = {"run": histories}
+    fig = make_subplots(rows=2, cols=2, subplot_titles=("total loss (per step)", "task losses (per step)",
+                                                        "extra terms: CKA, reconstruction, ...",
+                                                        "validation score: Δm% vs epoch 1"))
+    for r, (name, hist) in enumerate(histories.items()):
+        color = _COLORS[r % len(_COLORS)]
+        x, y = hist.step_series("loss/total")
+        fig.add_trace(go.Scatter(x=x, y=smooth(y, smooth_window) if y else y, name=name, legendgroup=name,
+                                 line=dict(color=color)), row=1, col=1)
+        keys = curve_keys(hist)
+        for j, key in enumerate(keys["tasks"]):
+            x, y = hist.step_series(key)
+            fig.add_trace(go.Scatter(x=x, y=smooth(y, smooth_window) if y else y, name=f"{name}: {key[5:]}",
+                                     legendgroup=name, showlegend=True,
+                                     line=dict(color=color, dash=_DASHES[j % len(_DASHES)])), row=1, col=2)
+        for j, key in enumerate(keys["extra"]):
+            x, y = hist.step_series(key)
+            fig.add_trace(go.Scatter(x=x, y=smooth(y, smooth_window) if y else y, name=f"{name}: {key[4:]}",
+                                     legendgroup=name, line=dict(color=color, dash=_DASHES[j % len(_DASHES)])),
+                          row=2, col=1)
+        x, y = hist.epoch_series("score")
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{name}: val score", legendgroup=name,
+                                 showlegend=False, line=dict(color=color)), row=2, col=2)
+    fig.update_xaxes(title_text="step", row=1, col=1)
+    fig.update_xaxes(title_text="step", row=1, col=2)
+    fig.update_xaxes(title_text="step", row=2, col=1)
+    fig.update_xaxes(title_text="epoch", row=2, col=2)
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_layout(title=title, height=650, legend=dict(groupclick="toggleitem"))
+    return fig
+
+
+def update_curves(fig: go.Figure, history: History, keys: Sequence[str], smooth_window: int = 1) -> None:
+    """Set trace ``i`` of ``fig`` to the per-step series ``keys[i]`` of ``history`` (missing keys: empty)."""
+    if len(fig.data) < len(keys):
+        raise ValueError(f"figure has {len(fig.data)} traces for {len(keys)} keys")
+    ctx = fig.batch_update() if hasattr(fig, "batch_update") else _null()
+    with ctx:
+        for trace, key in zip(fig.data, keys):
+            x, y = history.step_series(key)
+            trace.x, trace.y = x, (smooth(y, smooth_window) if y else y)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class LiveCurves:
+    """Trainer callback: redraw per-step curves every ``every`` steps and at each epoch end.
+
+    ``fig`` is a ``go.FigureWidget`` (updates in place; needs ``anywidget``) or a plain ``go.Figure``;
+    with ``handle`` -- what ``IPython.display.display(fig, display_id=True)`` returns -- the plain
+    figure is re-displayed in the same notebook output after every redraw. Traces are created
+    lazily, one per key in ``keys`` (default: every ``loss/*`` and ``obj/*`` key of the first step);
+    ``fig.data`` afterwards has one trace per key, named after the key.
+    """
+
+    def __init__(self, fig: go.Figure, keys: Sequence[str] | None = None, every: int = 5, smooth_window: int = 5,
+                 handle: Any = None):
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.fig, self.keys, self.every, self.smooth_window = fig, list(keys) if keys else None, every, smooth_window
+        self.handle = handle
+
+    def _ensure_traces(self, history: History) -> None:
+        if self.keys is None:
+            self.keys = [k for k in history.step_keys() if k.startswith(("loss/", "obj/")) and k != "loss/extra"]
+        if len(self.fig.data) < len(self.keys):
+            for key in self.keys[len(self.fig.data):]:
+                self.fig.add_trace(go.Scatter(x=[], y=[], name=key, mode="lines"))
+
+    def draw(self, history: History) -> None:
+        """Redraw from ``history`` now."""
+        if not history.steps:
+            return
+        self._ensure_traces(history)
+        update_curves(self.fig, history, self.keys, self.smooth_window)
+        if self.handle is not None:
+            self.handle.update(self.fig)
+
+    def on_step_end(self, trainer, record) -> None:
+        if (int(record.get("step", 0)) + 1) % self.every == 0:
+            self.draw(trainer.history)
+
+    def on_epoch_end(self, trainer, history) -> None:
+        self.draw(history)
+
+
+# ------------------------------------------------------------------------------------ ID / OOD
+def id_ood_rows(results: Mapping[str, Mapping[str, Any]], source: str = "source", target: str = "target",
+                metrics: Sequence[tuple[str, str, str, bool]] = DEMO_METRICS) -> list[dict[str, Any]]:
+    """One row per run: ``{"run", "<label> (source)", "<label> (target)", "<label> gap"}``.
+
+    ``results[run]`` is ``{domain: {task: {metric: value}}}``; the gap is target - source in the
+    metric's units (worse on the target: negative for mIoU, positive for errors). Metrics a run lacks are NaN.
+    """
+    rows = []
+    for run, res in results.items():
+        row: dict[str, Any] = {"run": run}
+        for task, metric, label, _ in metrics:
+            s = res.get(source, {}).get(task, {}).get(metric, math.nan)
+            t = res.get(target, {}).get(task, {}).get(metric, math.nan)
+            row[f"{label} ({source})"], row[f"{label} ({target})"], row[f"{label} gap"] = s, t, t - s
+        rows.append(row)
+    return rows
+
+
+def id_ood_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A fixed-width text table of :func:`id_ood_rows` (for the terminal)."""
+    if not rows:
+        return "(no runs)"
+    cols = list(rows[0])
+    width = {c: max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in cols}
+    line = "  ".join(c.ljust(width[c]) if c == "run" else c.rjust(width[c]) for c in cols)
+    out = [line, "-" * len(line)]
+    for r in rows:
+        out.append("  ".join(_fmt(r[c]).ljust(width[c]) if c == "run" else _fmt(r[c]).rjust(width[c]) for c in cols))
+    return "\n".join(out)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:+.4f}" if abs(v) < 1 else f"{v:.3f}"
+    return str(v)
+
+
+def table_figure(rows: Sequence[Mapping[str, Any]], title: str = "") -> go.Figure:
+    """The rows as a plotly table."""
+    cols = list(rows[0]) if rows else []
+    cells = [[_fmt(r[c]) for r in rows] for c in cols]
+    fig = go.Figure(go.Table(header=dict(values=cols, align="left"), cells=dict(values=cells, align="left")))
+    fig.update_layout(title=title, height=120 + 40 * len(rows))
+    return fig
+
+
+def id_ood_figure(results: Mapping[str, Mapping[str, Any]], source: str = "source", target: str = "target",
+                  metrics: Sequence[tuple[str, str, str, bool]] = DEMO_METRICS) -> go.Figure:
+    """Grouped bars: per metric, every run on the source and the target test sets."""
+    fig = make_subplots(rows=1, cols=len(metrics),
+                        subplot_titles=[f"{label} ({'higher' if hi else 'lower'} is better)"
+                                        for _, _, label, hi in metrics])
+    for r, (run, res) in enumerate(results.items()):
+        color = _COLORS[r % len(_COLORS)]
+        for c, (task, metric, _, _) in enumerate(metrics):
+            vals = [res.get(d, {}).get(task, {}).get(metric, math.nan) for d in (source, target)]
+            fig.add_trace(go.Bar(x=[source, target], y=vals, name=run, marker_color=color, legendgroup=run,
+                                 showlegend=c == 0), row=1, col=c + 1)
+    fig.update_layout(barmode="group", title=f"In-distribution ({source}) vs shifted ({target}) test sets",
+                      height=420)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------ HTML
+def write_report(path: str | Path, title: str, sections: Sequence[tuple[str, Any]]) -> Path:
+    """Write one self-contained HTML file: a heading and, per section, a figure or an HTML/text string.
+
+    plotly.js is embedded once (in the first figure), so the file opens offline.
+    """
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             "<style>body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
+             "pre{background:#f6f6f6;padding:1em;overflow-x:auto}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>"]
+    first = True
+    for heading, content in sections:
+        if heading:
+            parts.append(f"<h2>{html.escape(heading)}</h2>")
+        if isinstance(content, go.Figure):
+            parts.append(content.to_html(full_html=False, include_plotlyjs=first))
+            first = False
+        elif isinstance(content, str):
+            parts.append(content if content.lstrip().startswith("<") else f"<pre>{html.escape(content)}</pre>")
+        else:
+            raise TypeError(f"section {heading!r}: expected a plotly Figure or a string, got {type(content).__name__}")
+    parts.append("</body></html>")
+    return atomic_write(path, lambda fh: fh.write("\n".join(parts).encode("utf-8")))

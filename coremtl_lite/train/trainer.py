@@ -1,0 +1,538 @@
+"""The one training loop of coremtl_lite, for every model, objective and multi-task method.
+
+One step (CONTRIBUTING.md contracts; the loop never looks at a method's or model's name)::
+
+    out = objective(model, batch, epoch, generator)          # task losses, Eq. 16 extras, outputs
+    method.backward(out.task_losses, shared_params=model.shared_parameters(),
+                    features=out.outputs["features"], extra_loss=out.extra_loss)   # fills .grad
+    (all-reduce gradients over ranks) -> clip (Appendix F: norm 10) -> AdamW step
+    lr = base_lr * lr_factor(step)                            # warm-up + cosine (Appendix F)
+
+Around it: ``objective.on_epoch_start(model, epoch)`` (the staged schedule of §3 / SPEC §2: heads
+frozen during the decomposition warm-up, lambda_ind ramp, CFA start), ``method.on_epoch_end(mean task
+losses)``, the optional held-out hook of bi-level methods (``method.uses_validation_batch`` ->
+``method.meta_step``), evaluation on the validation split (model selection) and on every test
+domain of ``cfg.data.eval_domains``, atomic checkpoints with exact resume, a non-finite-loss guard,
+progress bars, a metric :class:`History` and callbacks.
+
+Callbacks are plain objects with any of ``on_fit_start(trainer)``, ``on_step_end(trainer, record)``
+(``record`` is the step's history dict: ``step``, ``epoch``, ``lr``, ``loss/...``),
+``on_epoch_end(trainer, history)`` and ``on_fit_end(trainer, history)``. Setting
+``trainer.should_stop = True`` ends the run after the current step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from coremtl_lite.config import Config
+from coremtl_lite.runtime import get_device, seed_everything
+from coremtl_lite.train.cache import DEFAULT_CACHE_BYTES, maybe_cache
+from coremtl_lite.train.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from coremtl_lite.train.distributed import (
+    DistContext,
+    all_reduce_gradients,
+    all_reduce_sum,
+    average_float_buffers,
+    broadcast_module,
+    convert_batchnorm,
+    init_distributed,
+)
+from coremtl_lite.train.evaluation import Results, evaluate_datasets, relative_score, to_device
+from coremtl_lite.train.history import History
+from coremtl_lite.train.schedule import lr_factor
+
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss (or, without a gradient scaler, the gradient norm) became NaN or infinite.
+
+    The run stops before the optimiser step; the last checkpoint on disk is left untouched.
+    """
+
+    def __init__(self, message: str, step: int, epoch: int, values: dict[str, float]):
+        super().__init__(message)
+        self.step, self.epoch, self.values = step, epoch, values
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward, gradient times ``scale`` backward: fp16 loss scaling that leaves loss values intact."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:  # noqa: D401
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad * ctx.scale, None
+
+
+class Trainer:
+    """Train ``cfg`` with the one loop; see the module docstring.
+
+    Args:
+        cfg: the run's :class:`~coremtl_lite.config.Config`.
+        callbacks: objects with optional ``on_fit_start``/``on_step_end``/``on_epoch_end``/``on_fit_end``.
+        model: a ready model to train instead of ``build_model(cfg.model, tasks)`` (same contract).
+        objective: a ready objective instead of ``build_objective(cfg.loss, tasks)`` (same contract).
+        cache_bytes: memory budget per synthetic dataset for rendering each scene only once
+            (:mod:`coremtl_lite.train.cache`; bit-identical values); 0 disables the cache.
+
+    Attributes a notebook or callback may read: ``model``, ``tasks``, ``objective``, ``method``,
+    ``optimizer``, ``splits``, ``history``, ``epoch`` (epochs completed), ``step`` (optimiser steps
+    done), ``best_epoch``/``best_score`` (model selection on the validation split), ``device``, ``dist``.
+    """
+
+    def __init__(self, cfg: Config, callbacks: Iterable[Any] = (), model: nn.Module | None = None,
+                 objective: Any = None, cache_bytes: int = DEFAULT_CACHE_BYTES):
+        from coremtl_lite.data import build_splits, flip_batch, make_loader
+        from coremtl_lite.methods import build_method
+        from coremtl_lite.tasks import tasks_from_info
+
+        self.cfg = cfg.validate()
+        tc = cfg.train
+        device = get_device(tc.device)
+        self.dist: DistContext = init_distributed(device.type)
+        if self.dist.enabled and device.type == "cuda":
+            device = torch.device("cuda", self.dist.local_rank)
+        self.device = device
+        self.callbacks = list(callbacks)
+        self.should_stop = False
+        self.out_dir = Path(tc.out_dir)
+
+        self.generator = seed_everything(tc.seed)  # the objective's randomness (CFA draws); checkpointed
+        self.cache_bytes = int(cache_bytes)
+        splits = build_splits(cfg.data, tc.seed)
+        self.splits = type(splits)(maybe_cache(splits.train, self.cache_bytes), maybe_cache(splits.val, self.cache_bytes),
+                                   {d: maybe_cache(ds, self.cache_bytes) for d, ds in splits.test.items()})
+        self.tasks = tasks_from_info(self.splits.train.task_info, cfg.data.tasks)
+        self.task_names = [t.name for t in self.tasks]
+
+        if model is None:
+            from coremtl_lite.models import build_model
+
+            model = build_model(cfg.model, self.tasks)
+        if self.dist.enabled:
+            model = convert_batchnorm(model, device.type)
+        self.channels_last = device.type == "cuda" and tc.channels_last
+        model = model.to(device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        broadcast_module(model)
+        self.model = model
+        if tc.compile:
+            self.model.compile()  # in place: state_dict keys and model methods unchanged
+
+        if objective is None:
+            from coremtl_lite.losses import build_objective
+
+            objective = build_objective(cfg.loss, self.tasks)
+        self.objective = objective
+        if isinstance(self.objective, nn.Module):
+            self.objective.to(device)
+        self.method = build_method(tc.method, self.task_names).to(device)
+
+        groups = [{"params": list(self.model.parameters()), "weight_decay": cfg.optim.weight_decay}]
+        method_params = [p for p in self.method.parameters() if p.requires_grad]
+        objective_params = ([p for p in self.objective.parameters() if p.requires_grad]
+                            if isinstance(self.objective, nn.Module) else [])
+        if method_params or objective_params:  # the method's own weights (e.g. UW's log-variances): no decay
+            groups.append({"params": method_params + objective_params, "weight_decay": 0.0})
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr)
+        self.params = [p for g in groups for p in g["params"]]
+
+        # mixed precision: CUDA only; bf16 when supported (no scaler), else fp16 with a gradient scaler
+        self.amp_dtype: torch.dtype | None = None
+        self.scaler: torch.amp.GradScaler | None = None
+        if tc.amp and device.type == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            if self.amp_dtype == torch.float16:
+                self.scaler = torch.amp.GradScaler("cuda")
+
+        transform = flip_batch if cfg.data.augment else None
+        n_train = len(self.splits.train)
+        self.train_loader = make_loader(self.splits.train, cfg.data.batch_size, shuffle=True, seed=tc.seed,
+                                        drop_last=n_train >= cfg.data.batch_size, rank=self.dist.rank,
+                                        world_size=self.dist.world_size, num_workers=cfg.data.num_workers,
+                                        transform=transform)
+        self.steps_per_epoch = len(self.train_loader)
+        if tc.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, tc.max_steps_per_epoch)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"the training set ({n_train} samples) gives no batch of data.batch_size="
+                             f"{cfg.data.batch_size} on {self.dist.world_size} process(es)")
+        self.total_steps = cfg.optim.epochs * self.steps_per_epoch
+        self.warmup_steps = cfg.optim.warmup_epochs * self.steps_per_epoch
+        self._val_loader = None
+        if self.method.uses_validation_batch:  # the held-out hook of bi-level methods (methods/base.py)
+            self._val_loader = make_loader(self.splits.val, cfg.data.batch_size, shuffle=True, seed=tc.seed + 1,
+                                           rank=self.dist.rank, world_size=self.dist.world_size)
+            if len(self._val_loader) == 0:
+                raise ValueError("the method needs validation batches but the validation split gives none")
+
+        self.history = History()
+        self.epoch = 0
+        self.step = 0
+        self.best_epoch: int | None = None
+        self.best_score = -math.inf
+        self._best_state: dict[str, Tensor] | None = None
+        self._val_reference: dict[str, dict[str, float]] | None = None
+
+    # ------------------------------------------------------------------------------------ helpers
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The mixed-precision context of this run (a no-op off CUDA or with ``train.amp=false``)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def directions(self) -> dict[str, dict[str, bool]]:
+        """``{task: {metric: higher_is_better}}`` of the run's tasks."""
+        return {t.name: dict(t.directions) for t in self.tasks}
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            fn = getattr(cb, hook, None)
+            if fn is not None:
+                fn(self, *args)
+
+    def _batch_at(self, loader: Any, index: int) -> dict:
+        """Batch ``index`` of a loader's current epoch, rendered alone (the held-out hook's cycling batches)."""
+        from torch.utils.data import default_collate
+
+        ids = loader.rank_batches()[index]
+        ds = loader.dataset
+        return ds.get_batch(ids) if hasattr(ds, "get_batch") else default_collate([ds[i] for i in ids])
+
+    def _val_batch(self, step: int) -> dict:
+        """The held-out batch of a step: a pure function of the step, so resume replays it exactly."""
+        n = len(self._val_loader)
+        self._val_loader.set_epoch(step // n)
+        return to_device(self._batch_at(self._val_loader, step % n), self.device, self.channels_last)
+
+    def _heldout_loss_fn(self, epoch: int):
+        """``loss_fn(batch, return_outputs=False)`` for ``method.meta_step``: the weighted task losses
+        (lambda_t L_t, Eq. 16) of the model as it is now, without the objective's extra terms."""
+        weights = self.cfg.loss.task_weights
+
+        def loss_fn(batch: dict, return_outputs: bool = False):
+            with self.autocast():
+                outputs = self.model(batch["image"])
+                losses = {t.name: weights.get(t.name, 1.0) * t.loss(outputs["preds"][t.name], batch[t.name])
+                          for t in self.tasks}
+            return (losses, outputs) if return_outputs else losses
+
+        return loss_fn
+
+    # ------------------------------------------------------------------------------------ training
+    def fit(self, resume: bool = False, stop_at_epoch: int | None = None) -> History:
+        """Train until ``optim.epochs`` (or ``stop_at_epoch`` epochs in total, with the schedule still
+        spanning ``optim.epochs``); return the :class:`History`.
+
+        ``resume=True`` first loads ``<train.out_dir>/last.pt`` when it exists (see :meth:`resume`).
+        Raises :class:`NonFiniteLossError` when a loss turns NaN/inf (no checkpoint is written then).
+        """
+        if resume and (self.out_dir / LAST).is_file():
+            self.resume(self.out_dir / LAST)
+        from tqdm.auto import tqdm
+
+        end = self.cfg.optim.epochs if stop_at_epoch is None else min(stop_at_epoch, self.cfg.optim.epochs)
+        self.should_stop = False
+        self._call("on_fit_start")
+        bar = tqdm(total=self.cfg.optim.epochs, initial=self.epoch, desc="epochs", unit="epoch",
+                   disable=not (self.cfg.train.progress and self.is_main))
+        try:
+            while self.epoch < end and not self.should_stop:
+                self._train_epoch()
+                rec = self.history.epochs[-1]
+                post = {"train": f"{rec['train/total']:.4f}"}
+                if "score" in rec:
+                    post["val Δm%"] = f"{rec['score']:+.2f}"
+                bar.set_postfix(post)
+                bar.update(1)
+        finally:
+            bar.close()
+        self._call("on_fit_end", self.history)
+        return self.history
+
+    def _train_epoch(self) -> None:
+        from tqdm.auto import tqdm
+
+        cfg, epoch = self.cfg, self.epoch
+        start = time.perf_counter()
+        self.objective.on_epoch_start(self.model, epoch)  # staged schedule (SPEC §2)
+        self.model.train()
+        self.train_loader.set_epoch(epoch)
+        loss_fn = self._heldout_loss_fn(epoch) if self._val_loader is not None else None
+        sums = torch.zeros(len(self.tasks) + 1, dtype=torch.float64)
+        n_steps = 0
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", leave=False, unit="step",
+                   disable=not (cfg.train.progress and self.is_main))
+        try:
+            for i, batch in enumerate(self.train_loader):
+                if i >= self.steps_per_epoch:
+                    break
+                record = self._train_step(to_device(batch, self.device, self.channels_last), epoch, loss_fn)
+                sums += torch.tensor([record[f"loss/{t}"] for t in self.task_names] + [record["loss/total"]],
+                                     dtype=torch.float64)
+                n_steps += 1
+                bar.update(1)
+                if n_steps % cfg.train.log_every == 0 or n_steps == self.steps_per_epoch:
+                    bar.set_postfix(loss=f"{record['loss/total']:.4f}", lr=f"{record['lr']:.2e}")
+                self._call("on_step_end", record)
+                if self.should_stop:
+                    break
+        finally:
+            bar.close()
+        means = {t: float(sums[k] / max(n_steps, 1)) for k, t in enumerate(self.task_names)}
+        self.method.on_epoch_end(means)  # e.g. DWA's loss ratios (already averaged over ranks)
+        self.epoch = epoch + 1
+        rec: dict[str, Any] = {"epoch": self.epoch, "steps": n_steps,
+                               "lr": self.optimizer.param_groups[0]["lr"],
+                               **{f"train/{t}": v for t, v in means.items()},
+                               "train/total": float(sums[-1] / max(n_steps, 1))}
+        every = cfg.train.eval_every
+        if every and (self.epoch % every == 0 or self.epoch == cfg.optim.epochs):
+            self._evaluate_epoch(rec)
+        rec["seconds"] = time.perf_counter() - start
+        self.history.epochs.append(rec)
+        ck = cfg.train.checkpoint_every
+        if ck and (self.epoch % ck == 0 or self.epoch == cfg.optim.epochs or self.should_stop):
+            self.save(self.out_dir / LAST)
+        self._call("on_epoch_end", self.history)
+
+    def _train_step(self, batch: dict, epoch: int, loss_fn) -> dict[str, Any]:
+        """One optimisation step; returns (and appends to the history) its record."""
+        cfg = self.cfg
+        lr = cfg.optim.lr * lr_factor(self.step, self.total_steps, self.warmup_steps, cfg.optim.min_lr_ratio)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        record: dict[str, Any] = {"step": self.step, "epoch": epoch, "lr": lr}
+        if loss_fn is not None:  # bi-level methods: the generic held-out hook (methods/base.py)
+            meta = self.method.meta_step(loss_fn, batch, self._val_batch(self.step), self.params)
+            record.update({f"method/{k}": float(v) for k, v in (meta or {}).items()})
+        with self.autocast():
+            out = self.objective(self.model, batch, epoch, self.generator)
+        missing = [t for t in self.task_names if t not in out.task_losses]
+        if missing:
+            raise KeyError(f"the objective returned no loss for tasks {missing}; got {sorted(out.task_losses)}")
+        values = torch.stack([out.task_losses[t].detach().float().reshape(()) for t in self.task_names]
+                             + [out.extra_loss.detach().float().reshape(()) if out.extra_loss is not None
+                                else torch.zeros((), device=self.device)])
+        if self.dist.enabled:  # log the global-batch mean; every rank takes the same NaN decision
+            values = all_reduce_sum(values) / self.dist.world_size
+        values = values.cpu().double()
+        named = {**{f"loss/{t}": float(values[k]) for k, t in enumerate(self.task_names)},
+                 "loss/extra": float(values[-1])}
+        if not torch.isfinite(values).all():
+            bad = [k for k, v in named.items() if not math.isfinite(v)]
+            raise NonFiniteLossError(
+                f"non-finite loss at step {self.step} (epoch {epoch + 1}): {', '.join(bad)} = "
+                f"{[named[k] for k in bad]}; training stopped, the last checkpoint in {str(self.out_dir)!r} "
+                "is untouched. Lower optim.lr or check the data/targets.", self.step, epoch, named)
+        task_losses, extra = dict(out.task_losses), out.extra_loss
+        if self.scaler is not None:  # fp16: scale the gradients, not the loss values the method sees
+            scale = float(self.scaler.get_scale())
+            task_losses = {k: _ScaleGrad.apply(v, scale) for k, v in task_losses.items()}
+            extra = _ScaleGrad.apply(extra, scale) if extra is not None else None
+        features = out.outputs.get("features") if isinstance(out.outputs, dict) else None
+        logs = self.method.backward(task_losses, shared_params=self.model.shared_parameters(),
+                                    features=features, extra_loss=extra)
+        all_reduce_gradients(self.params)  # data parallelism: average over ranks (train/distributed.py)
+        average_float_buffers(self.method)  # keep per-rank method state (e.g. meta-learned weights) in sync
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        with_grad = [p for p in self.params if p.grad is not None]
+        if cfg.optim.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(with_grad, cfg.optim.grad_clip)  # Appendix F: clip at 10
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().float().norm() for p in with_grad])) \
+                if with_grad else torch.zeros(())
+        norm = float(norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skips the step when the scaled gradients overflowed
+            self.scaler.update()
+        else:
+            if not math.isfinite(norm):
+                raise NonFiniteLossError(
+                    f"non-finite gradient norm at step {self.step} (epoch {epoch + 1}); training stopped, the "
+                    f"last checkpoint in {str(self.out_dir)!r} is untouched.", self.step, epoch, {"grad_norm": norm})
+            self.optimizer.step()
+        total = float(values[:-1].sum() + values[-1])
+        record.update(named)
+        record["loss/total"] = total
+        record["grad_norm"] = norm
+        record.update({f"obj/{k}": float(v) for k, v in (out.logs or {}).items()})
+        record.update({f"method/{k}": float(v) for k, v in (logs or {}).items()})
+        self.step += 1
+        self.history.steps.append(record)
+        return record
+
+    # ---------------------------------------------------------------------------------- evaluation
+    def _datasets(self, split: str, domains: Sequence[str] | None) -> dict[str, Any]:
+        if split == "val":
+            return {"val": self.splits.val}
+        if split != "test":
+            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        domains = list(domains) if domains is not None else list(self.cfg.data.eval_domains)
+        out = {}
+        missing = [d for d in domains if d not in self.splits.test]
+        if missing:  # domains outside cfg.data.eval_domains: build their test sets on demand
+            from coremtl_lite.data import build_splits
+
+            extra = build_splits(dataclasses.replace(self.cfg.data, eval_domains=tuple(missing)),
+                                 self.cfg.train.seed).test
+            self.splits.test.update({d: maybe_cache(ds, self.cache_bytes) for d, ds in extra.items()})
+        for d in domains:
+            out[d] = self.splits.test[d]
+        return out
+
+    def evaluate(self, domains: Sequence[str] | None = None, split: str = "test", use_best: bool = True) -> Results:
+        """``{domain: {task: {metric: value}}}`` on the test split of ``domains`` (default
+        ``cfg.data.eval_domains``), or ``{"val": ...}`` with ``split="val"``.
+
+        ``use_best=True`` evaluates the weights selected on the validation split (when a validation
+        evaluation happened), else the current weights. Under data parallelism every rank gets the
+        numbers of the whole set.
+        """
+        datasets = self._datasets(split, domains)
+        with self._weights(use_best):
+            return evaluate_datasets(self.model, self.tasks, datasets, self.cfg.data.batch_size, self.device,
+                                     ctx=self.dist, seed=self.cfg.train.seed, autocast=self.autocast,
+                                     channels_last=self.channels_last)
+
+    @contextlib.contextmanager
+    def _weights(self, use_best: bool):
+        if not use_best or self._best_state is None or self.best_epoch == self.epoch:
+            yield
+            return
+        current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self._best_state)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(current)
+
+    def _evaluate_epoch(self, rec: dict[str, Any]) -> None:
+        """Validation (model selection, Δm% against the first validation pass) and every test domain."""
+        val = self.evaluate(split="val", use_best=False)["val"]
+        if self._val_reference is None:
+            self._val_reference = val
+        score = relative_score(val, self._val_reference, self.directions())
+        rec["val"], rec["score"] = val, score
+        if score > self.best_score:
+            self.best_score, self.best_epoch = score, self.epoch
+            self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            if self.cfg.train.checkpoint_every and self.is_main:
+                save_checkpoint(self.out_dir / BEST, {"model": self._best_state, "epoch": self.epoch,
+                                                      "score": score, "config": json.dumps(self.cfg.to_dict())})
+        if self.cfg.data.eval_domains:
+            rec["test"] = self.evaluate(split="test", use_best=False)
+
+    # ------------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything exact resume needs (tensors and plain containers only)."""
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict(),
+            "generator": self.generator.get_state(),
+            "rng": rng_state(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "history": self.history.to_dict(),
+            "best_epoch": -1 if self.best_epoch is None else self.best_epoch,
+            "best_score": self.best_score,
+            "val_reference": self._val_reference,
+            "config": json.dumps(self.cfg.to_dict()),
+            "world_size": self.dist.world_size,
+        }
+        if hasattr(self.objective, "state_dict"):
+            state["objective"] = self.objective.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Atomically write a full checkpoint (rank 0 only; other ranks return the path)."""
+        path = Path(path) if path is not None else self.out_dir / LAST
+        if self.is_main:
+            save_checkpoint(path, self.state_dict())
+            atomic_write(path.parent / "history.json", lambda fh: fh.write(self.history.to_json().encode()))
+        return path
+
+    def resume(self, path: str | Path) -> Trainer:
+        """Load a checkpoint written by :meth:`save` and continue exactly where it stopped: the same
+        numbers as an uninterrupted run with the same seed (model, optimiser, method, objective, the
+        objective's generator, Python/NumPy/torch RNGs, step, epoch, history, model selection)."""
+        state = load_checkpoint(path, map_location="cpu")
+        saved_cfg = json.loads(state["config"])
+        now = self.cfg.to_dict()
+        for section in ("data", "model", "loss", "optim"):
+            if saved_cfg.get(section) != json.loads(json.dumps(now[section])):
+                raise CheckpointError(f"checkpoint {str(path)!r} was written with a different {section!r} config; "
+                                      f"saved {saved_cfg.get(section)} vs now {now[section]}")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.method.load_state_dict(state["method"])
+            if "objective" in state and hasattr(self.objective, "load_state_dict"):
+                self.objective.load_state_dict(state["objective"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise CheckpointError(f"checkpoint {str(path)!r} does not fit this run: {err}") from err
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.generator.set_state(state["generator"])
+        set_rng_state(state["rng"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = History.from_dict(state["history"])
+        self.best_epoch = None if state["best_epoch"] < 0 else int(state["best_epoch"])
+        self.best_score = float(state["best_score"])
+        self._val_reference = state["val_reference"]
+        self._best_state = None
+        best = Path(path).parent / BEST
+        if self.best_epoch is not None and best.is_file():
+            b = load_checkpoint(best)
+            if int(b["epoch"]) == self.best_epoch:
+                self._best_state = b["model"]
+        return self
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, overrides: Sequence[str] = (), **kwargs: Any) -> Trainer:
+        """A trainer rebuilt from the config stored in a checkpoint (``last.pt`` or ``best.pt``) with its
+        weights loaded; ``overrides`` (``section.key=value``) adjust e.g. ``train.device``."""
+        from coremtl_lite.config import apply_overrides
+
+        state = load_checkpoint(path)
+        cfg = apply_overrides(Config.from_dict(json.loads(state["config"])), list(overrides))
+        trainer = cls(cfg, **kwargs)
+        if "optimizer" in state:
+            trainer.resume(path)
+        else:
+            trainer.model.load_state_dict(state["model"])
+            trainer.epoch = trainer.best_epoch = int(state["epoch"])
+        return trainer
