@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     from coremtl_lite import __version__
 
     p.add_argument("--version", action="version", version=f"coremtl-lite {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="{train,evaluate,demo}")
+    sub = p.add_subparsers(dest="command", metavar="{train,evaluate,demo,bench,assignments}")
 
     prof_help = (f"configuration profile, one of {', '.join(PROFILES)} (default: $COREMTL_PROFILE, else gpu "
                  "with CUDA, else cpu)")
@@ -92,6 +92,28 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
     d.add_argument("overrides", nargs="*", metavar="section.key=value",
                    help="overrides applied to both runs, e.g. optim.epochs=5 train.seed=1")
+    b = sub.add_parser("bench", help="run the paper's experiments in miniature (or on real data): tables + report",
+                       description="Run benchmark suites (id, sim2real, corruptions, colored, scalability, "
+                                   "ablation, grounding, lambda-ind, lambda-cfa). Every variant is trained per "
+                                   "seed with the one training loop, selected on validation and evaluated on "
+                                   "the test split; finished runs are read back, so an interrupted bench "
+                                   "resumes. Writes results.json, results.csv, report.html and metadata.json.")
+    b.add_argument("--suites", default="id,sim2real,corruptions,ablation",
+                   help="comma-separated suites, or 'all' (default: id,sim2real,corruptions,ablation)")
+    b.add_argument("--profile", choices=PROFILES, help=prof_help)
+    b.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    b.add_argument("--methods", default=None,
+                   help="comma-separated baseline methods for the id/sim2real/corruptions tables (default: "
+                        "ew,uw,dwa,rlw,mgda,pcgrad,cagrad,nash_mtl,upgrad)")
+    b.add_argument("--out", type=Path, default=Path("runs/bench"), help="output folder (default: runs/bench)")
+    b.add_argument("overrides", nargs="*", metavar="section.key=value",
+                   help="overrides applied to every run, e.g. optim.epochs=4 data.train_size=1024")
+
+    a = sub.add_parser("assignments", help="generate (or --check) the student versions of the course assignments",
+                       description="Strip the nbgrader solution regions and hidden tests from "
+                                   "tutorials/assignments/*.ipynb into tutorials/assignments/student/.")
+    a.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 with a diff when the student versions are out of date")
     return p
 
 
@@ -208,6 +230,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from coremtl_lite.bench import DEFAULT_BASELINES, build_suites, markdown_table, pivot, run_bench
+
+    suites = list(build_suites()) if args.suites == "all" else [s for s in args.suites.split(",") if s]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    methods = tuple(m for m in args.methods.split(",") if m) if args.methods else DEFAULT_BASELINES
+    rows = run_bench(suites, profile=args.profile or active_profile(), seeds=seeds, out_dir=args.out,
+                     baselines=methods, overrides=args.overrides)
+    from coremtl_lite.bench.report import headline_metrics
+
+    for suite in suites:
+        sel = [r for r in rows if r["suite"] == suite]
+        for domain in dict.fromkeys(r["domain"] for r in sel if r["domain"] != "-"):
+            _say(f"\n## {suite} ({domain})\n")
+            _say(markdown_table(*pivot(sel, domain, headline_metrics(sel))))
+    _say(f"\nwrote {args.out}/results.json, results.csv, report.html, metadata.json")
+    return 0
+
+
+def cmd_assignments(args: argparse.Namespace) -> int:
+    from coremtl_lite.assignments import main as assignments_main
+
+    return int(assignments_main(["generate", *(["--check"] if args.check else [])]) or 0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``coremtl-lite`` console script; returns the exit code."""
     parser = _parser()
@@ -217,7 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from coremtl_lite.train import CheckpointError
 
-    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo}
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo, "bench": cmd_bench,
+                "assignments": cmd_assignments}
     try:
         return handlers[args.command](args)
     except (ConfigError, CheckpointError, KeyError, ValueError, FileNotFoundError) as err:

@@ -97,3 +97,28 @@ def test_demo_in_ci_profile(tmp_path, monkeypatch, capsys):
     assert saved["profile"] == "ci" and list(saved["results"]) == list(DEMO_RUNS)
     for row in saved["rows"]:
         assert row["seg mIoU gap"] == pytest.approx(row["seg mIoU (target)"] - row["seg mIoU (source)"])
+
+
+def test_bench_command_runs_a_suite_and_prints_its_table(tmp_path, capsys):
+    from coremtl_lite.cli import main
+
+    code = main(["bench", "--suites", "grounding", "--profile", "ci", "--seeds", "0", "--out", str(tmp_path),
+                 "optim.epochs=1", "data.train_size=16", "data.val_size=8", "data.test_size=8",
+                 "loss.perceptual=ssim", "train.progress=false"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "## grounding (source)" in out and "| soft |" in out and "| hard |" in out
+    assert (tmp_path / "results.csv").is_file() and (tmp_path / "report.html").is_file()
+
+
+def test_bench_command_names_an_unknown_suite(tmp_path, capsys):
+    from coremtl_lite.cli import main
+
+    assert main(["bench", "--suites", "table99", "--profile", "ci", "--out", str(tmp_path)]) == 2
+    assert "unknown suite" in capsys.readouterr().err
+
+
+def test_assignments_command_checks_the_student_versions(capsys):
+    from coremtl_lite.cli import main
+
+    assert main(["assignments", "--check"]) == 0
