@@ -23,7 +23,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from coremtl_lite.config import PROFILES, Config, ConfigError, active_profile, apply_overrides, get_config
+from coremtl_lite.config import (
+    PAPER_PRESETS,
+    PROFILES,
+    Config,
+    ConfigError,
+    active_profile,
+    apply_overrides,
+    get_config,
+    paper_config,
+)
 
 #: the two recipes of the demo (the same as the benchmark suites'): CORE-MTL = dual-stream model with
 #: hard (physics) grounding, CKA and CFA (Eq. 16), tasks equally weighted; the baseline = the vanilla
@@ -67,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--config", type=Path, help="a JSON file written by Config.to_json (its profile field "
                                                "decides the profile; --profile is then ignored)")
     t.add_argument("--profile", choices=PROFILES, help=prof_help)
+    t.add_argument("--preset", choices=sorted(PAPER_PRESETS),
+                   help="the paper's settings for one of its benchmarks (Appendix F, Table 7) on the paper profile")
     t.add_argument("--resume", action="store_true", help="continue from <train.out_dir>/last.pt if it exists")
     t.add_argument("overrides", nargs="*", metavar="section.key=value",
                    help="config overrides, e.g. optim.lr=1e-3 train.method=pcgrad data.eval_domains=source,target")
@@ -132,6 +143,8 @@ def _config(args: argparse.Namespace) -> Config:
         except json.JSONDecodeError as err:
             raise ConfigError(f"config file {str(args.config)!r} is not valid JSON: {err}") from err
         return apply_overrides(Config.from_dict(raw), args.overrides)
+    if getattr(args, "preset", None):
+        return paper_config(args.preset, args.overrides)
     return get_config(args.profile or active_profile(), args.overrides)
 
 

@@ -22,7 +22,21 @@ from coremtl_lite.bench.runner import (
 )
 from coremtl_lite.bench.suites import DEFAULT_BASELINES, Suite, Variant, build_suites
 
-__all__ = ["DEFAULT_BASELINES", "Suite", "Variant", "build_suites", "markdown_table", "pivot", "run_bench"]
+__all__ = ["DEFAULT_BASELINES", "Suite", "Variant", "build_suites", "committed_results", "markdown_table", "pivot",
+           "run_bench"]
+
+#: where the results of the committed ``cpu``-profile benchmark run live (see README)
+COMMITTED = Path(__file__).resolve().parents[2] / "results" / "cpu"
+
+
+def committed_results(folder: str | os.PathLike = COMMITTED) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The summary rows and metadata of a finished benchmark run (default: the committed cpu run)."""
+    folder = Path(folder)
+    rows_path, meta_path = folder / "results.json", folder / "metadata.json"
+    for path in (rows_path, meta_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"missing benchmark file {path}: run 'coremtl-lite bench --out {folder}' first")
+    return json.loads(rows_path.read_text()), json.loads(meta_path.read_text())
 
 
 def run_bench(suites: Sequence[str] = ("id",), profile: str = "cpu", seeds: Sequence[int] = (0, 1, 2),
