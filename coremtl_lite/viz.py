@@ -1,0 +1,215 @@
+"""Shared plotting helpers: image grids, segmentation colours, depth and normal maps, heatmaps, PNG bytes.
+
+Every tutorial and widget draws through these few functions, so pictures look the same everywhere:
+
+* array conversions -- :func:`to_uint8_image` (a ``(3, H, W)`` float tensor in [0, 1] -> ``(H, W, 3)``
+  uint8), :func:`segmentation_to_rgb` (class ids -> a fixed palette, void ``-1`` black),
+  :func:`depth_to_rgb` (a viridis-like colour ramp, invalid ``0`` black), :func:`normal_to_rgb`
+  (``(n + 1) / 2``, the usual normal-map convention), :func:`prediction_to_rgb` (any task output);
+* :func:`png_bytes` -- a dependency-free PNG encoder (zlib + the PNG chunk format), used for
+  ``ipywidgets.Image`` values and saved artefacts;
+* plotly figures -- :func:`image_grid` (a grid of RGB panels with titles), :func:`heatmap` (an
+  annotated matrix, e.g. gradient cosines, paper Fig. 5) and :func:`line_plot` (curves over training,
+  paper Fig. 4).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["SEGMENTATION_PALETTE", "depth_to_rgb", "heatmap", "image_grid", "line_plot", "normal_to_rgb",
+           "png_bytes", "prediction_to_rgb", "segmentation_to_rgb", "to_uint8_image"]
+
+#: RGB colours of segmentation classes 0, 1, 2, ... (ShadedScenes: ground, hemisphere, cone, cylinder,
+#: box, pyramid, torus); class ids beyond the palette cycle through it.
+SEGMENTATION_PALETTE = np.array([
+    [128, 128, 128], [230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25], [145, 30, 180],
+    [70, 240, 240], [245, 130, 48], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128],
+    [170, 110, 40], [128, 0, 0], [0, 0, 128], [255, 255, 255],
+], dtype=np.uint8)
+
+# anchor colours of the viridis colour map (matplotlib's, sampled at 0, 0.25, 0.5, 0.75, 1)
+_VIRIDIS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64)
+
+
+def _as_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def to_uint8_image(image) -> np.ndarray:
+    """A ``(3, H, W)`` (or ``(H, W, 3)``) image in [0, 1] as an ``(H, W, 3)`` uint8 array (values clipped)."""
+    arr = _as_numpy(image)
+    if arr.ndim != 3:
+        raise ValueError(f"to_uint8_image expects a (3, H, W) or (H, W, 3) image, got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr.transpose(1, 2, 0)) if arr.shape[0] == 3 and arr.shape[-1] != 3 else arr
+    if arr.shape[0] in (1, 3):  # channels first (an ambiguous (3, H, 3) is read as channels first)
+        arr = arr.transpose(1, 2, 0)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    if arr.shape[-1] != 3:
+        raise ValueError(f"to_uint8_image: cannot read {arr.shape} as an RGB image")
+    return np.ascontiguousarray((np.clip(np.nan_to_num(arr), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+
+
+def segmentation_to_rgb(segmentation) -> np.ndarray:
+    """Class ids ``(H, W)`` (or logits ``(K, H, W)``, arg-maxed) -> ``(H, W, 3)`` uint8; void (< 0) is black."""
+    arr = _as_numpy(segmentation)
+    if arr.ndim == 3:
+        arr = arr.argmax(0)
+    if arr.ndim != 2:
+        raise ValueError(f"segmentation_to_rgb expects (H, W) ids or (K, H, W) logits, got shape {arr.shape}")
+    arr = arr.astype(np.int64)
+    out = SEGMENTATION_PALETTE[np.clip(arr, 0, None) % len(SEGMENTATION_PALETTE)].copy()
+    out[arr < 0] = 0
+    return out
+
+
+def _ramp(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] through the viridis anchors (piecewise linear) to uint8 RGB."""
+    pos = np.clip(values, 0.0, 1.0) * (len(_VIRIDIS) - 1)
+    lo = np.floor(pos).astype(np.int64).clip(0, len(_VIRIDIS) - 2)
+    frac = (pos - lo)[..., None]
+    return (_VIRIDIS[lo] * (1.0 - frac) + _VIRIDIS[lo + 1] * frac + 0.5).astype(np.uint8)
+
+
+def depth_to_rgb(depth, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+    """Depth ``(1, H, W)`` or ``(H, W)`` -> ``(H, W, 3)`` uint8 on a viridis ramp (near = bright).
+
+    ``vmin``/``vmax`` fix the range (default: the valid pixels' min and max); pixels equal to 0
+    (invalid, CONTRIBUTING.md) are black.
+    """
+    arr = _as_numpy(depth).astype(np.float64)
+    if arr.ndim == 3:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise ValueError(f"depth_to_rgb expects (1, H, W) or (H, W), got shape {arr.shape}")
+    valid = arr != 0
+    lo = float(arr[valid].min()) if vmin is None and valid.any() else float(vmin or 0.0)
+    hi = float(arr[valid].max()) if vmax is None and valid.any() else float(vmax if vmax is not None else 1.0)
+    scaled = 1.0 - (arr - lo) / max(hi - lo, 1e-8)  # near (small depth) -> bright
+    out = _ramp(scaled)
+    out[~valid] = 0
+    return out
+
+
+def normal_to_rgb(normal) -> np.ndarray:
+    """Normals ``(3, H, W)`` in [-1, 1] -> ``(H, W, 3)`` uint8 as ``(n + 1) / 2`` (zero normals are black)."""
+    arr = _as_numpy(normal).astype(np.float64)
+    if arr.ndim != 3 or arr.shape[0] != 3:
+        raise ValueError(f"normal_to_rgb expects (3, H, W), got shape {arr.shape}")
+    norm = np.linalg.norm(arr, axis=0, keepdims=True)
+    unit = np.where(norm > 0, arr / np.maximum(norm, 1e-8), 0.0)
+    out = ((unit + 1.0) * 0.5 * 255.0 + 0.5).clip(0, 255).astype(np.uint8).transpose(1, 2, 0)
+    out[(norm[0] == 0)] = 0
+    return np.ascontiguousarray(out)
+
+
+def prediction_to_rgb(kind: str, value, **kwargs) -> np.ndarray:
+    """One task's prediction or label as an RGB picture, by task kind (segmentation/depth/normal/image)."""
+    if kind == "segmentation":
+        return segmentation_to_rgb(value)
+    if kind == "depth":
+        return depth_to_rgb(value, **kwargs)
+    if kind == "normal":
+        return normal_to_rgb(value)
+    if kind == "image":
+        return to_uint8_image(value)
+    raise ValueError(f"prediction_to_rgb: no picture for task kind {kind!r} (segmentation, depth, normal, image)")
+
+
+def png_bytes(rgb) -> bytes:
+    """Encode an ``(H, W, 3)`` uint8 array (or a ``(3, H, W)`` float image) as PNG bytes, without PIL.
+
+    Writes the signature, an ``IHDR`` chunk (8-bit RGB), one zlib-compressed ``IDAT`` chunk of
+    filter-type-0 scanlines, and ``IEND`` (PNG specification, ISO/IEC 15948).
+    """
+    arr = to_uint8_image(rgb) if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8) else rgb
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"png_bytes expects (H, W, 3) uint8, got shape {arr.shape}")
+    h, w = arr.shape[:2]
+    raw = b"".join(b"\x00" + arr[i].tobytes() for i in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+
+
+def image_grid(panels: Sequence, titles: Sequence[str] | None = None, cols: int | None = None,
+               title: str | None = None, panel_size: int = 150, row_titles: Sequence[str] | None = None):
+    """A plotly figure showing RGB panels in a grid.
+
+    ``panels`` is a list of ``(H, W, 3)`` uint8 arrays or ``(3, H, W)`` float images, or one
+    ``(B, 3, H, W)`` tensor; ``titles`` one string per panel. With ``row_titles`` the number of
+    columns is ``len(panels) // len(row_titles)``.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if isinstance(panels, (torch.Tensor, np.ndarray)) and np.ndim(panels) == 4:
+        panels = list(panels)
+    pictures = [to_uint8_image(p) for p in panels]
+    if not pictures:
+        raise ValueError("image_grid needs at least one panel")
+    n = len(pictures)
+    if row_titles is not None:
+        cols = n // len(row_titles)
+    cols = cols or min(n, 6)
+    rows = (n + cols - 1) // cols
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles) if titles else None,
+                        horizontal_spacing=0.01, vertical_spacing=0.06 if titles else 0.01)
+    for i, pic in enumerate(pictures):
+        fig.add_trace(go.Image(z=pic), row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    if row_titles is not None:
+        for r, text in enumerate(row_titles):
+            fig.update_yaxes(title_text=text, visible=True, showticklabels=False, showgrid=False,
+                             zeroline=False, row=r + 1, col=1)
+    fig.update_layout(title=title, height=rows * panel_size + 60 + (20 * rows if titles else 0),
+                      width=max(cols * panel_size, 300), margin=dict(l=40 if row_titles else 10, r=10,
+                                                                       t=60 if title else 30, b=10))
+    return fig
+
+
+def heatmap(matrix, labels: Sequence[str] | None = None, title: str | None = None, zmin: float = -1.0,
+            zmax: float = 1.0, colorscale: str = "RdBu", annotate: bool = True, col_labels=None):
+    """An annotated plotly heatmap of a square (or ``rows x cols``) matrix, e.g. gradient cosines (Fig. 5)."""
+    import plotly.graph_objects as go
+
+    mat = _as_numpy(matrix).astype(np.float64)
+    if mat.ndim != 2:
+        raise ValueError(f"heatmap expects a 2-d matrix, got shape {mat.shape}")
+    rows = list(labels) if labels is not None else [str(i) for i in range(mat.shape[0])]
+    cols = list(col_labels) if col_labels is not None else (rows if mat.shape[0] == mat.shape[1]
+                                                            else [str(i) for i in range(mat.shape[1])])
+    fig = go.Figure(go.Heatmap(z=mat, x=cols, y=rows, zmin=zmin, zmax=zmax, colorscale=colorscale,
+                               text=np.round(mat, 2) if annotate else None,
+                               texttemplate="%{text}" if annotate else None))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(title=title, width=120 + 60 * len(cols), height=100 + 60 * len(rows))
+    return fig
+
+
+def line_plot(x, series: dict[str, Sequence[float]], title: str | None = None, xlabel: str = "step",
+              ylabel: str = "", hline: float | None = None):
+    """Curves ``{name: ys}`` over a shared ``x`` (or ``{name: (xs, ys)}``), e.g. gradient cosines over training."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, ys in series.items():
+        xs, vals = (ys if isinstance(ys, tuple) and len(ys) == 2 else (x, ys))
+        fig.add_trace(go.Scatter(x=list(xs), y=list(vals), mode="lines+markers", name=name))
+    if hline is not None:
+        fig.add_hline(y=hline, line_dash="dot", line_color="grey")
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, height=380)
+    return fig
