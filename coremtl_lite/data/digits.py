@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from coremtl_lite.data import _random
+from coremtl_lite.data._common import index_tensor, shift_split
 from coremtl_lite.data.scenes import hsv_to_rgb
 
 SPLITS = ("train", "val", "test", "test_id")
@@ -84,19 +85,14 @@ class DigitPairs:
     @staticmethod
     def domain_split(domain: str) -> str:
         """Evaluation domain -> split: ``source`` = ``test_id`` (seen pairs), ``target`` = ``test``."""
-        mapping = {"source": "test_id", "target": "test", "test": "test", "test_id": "test_id", "val": "val"}
-        if domain not in mapping:
-            raise ValueError(f"DigitPairs has no evaluation domain {domain!r}; use one of {sorted(mapping)}")
-        return mapping[domain]
+        return shift_split("DigitPairs", domain)
 
     def __len__(self) -> int:
         return self.length
 
     def get_batch(self, indices) -> dict[str, Any]:
         """The collated samples ``indices``: ``image`` (B,3,size,2*size), ``left``, ``right``, ``factors``."""
-        idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
-        if idx.numel() and (idx.min() < 0 or idx.max() >= self.length):
-            raise IndexError(f"DigitPairs index out of range (length {self.length}): {idx.tolist()[:8]}")
+        idx = index_tensor("DigitPairs", indices, self.length)
         u = _random.uniform(_random.keys(self.seed, _random.stream_id("digits:" + self.split), idx), 12)
         pair = (u[:, 0] * len(self.pairs)).long().clamp_max(len(self.pairs) - 1)
         pairs = torch.tensor(self.pairs)[pair]

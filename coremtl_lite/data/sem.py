@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from coremtl_lite.data import _random
+from coremtl_lite.data._common import index_tensor, shift_split
 
 SPLITS = ("train", "val", "test", "test_id")
 
@@ -55,19 +56,14 @@ class MultiSEM:
     @staticmethod
     def domain_split(domain: str) -> str:
         """Evaluation domain -> split: ``source`` = ``test_id`` (training m_C), ``target`` = ``test``."""
-        mapping = {"source": "test_id", "target": "test", "test": "test", "test_id": "test_id", "val": "val"}
-        if domain not in mapping:
-            raise ValueError(f"MultiSEM has no evaluation domain {domain!r}; use one of {sorted(mapping)}")
-        return mapping[domain]
+        return shift_split("MultiSEM", domain)
 
     def __len__(self) -> int:
         return self.length
 
     def get_batch(self, indices) -> dict[str, Any]:
         """Collated samples: ``image`` (B, 2d), ``task_a``, ``task_b`` (int64) and ``factors``."""
-        idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
-        if idx.numel() and (idx.min() < 0 or idx.max() >= self.length):
-            raise IndexError(f"MultiSEM index out of range (length {self.length}): {idx.tolist()[:8]}")
+        idx = index_tensor("MultiSEM", indices, self.length)
         key = _random.keys(self.seed, _random.stream_id("multisem:" + self.split), idx)
         u = _random.uniform(key, 2)
         y_a = (u[:, 0] < 0.5).long()
