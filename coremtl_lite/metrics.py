@@ -86,10 +86,10 @@ class Meter:
         self.load_state(self._state + other.state())
 
     def update(self, pred: Tensor, target: Tensor) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: every meter implements it
 
     def compute(self) -> dict[str, float]:  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: every meter implements it
 
 
 class SegmentationMeter(Meter):

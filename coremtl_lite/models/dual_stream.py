@@ -60,7 +60,7 @@ class _MTLBase(nn.Module):
                                  self.encoder.low_channels, model_cfg.head_channels, lite, low_level_skip)
 
     def head_input(self, enc: dict) -> Tensor:  # pragma: no cover - overridden
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: the vanilla and dual-stream models override it
 
     def predict(self, enc: dict) -> dict[str, Tensor]:
         """Task predictions from an ``encode`` dict (heads see :meth:`head_input` and ``low`` only)."""
