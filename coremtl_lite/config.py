@@ -36,7 +36,7 @@ class ConfigError(ValueError):
 class DataConfig:
     """Which data to train and evaluate on."""
 
-    dataset: str = "shaded_scenes"  # shaded_scenes | shaded_attributes | digit_pairs | multisem | nyuv2 | ...
+    dataset: str = "shaded_scenes"  # shaded_scenes | shaded_attributes | confounded_scenes | digit_pairs | multisem | nyuv2 | ...
     root: str | None = None  # folder of a real dataset (prepared by data_scripts/)
     image_size: int = 64  # square side for synthetic data; real sets use their own resolution
     tasks: tuple[str, ...] = ("segmentation", "depth", "normal")
@@ -49,9 +49,22 @@ class DataConfig:
     batch_size: int = 32
     num_workers: int = 0
     augment: bool = False
+    # label-label confounders (MT-CRL §2.1): multisem and confounded_scenes
+    num_tasks: int = 2  # multisem: the number of tasks T (MT-CRL Table 5 grows it from 2 to 8)
+    confounded_shapes: tuple[str, ...] = ("cone", "box")  # confounded_scenes: the tasks has_<A>, has_<B>
+    m_train: float = 0.9  # label agreement P(Y_a = Y_b) in training and the source test split
+    m_val: float = 0.5  # ... in the validation split (MT-CRL's second environment)
+    m_test: float = 0.1  # ... in the shifted test split (evaluation domain "target")
+    train_on_val: bool = False  # also train on the validation split (MT-CRL §4's protocol for its baselines)
 
     def validate(self) -> None:
-        _positive(self, "image_size", "train_size", "val_size", "test_size", "batch_size", "num_attributes")
+        _positive(self, "image_size", "train_size", "val_size", "test_size", "batch_size", "num_attributes",
+                  "num_tasks")
+        for name in ("m_train", "m_val", "m_test"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
+        if len(self.confounded_shapes) != 2:
+            raise ConfigError(f"data.confounded_shapes must name two shapes, got {self.confounded_shapes}")
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
         if not self.tasks:
@@ -72,12 +85,17 @@ class ModelConfig:
     grounding: str = "hard"  # hard (physics decoder, Eq. 13-14) | soft (generic decoder, Eq. 15) | none
     head_channels: int = 32
     pretrained: bool = True  # ImageNet weights for ResNet encoders, when available offline
+    # the MT-CRL model (architecture=mtcrl; Hu et al. 2022 §3.1): K modules of D dimensions
+    num_modules: int = 8  # K (MT-CRL appendix F); 1 = a shared-bottom model
+    module_dim: int = 16  # D, the output size of each module
+    module_width: int = 8  # channels (CNN modules) or a quarter of the hidden units (MLP modules) per module
 
     def validate(self) -> None:
         _choice(self, "architecture", ("auto", "dual_stream", "vanilla", "mtan", "mmoe", "mtcrl"))
         _choice(self, "encoder", ("lite", "resnet50", "resnet18"))
         _choice(self, "grounding", ("hard", "soft", "none"))
-        _positive(self, "width", "semantic_channels", "residual_channels", "head_channels")
+        _positive(self, "width", "semantic_channels", "residual_channels", "head_channels", "num_modules",
+                  "module_dim", "module_width")
         if self.leaky_heads and not self.dual_stream:
             raise ConfigError("model.leaky_heads needs model.dual_stream=true")
 
@@ -135,6 +153,7 @@ class TrainConfig:
     """How the one training loop runs: method, seed, device and bookkeeping."""
 
     method: str = "ew"  # how task losses are balanced: a name from coremtl_lite.methods.available()
+    method_options: dict[str, float] = field(default_factory=dict)  # keyword options of the method, e.g. {"alpha": 2}
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:1 | mps
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 with a scaler)

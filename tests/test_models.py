@@ -237,3 +237,23 @@ def test_mtcrl_architecture_predicts_vector_tasks_and_rejects_dense_ones():
     assert out["features"].shape[:2] == (3, 8)  # K = 8 modules
     with pytest.raises(ValueError, match="dense tasks"):
         MODEL_BUILDERS["mtcrl"](_cfg(), TASKS)
+
+
+def test_mtcrl_builds_from_the_config_and_takes_vector_inputs():
+    from coremtl_lite.config import get_config
+    from coremtl_lite.tasks import tasks_from_info
+
+    cfg = get_config("ci", ["model.architecture=mtcrl", "model.num_modules=3", "model.module_dim=5"]).model
+    tasks = tasks_from_info({"a": {"kind": "classification", "num_classes": 2},
+                             "b": {"kind": "classification", "num_classes": 4}})
+    vec = build_model(cfg, tasks, input_shape=(7,))
+    out = vec(torch.randn(6, 7))
+    assert out["features"].shape == (6, 3, 5) and out["preds"]["b"].shape == (6, 4)
+    img = build_model(cfg, tasks, input_shape=(3, 16, 16))
+    assert img(torch.rand(2, 3, 16, 16))["features"].shape == (2, 3, 5)
+    torch.manual_seed(0)
+    first = build_model(cfg, tasks, input_shape=(7,)).experts.first.weight
+    torch.manual_seed(1)  # the init follows the global seed (the trainer's train.seed)
+    assert not torch.equal(first, build_model(cfg, tasks, input_shape=(7,)).experts.first.weight)
+    with pytest.raises(ValueError, match="needs images"):
+        build_model(_cfg(), tasks, input_shape=(7,))

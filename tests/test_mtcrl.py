@@ -14,14 +14,7 @@ from coremtl_lite.methods import dann, irm, mtcrl  # noqa: F401  (importing regi
 from coremtl_lite.methods.base import build_method
 from coremtl_lite.models.mtcrl_model import ROUTING_FLAG, build_mtcrl_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is much faster than two contended ones on the shared CI cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------ decorrelation (Eq. 1-2)

@@ -198,6 +198,11 @@ def test_model_selection_uses_validation_and_best_weights(tmp_path):
     assert tr.evaluate(split="val", use_best=True)["val"] == best_val
     assert tr.evaluate(split="val", use_best=False)["val"] == h.epochs[-1]["val"]
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == tr.best_epoch
+    # the selected weights can be put into the model itself (for saliency and other diagnostics)
+    best = tr._best_state
+    model = tr.load_selected_weights()
+    assert model is tr.model and all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
+    assert tr.evaluate(split="val", use_best=False)["val"] == best_val
 
 
 def test_relative_score_is_signed_by_direction():
@@ -251,6 +256,15 @@ def test_heldout_hook_and_method_parameters(tmp_path):
     assert before and uw.optimizer.param_groups[-1]["weight_decay"] == 0.0
     uw.fit()
     assert any(not torch.equal(a, b) for a, b in zip(before, uw.method.parameters()))
+
+
+def test_method_options_reach_the_method_and_bad_ones_are_config_errors(tmp_path):
+    from coremtl_lite.config import ConfigError
+
+    tr = tiny_trainer(tmp_path, "train.method=fairgrad", 'train.method_options={"alpha": 0.5}')
+    assert tr.method.alpha == 0.5
+    with pytest.raises(ConfigError, match="method_options"):
+        tiny_trainer(tmp_path, "train.method=ew", 'train.method_options={"alpha": 0.5}')
 
 
 def test_evaluate_builds_other_domains_on_demand(tmp_path):

@@ -6,9 +6,17 @@ render whole batches with ``get_batch``. Start with :class:`ShadedScenes`, :func
 """
 
 from coremtl_lite.data.attributes import ATTRIBUTE_NAMES, ShadedAttributes, attributes_from_semantic
+from coremtl_lite.data.confounded import ConfoundedScenes
 from coremtl_lite.data.corruptions import CORRUPTIONS, corrupt
 from coremtl_lite.data.digits import DigitPairs
-from coremtl_lite.data.loading import BatchLoader, Splits, build_splits, flip_batch, make_loader
+from coremtl_lite.data.loading import (
+    BatchLoader,
+    JoinedDataset,
+    Splits,
+    build_splits,
+    flip_batch,
+    make_loader,
+)
 from coremtl_lite.data.real import GTA5, CelebA, Cityscapes, CityscapesC, ColoredCityscapes, NYUv2
 from coremtl_lite.data.scenes import (
     CLASS_NAMES,
@@ -19,6 +27,6 @@ from coremtl_lite.data.scenes import (
 )
 from coremtl_lite.data.sem import MultiSEM
 
-__all__ = ["ATTRIBUTE_NAMES", "BatchLoader", "CelebA", "Cityscapes", "CityscapesC", "ColoredCityscapes", "GTA5",
-           "NYUv2", "DigitPairs", "MultiSEM", "ShadedAttributes", "attributes_from_semantic", "CLASS_NAMES", "CORRUPTIONS", "NUM_CLASSES", "ShadedScenes", "Splits", "build_splits",
+__all__ = ["ATTRIBUTE_NAMES", "BatchLoader", "CelebA", "ConfoundedScenes", "Cityscapes", "CityscapesC", "ColoredCityscapes", "GTA5",
+           "NYUv2", "DigitPairs", "MultiSEM", "ShadedAttributes", "attributes_from_semantic", "CLASS_NAMES", "CORRUPTIONS", "NUM_CLASSES", "ShadedScenes", "Splits", "JoinedDataset", "build_splits",
            "corrupt", "flip_batch", "lighting_sh", "make_loader", "rerender_intervention"]

@@ -22,3 +22,20 @@ def index_tensor(dataset: str, indices, length: int) -> torch.Tensor:
     if idx.numel() and (idx.min() < 0 or idx.max() >= length):
         raise IndexError(f"{dataset} index out of range (length {length}): {idx.tolist()[:8]}")
     return idx
+
+
+def confounded_labels(u: torch.Tensor, m_c: float) -> torch.Tensor:
+    """Binary labels of T tasks tied by a label-label confounder (MT-CRL §2.1, C_dist^MTL).
+
+    ``u`` (B, T) holds uniforms in [0, 1). Task 0's label is a fair coin; every other task agrees with
+    it with probability ``m_c``: ``P(Y_0 = Y_t) = m_c``. For two tasks this is exactly MT-CRL's
+    ``P(Y_a = Y_b) = m_C`` (its Table 4); for more tasks task 0 plays the common confounder. Returns
+    int64 labels (B, T) in {0, 1}.
+    """
+    if u.dim() != 2 or u.shape[1] < 1:
+        raise ValueError(f"confounded_labels needs uniforms of shape (B, T), got {tuple(u.shape)}")
+    if not 0.0 <= m_c <= 1.0:
+        raise ValueError(f"the label agreement m_C must be in [0, 1], got {m_c}")
+    y0 = (u[:, :1] < 0.5).long()
+    agree = u[:, 1:] < m_c
+    return torch.cat([y0, torch.where(agree, y0, 1 - y0)], dim=1)

@@ -126,7 +126,56 @@ def flip_batch(batch: dict[str, Any], generator: torch.Generator, p: float = 0.5
     return out
 
 
-SYNTHETIC = ("shaded_scenes", "shaded_attributes", "digit_pairs", "multisem")
+class JoinedDataset:
+    """Two datasets end to end: indices ``0..len(first)-1`` are ``first``'s, the rest ``second``'s.
+
+    Every other attribute (``task_info``, ``causal_mask``, ``input_shape``, ...) is ``first``'s. Both must
+    return the same keys. ``get_batch`` (when both have it) renders each part with its own dataset and
+    puts the samples back in the order asked for.
+    """
+
+    def __init__(self, first: Any, second: Any):
+        self.first, self.second = first, second
+        self._n1 = len(first)
+
+    def __len__(self) -> int:
+        return self._n1 + len(self.second)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("first", "second", "_n1"):
+            raise AttributeError(name)
+        return getattr(self.first, name)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"JoinedDataset index {index} out of range (length {len(self)})")
+        return self.first[index] if index < self._n1 else self.second[index - self._n1]
+
+    def get_batch(self, indices) -> dict[str, Any]:
+        idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
+        if idx.numel() and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"JoinedDataset index out of range (length {len(self)}): {idx.tolist()[:8]}")
+        in_first = idx < self._n1
+        parts = [(in_first, self.first, idx[in_first]), (~in_first, self.second, idx[~in_first] - self._n1)]
+        parts = [(where, ds.get_batch(sub)) for where, ds, sub in parts if sub.numel()]
+        if len(parts) == 1:
+            return parts[0][1]
+        order = torch.cat([where.nonzero().squeeze(1) for where, _ in parts]).argsort()
+        return _concat([b for _, b in parts], order)
+
+
+def _concat(batches: list[Any], order: torch.Tensor) -> Any:
+    """Concatenate collated batches along dim 0 (nested dicts too), then take rows ``order``."""
+    first = batches[0]
+    if isinstance(first, dict):
+        return {k: _concat([b[k] for b in batches], order) for k in first}
+    if isinstance(first, torch.Tensor):
+        return torch.cat(batches)[order]
+    raise TypeError(f"JoinedDataset can only join tensors and dicts of tensors, got {type(first).__name__}")
+
+
+SYNTHETIC = ("shaded_scenes", "shaded_attributes", "confounded_scenes", "digit_pairs", "multisem")
 
 
 def build_splits(data_cfg: Any, seed: int) -> Splits:
@@ -134,8 +183,19 @@ def build_splits(data_cfg: Any, seed: int) -> Splits:
 
     Synthetic sets: train, val and test use disjoint index ranges of the same generator
     (offsets 0, train_size, train_size + val_size); ``test`` holds one dataset per name in
-    ``data_cfg.eval_domains``. Real sets dispatch on ``data_cfg.dataset`` and read ``data_cfg.root``.
+    ``data_cfg.eval_domains``. The label-label confounder sets (``multisem``, ``confounded_scenes``)
+    use ``data.m_train`` in training and the ``source`` test, ``data.m_val`` in validation and
+    ``data.m_test`` in the ``target`` test. Real sets dispatch on ``data_cfg.dataset`` and read ``data_cfg.root``.
+    ``data.train_on_val`` joins the validation split to the training set (:class:`JoinedDataset`; MT-CRL's
+    protocol for the methods that do not use it as an environment, its §4).
     """
+    splits = _build_splits(data_cfg, seed)
+    if getattr(data_cfg, "train_on_val", False):
+        splits = Splits(JoinedDataset(splits.train, splits.val), splits.val, splits.test)
+    return splits
+
+
+def _build_splits(data_cfg: Any, seed: int) -> Splits:
     name = data_cfg.dataset
     n_tr, n_va, n_te = data_cfg.train_size, data_cfg.val_size, data_cfg.test_size
     if name in ("shaded_scenes", "shaded_attributes"):
@@ -151,6 +211,20 @@ def build_splits(data_cfg: Any, seed: int) -> Splits:
 
         return Splits(make(data_cfg.source_domain, n_tr, 0), make(data_cfg.source_domain, n_va, n_tr),
                       {d: make(d, n_te, n_tr + n_va) for d in data_cfg.eval_domains})
+    if name == "confounded_scenes":
+        from coremtl_lite.data.confounded import ConfoundedScenes
+
+        def cs(m_c: float, length: int, offset: int) -> Any:
+            return ConfoundedScenes(shapes=data_cfg.confounded_shapes, m_c=m_c, domain=data_cfg.source_domain,
+                                    size=data_cfg.image_size, length=length, seed=seed, offset=offset)
+
+        m_test = {"source": data_cfg.m_train, "target": data_cfg.m_test}
+        bad = [d for d in data_cfg.eval_domains if d not in m_test]
+        if bad:
+            raise ValueError(f"confounded_scenes has the evaluation domains source (m_train) and target (m_test), "
+                             f"not {bad}")
+        return Splits(cs(data_cfg.m_train, n_tr, 0), cs(data_cfg.m_val, n_va, n_tr),
+                      {d: cs(m_test[d], n_te, n_tr + n_va) for d in data_cfg.eval_domains})
     if name == "digit_pairs":
         from coremtl_lite.data.digits import DigitPairs
 
@@ -163,7 +237,8 @@ def build_splits(data_cfg: Any, seed: int) -> Splits:
         from coremtl_lite.data.sem import MultiSEM
 
         def ms(split: str, length: int) -> Any:
-            return MultiSEM(split=split, length=length, seed=seed)
+            return MultiSEM(split=split, length=length, seed=seed, num_tasks=data_cfg.num_tasks,
+                            m_train=data_cfg.m_train, m_val=data_cfg.m_val, m_test=data_cfg.m_test)
 
         return Splits(ms("train", n_tr), ms("val", n_va),
                       {d: ms(MultiSEM.domain_split(d), n_te) for d in data_cfg.eval_domains})

@@ -294,8 +294,8 @@ def build_real_splits(data_cfg: Any) -> Splits:
     """
     name, root = data_cfg.dataset, data_cfg.root
     if name not in REAL_DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of shaded_scenes, shaded_attributes, digit_pairs, "
-                         f"multisem, {', '.join(REAL_DATASETS)}")
+        raise ValueError(f"unknown dataset {name!r}; choose one of shaded_scenes, shaded_attributes, "
+                         f"confounded_scenes, digit_pairs, multisem, {', '.join(REAL_DATASETS)}")
     if not root:
         raise ValueError(f"data.root must name the prepared {name} folder (see data_scripts/)")
     root = Path(root)

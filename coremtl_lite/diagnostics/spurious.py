@@ -3,6 +3,8 @@
 * :func:`input_saliency` / :func:`saliency_map` -- input-gradient saliency (Simonyan et al. 2014) of
   the true-class output ``f_t(Phi(x))[y]`` (MT-CRL §2.2, Fig. 3 and 7);
 * :func:`spurious_score` -- rho_spur, the share of that saliency on non-causal factors (MT-CRL §2.2);
+  :func:`causal_masks_of` finds a dataset's causal masks (fixed, or per sample) and
+  :func:`chance_spurious_score` the level of a uniform saliency;
 * :func:`task_module_gradients` -- the task-to-module gradients of an MT-CRL model on one split, and
   their (valid - train) difference (MT-CRL §4.1 case study, Fig. 4-5, 13-14);
 * :func:`task_similarity` -- the task-similarity graph induced by the routing graph A (appendix G,
@@ -11,6 +13,7 @@
 
 Datasets with known causal structure (``DigitPairs``, ``MultiSEM``) carry ``causal_mask[task]``: a
 boolean mask over the input marking the task's causal factors; everything else is non-causal.
+``ConfoundedScenes`` gives one mask per sample (``causal_masks_for(batch)``): its objects move.
 """
 
 from __future__ import annotations
@@ -61,14 +64,31 @@ def input_saliency(model: nn.Module, batch: dict, task: str) -> Tensor:
 
 
 def _expand_mask(mask: Tensor, like: Tensor) -> Tensor:
-    """Broadcast a causal mask over the input's trailing dims: (D,) for vectors, (H, W) or (C, H, W) for images."""
+    """Broadcast a causal mask over the input ``like`` (B, ...): one mask for every sample -- (D,) for
+    vectors, (H, W) or (C, H, W) for images -- or one per sample with the batch dimension first and as
+    many dimensions as the input, e.g. (B, D) or (B, 1, H, W)."""
     mask = mask.to(device=like.device, dtype=torch.bool)
-    trailing = like.shape[1:]
-    if tuple(mask.shape) == tuple(trailing):
-        return mask
-    if like.dim() == 4 and tuple(mask.shape) == tuple(trailing[1:]):
-        return mask[None].expand(trailing)
-    raise ValueError(f"causal mask of shape {tuple(mask.shape)} does not fit inputs of shape {tuple(trailing)}")
+    shape, trailing = tuple(like.shape), tuple(like.shape[1:])
+    if mask.dim() == like.dim() and mask.shape[0] == shape[0]:  # one mask per sample
+        try:
+            return mask.expand(shape)
+        except RuntimeError:
+            pass
+    elif tuple(mask.shape) == trailing:
+        return mask[None].expand(shape)
+    elif like.dim() == 4 and tuple(mask.shape) == trailing[1:]:
+        return mask[None, None].expand(shape)
+    raise ValueError(f"causal mask of shape {tuple(mask.shape)} does not fit inputs of shape {shape}")
+
+
+def causal_masks_of(dataset, batch: dict) -> dict[str, Tensor]:
+    """The causal masks of ``batch``: per sample from ``dataset.causal_masks_for(batch)`` when the dataset
+    has one (ConfoundedScenes), else the dataset's fixed ``causal_mask`` (DigitPairs, MultiSEM)."""
+    if hasattr(dataset, "causal_masks_for"):
+        return dataset.causal_masks_for(batch)
+    if hasattr(dataset, "causal_mask"):
+        return dataset.causal_mask
+    raise TypeError(f"{type(dataset).__name__} knows no causal factors (no causal_mask / causal_masks_for)")
 
 
 def spurious_score(model: nn.Module, batch: dict, task: str, causal_mask: Tensor) -> float:
@@ -83,7 +103,13 @@ def spurious_score(model: nn.Module, batch: dict, task: str, causal_mask: Tensor
     total = sal.sum()
     if float(total) == 0.0:
         return 0.0
-    return float(sal[:, ~mask].sum() / total)
+    return float(sal[~mask].sum() / total)
+
+
+def chance_spurious_score(causal_mask: Tensor, like: Tensor) -> float:
+    """The rho_spur of a model whose saliency is the same everywhere: the share of non-causal input
+    elements (``like`` is the input batch). rho_spur is read against this level."""
+    return float((~_expand_mask(causal_mask, like)).float().mean())
 
 
 def spurious_scores(model: nn.Module, batch: dict, causal_masks: dict[str, Tensor],
@@ -112,6 +138,44 @@ def accuracy(model: nn.Module, batch: dict, tasks: Sequence[str]) -> dict[str, f
     finally:
         model.train(was_training)
     out = {t: float((preds[t].argmax(1) == batch[t].view(-1)).float().mean()) for t in tasks}
+    out["mean"] = sum(out[t] for t in tasks) / len(tasks)
+    return out
+
+
+def intervention_sensitivity(model: nn.Module, dataset, tasks: Sequence[str], n: int = 256) -> dict[str, float]:
+    """How much task t's prediction moves when only the *other* task's causal factor is intervened on.
+
+    For a dataset with a ``toggle(semantic, task)`` intervention (:class:`~coremtl_lite.data.confounded.
+    ConfoundedScenes`): the first ``n`` scenes are rendered as they are (x) and after do(Y_o := 1 - Y_o)
+    for the other task o (x', task t's label unchanged). The residual factors are drawn again from the
+    same random numbers for the new semantic factors, so the lights, noise and the other surfaces stay
+    and only what depends on the changed object's class follows it (in ShadedScenes' source domain an
+    object's colour and stripes are keyed to its class). The score is the mean
+    ``|P(Y_t = 1 | x) - P(Y_t = 1 | x')|``: 0 for a model that ignores o's factor, as a causal predictor
+    of t does; large for one that reads o's objects as a shortcut. An interventional counterpart of
+    rho_spur, possible because the renderer is the SCM. Returns the score per task and ``"mean"``.
+    """
+    if not hasattr(dataset, "toggle"):
+        raise TypeError(f"{type(dataset).__name__} has no toggle(semantic, task) intervention")
+    device = next(model.parameters()).device
+    idx = torch.arange(min(n, len(dataset)))
+    semantic = dataset.sample_semantic(idx)
+    residual = dataset.sample_residual(idx, semantic)
+    x = dataset.render(semantic, residual)["image"].to(device)
+    was_training = model.training
+    model.eval()
+    out = {}
+    try:
+        with torch.no_grad():
+            p = {t: v.softmax(1)[:, 1] for t, v in _preds(model, x).items() if t in tasks}
+            for t in tasks:
+                other = next(o for o in dataset.task_names if o != t)
+                semantic_do = dataset.toggle(semantic, other)
+                x_do = dataset.render(semantic_do, dataset.sample_residual(idx, semantic_do))["image"].to(device)
+                p_do = _preds(model, x_do)[t].softmax(1)[:, 1]
+                out[t] = float((p[t] - p_do).abs().mean())
+    finally:
+        model.train(was_training)
     out["mean"] = sum(out[t] for t in tasks) / len(tasks)
     return out
 

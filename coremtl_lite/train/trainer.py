@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from coremtl_lite.config import Config
+from coremtl_lite.config import Config, ConfigError
 from coremtl_lite.runtime import get_device, seed_everything
 from coremtl_lite.train.cache import DEFAULT_CACHE_BYTES, maybe_cache
 from coremtl_lite.train.checkpoint import (
@@ -131,7 +131,7 @@ class Trainer:
         if model is None:
             from coremtl_lite.models import build_model
 
-            model = build_model(cfg.model, self.tasks)
+            model = build_model(cfg.model, self.tasks, input_shape=getattr(self.splits.train, "input_shape", None))
         if self.dist.enabled:
             model = convert_batchnorm(model, device.type)
         self.channels_last = device.type == "cuda" and tc.channels_last
@@ -150,7 +150,10 @@ class Trainer:
         self.objective = objective
         if isinstance(self.objective, nn.Module):
             self.objective.to(device)
-        self.method = build_method(tc.method, self.task_names).to(device)
+        try:
+            self.method = build_method(tc.method, self.task_names, **tc.method_options).to(device)
+        except TypeError as err:  # an option the method's constructor does not take
+            raise ConfigError(f"train.method_options={tc.method_options} do not fit method {tc.method!r}: {err}") from err
 
         groups = [{"params": list(self.model.parameters()), "weight_decay": cfg.optim.weight_decay}]
         method_params = [p for p in self.method.parameters() if p.requires_grad]
@@ -424,6 +427,14 @@ class Trainer:
             return evaluate_datasets(self.model, self.tasks, datasets, self.cfg.data.batch_size, self.device,
                                      ctx=self.dist, seed=self.cfg.train.seed, autocast=self.autocast,
                                      channels_last=self.channels_last)
+
+    def load_selected_weights(self) -> nn.Module:
+        """Put the weights selected on the validation split (the best epoch) into ``self.model`` and
+        return it; a no-op when no validation ran. For diagnostics that need the model itself (saliency,
+        probes) rather than :meth:`evaluate`. Training on afterwards continues from these weights."""
+        if self._best_state is not None and self.best_epoch != self.epoch:
+            self.model.load_state_dict(self._best_state)
+        return self.model
 
     @contextlib.contextmanager
     def _weights(self, use_best: bool):

@@ -1,0 +1,208 @@
+"""MT-CRL's spurious-correlation study (Hu et al. 2022, §2.2 and §4) run through the one training loop.
+
+Every number of tutorial 07 comes from here: a run is a :class:`~coremtl_lite.config.Config` trained by
+:class:`~coremtl_lite.train.Trainer` (any dataset with known causal factors -- ``multisem``,
+``digit_pairs``, ``confounded_scenes`` -- and any registered method and architecture), then scored with
+the weights selected on the validation split:
+
+* ``acc_train``, ``acc_source``, ``acc_target``: mean accuracy over the tasks on (a part of) the
+  training set, on the in-distribution test split (training correlations) and on the shifted one;
+* ``rho_spur``: MT-CRL's spurious score (share of input-gradient saliency on non-causal inputs,
+  :func:`~coremtl_lite.diagnostics.spurious.spurious_score`) on the shifted test split, and
+  ``rho_chance``, the score of a uniform saliency (the share of non-causal inputs) to read it against;
+* ``do_other`` (datasets with an intervention, ``confounded_scenes``): how much a task's predicted
+  probability moves when only the other task's factor is intervened on
+  (:func:`~coremtl_lite.diagnostics.spurious.intervention_sensitivity`).
+
+:func:`stl_vs_mtl` gives one row of MT-CRL's Table 1 (one multi-task model against one model per
+task); :func:`over_seeds` averages any of these over seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from coremtl_lite.config import Config, apply_overrides
+from coremtl_lite.diagnostics.spurious import (
+    accuracy,
+    causal_masks_of,
+    chance_spurious_score,
+    intervention_sensitivity,
+    spurious_scores,
+)
+
+__all__ = ["METHODS", "MODELS", "MTCRL_PAPER_TABLE1", "MTCRL_PAPER_TABLE5", "ROW_KEYS", "STUDIES", "SpuriousRun",
+           "format_rows", "mean_rows", "over_seeds", "run_spurious", "stl_vs_mtl", "study_config"]
+
+#: the columns of a study row
+ROW_KEYS = ("acc_train", "acc_source", "acc_target", "rho_spur")
+
+#: THE PAPER'S numbers (MT-CRL, Hu et al. 2022), for reference beside ours -- other data, models and budgets.
+#: Table 1: ``{dataset: {model: (acc_train, acc_val, rho_spur)}}``; its Multi-MNIST is our DigitPairs' model.
+MTCRL_PAPER_TABLE1 = {"Multi-SEM": {"STL": (0.931, 0.906, 0.128), "MTL": (0.936, 0.882, 0.246)},
+                      "Multi-MNIST": {"STL": (0.981, 0.874, 0.261), "MTL": (0.987, 0.846, 0.328)}}
+#: Table 5 (appendix B), Multi-SEM with T tasks: ``{T: (MTL acc_val, MTL rho_spur, STL acc_val, STL rho_spur)}``
+MTCRL_PAPER_TABLE5 = {2: (0.846, 0.328, 0.874, 0.261), 3: (0.838, 0.357, 0.861, 0.289), 4: (0.824, 0.391, 0.848, 0.314),
+                      5: (0.809, 0.429, 0.836, 0.354), 6: (0.785, 0.475, 0.827, 0.385), 7: (0.752, 0.530, 0.810, 0.407),
+                      8: (0.719, 0.594, 0.797, 0.435)}
+
+#: every study run: test domains evaluated once at the end (by :func:`run_spurious`), no checkpoints, and
+#: the optimiser of MT-CRL's experiments -- a constant learning rate (Adam, 3e-3), no weight decay
+STUDY_BASE = ("data.eval_domains=", "train.checkpoint_every=0", "train.progress=false", "optim.lr=3e-3",
+              "optim.warmup_epochs=0", "optim.min_lr_ratio=1", "optim.weight_decay=0")
+
+#: the data of each study (the ``cpu`` sizes) ...
+STUDIES: dict[str, tuple[str, ...]] = {
+    "multisem": ("data.dataset=multisem", "data.tasks=task_a,task_b", "data.train_size=512", "data.val_size=256",
+                 "data.test_size=2000", "data.batch_size=64", "optim.epochs=20"),
+    "digit_pairs": ("data.dataset=digit_pairs", "data.tasks=left,right", "data.image_size=16", "data.train_size=2048",
+                    "data.val_size=512", "data.test_size=1000", "data.batch_size=64", "optim.epochs=10"),
+    "confounded_scenes": ("data.dataset=confounded_scenes", "data.tasks=has_cone,has_box", "data.image_size=32",
+                          "data.train_size=1024", "data.val_size=256", "data.test_size=512", "data.batch_size=64",
+                          "optim.epochs=16"),
+}
+#: ... and their sizes in the ``ci`` profile (seconds)
+CI_SIZES: dict[str, tuple[str, ...]] = {
+    "multisem": ("data.train_size=256", "data.test_size=500", "optim.epochs=8"),
+    "digit_pairs": ("data.train_size=256", "data.val_size=128", "data.test_size=256", "optim.epochs=2"),
+    "confounded_scenes": ("data.image_size=16", "data.train_size=128", "data.val_size=64", "data.test_size=128",
+                          "optim.epochs=2"),
+}
+
+#: the compared models: MT-CRL's shared-bottom model (one module with the width of several) and its
+#: modular model (K = 8), CORE-MTL's vanilla shared encoder and its dual-stream model
+MODELS: dict[str, tuple[str, ...]] = {
+    "shared_bottom": ("model.architecture=mtcrl", "model.num_modules=1", "model.module_width=32"),
+    "modules": ("model.architecture=mtcrl", "model.num_modules=8", "model.module_width=8"),
+    "vanilla": ("model.architecture=vanilla", "model.grounding=none"),
+    "core_mtl": ("model.architecture=dual_stream", "model.grounding=hard", "loss.perceptual=ssim"),
+}
+
+#: the compared methods (MT-CRL's: appendix H's weights, and the invariance term alone). MT-CRL, IRM and DANN
+#: see the validation split as a second environment; "EW (train + val)" gives EW the same data in its
+#: task loss, MT-CRL's protocol for its baselines (§4)
+METHODS: dict[str, tuple[str, ...]] = {
+    "EW": ("train.method=ew",),
+    "EW (train + val)": ("train.method=ew", "data.train_on_val=true"),  # MT-CRL §4: baselines also fit on val
+    "PCGrad": ("train.method=pcgrad",),
+    "IRM": ("train.method=irm",),
+    "DANN": ("train.method=dann",),
+    "MT-CRL (paper weights)": ("train.method=mtcrl",),
+    "MT-CRL (G-IRM only)": ("train.method=mtcrl", 'train.method_options={"lambda_decor": 0, "lambda_sps": 0, '
+                            '"lambda_bal": 0}'),
+}
+
+
+def study_config(study: str, model: str = "shared_bottom", method: str = "EW", profile: str | None = None,
+                 overrides: Sequence[str] = ()) -> Config:
+    """The config of one study run: ``study`` of :data:`STUDIES` (sized for ``profile``, default
+    ``$COREMTL_PROFILE``), ``model`` of :data:`MODELS`, ``method`` of :data:`METHODS`, then ``overrides``."""
+    from coremtl_lite.config import get_config
+
+    for kind, name, table in (("study", study, STUDIES), ("model", model, MODELS), ("method", method, METHODS)):
+        if name not in table:
+            raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(table)}")
+    profile = get_config(profile).profile
+    sizes = CI_SIZES[study] if profile == "ci" else ()
+    return get_config(profile, [*STUDY_BASE, *STUDIES[study], *sizes, *MODELS[model], *METHODS[method], *overrides])
+
+
+@dataclasses.dataclass
+class SpuriousRun:
+    """One trained run: its ``row`` (:data:`ROW_KEYS`, ``rho_chance``, ``do_other`` where the data allow;
+    means over tasks; ``rho_<task>`` per task too) and the ``trainer`` (model with the selected weights
+    loaded, splits, history)."""
+
+    row: dict[str, float]
+    trainer: Any
+
+
+def _head(dataset: Any, n: int) -> dict:
+    return dataset.get_batch(torch.arange(min(n, len(dataset))))
+
+
+def run_spurious(cfg: Config, score_samples: int = 256, train_samples: int = 512,
+                 callbacks: Sequence[Any] = ()) -> SpuriousRun:
+    """Train ``cfg`` with the one loop and score it (module docstring).
+
+    ``acc_source``/``acc_target`` use the whole ``source``/``target`` test splits (built on demand, so
+    ``data.eval_domains`` may be empty to skip per-epoch test evaluations); ``acc_train`` the first
+    ``train_samples`` training samples; ``rho_spur`` the first ``score_samples`` target samples. The
+    trainer's model keeps the weights selected on the validation split afterwards.
+    """
+    from coremtl_lite.train import Trainer
+    from coremtl_lite.train.evaluation import to_device
+
+    trainer = Trainer(cfg, callbacks=callbacks)
+    trainer.fit()
+    tasks = trainer.task_names
+    results = trainer.evaluate(domains=("source", "target"))
+    row = {f"acc_{d}": sum(results[d][t]["acc"] for t in tasks) / len(tasks) for d in ("source", "target")}
+    trainer.load_selected_weights().eval()
+    train_batch = to_device(_head(trainer.splits.train, train_samples), trainer.device)
+    row["acc_train"] = accuracy(trainer.model, train_batch, tasks)["mean"]
+    target = trainer.splits.test["target"]
+    batch = to_device(_head(target, score_samples), trainer.device)
+    masks = causal_masks_of(target, batch)
+    scores = spurious_scores(trainer.model, batch, masks, tasks)
+    row["rho_spur"] = scores["mean"]
+    row["rho_chance"] = sum(chance_spurious_score(masks[t], batch["image"]) for t in tasks) / len(tasks)
+    row.update({f"rho_{t}": scores[t] for t in tasks})
+    if hasattr(target, "toggle"):
+        row["do_other"] = intervention_sensitivity(trainer.model, target, tasks, score_samples)["mean"]
+    return SpuriousRun(row, trainer)
+
+
+def mean_rows(rows: Sequence[dict[str, float]], with_std: bool = False) -> dict[str, float]:
+    """The mean of each key over ``rows`` (the keys every row has); with ``with_std`` also ``<key>_std``,
+    the sample standard deviation over the rows (0 for a single row)."""
+    if not rows:
+        raise ValueError("mean_rows needs at least one row")
+    keys = [k for k in rows[0] if all(k in r for r in rows)]
+    out = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+    if with_std:
+        n = len(rows)
+        out.update({f"{k}_std": (sum((r[k] - out[k]) ** 2 for r in rows) / (n - 1)) ** 0.5 if n > 1 else 0.0
+                    for k in keys})
+    return out
+
+
+def stl_vs_mtl(cfg: Config, **kwargs: Any) -> dict[str, dict[str, float]]:
+    """One row of MT-CRL's Table 1: ``{"MTL": row, "STL": row}``.
+
+    MTL trains ``cfg`` (all of ``cfg.data.tasks`` in one model); STL trains one model per task
+    (:func:`~coremtl_lite.methods.stl.single_task_configs`, same data, architecture and schedule) and
+    averages the per-task rows. ``kwargs`` go to :func:`run_spurious`.
+    """
+    from coremtl_lite.methods.stl import single_task_configs
+
+    mtl = run_spurious(cfg, **kwargs).row
+    stl = [run_spurious(c, **kwargs).row for _, c in single_task_configs(cfg)]
+    keys = [k for k in mtl if not k.startswith("rho_") or k in ROW_KEYS or k == "rho_chance"]
+    return {"MTL": {k: mtl[k] for k in keys}, "STL": mean_rows([{k: r[k] for k in keys} for r in stl])}
+
+
+def format_rows(rows: dict[str, dict[str, float]], keys: Sequence[str] | None = None, label: str = "run") -> str:
+    """A plain-text table: one line per ``rows`` entry, one column per key (default: the first row's keys)."""
+    keys = list(keys or next(iter(rows.values())))
+    width = max(len(label), *(len(str(name)) for name in rows))
+    lines = [f"{label:<{width}} " + " ".join(f"{k:>10}" for k in keys)]
+    for name, row in rows.items():
+        lines.append(f"{str(name):<{width}} " + " ".join(f"{row[k]:>10.3f}" if k in row else f"{'-':>10}" for k in keys))
+    return "\n".join(lines)
+
+
+def over_seeds(fn: Callable[[Config], Any], cfg: Config, seeds: Sequence[int]) -> Any:
+    """``fn(cfg with train.seed=s)`` for every seed, averaged: rows (dicts of floats) are averaged key
+    by key, dicts of rows (as :func:`stl_vs_mtl` returns) entry by entry; every mean comes with its
+    ``<key>_std`` over the seeds (:func:`mean_rows`)."""
+    outs = [fn(apply_overrides(cfg, [f"train.seed={s}"])) for s in seeds]
+    if isinstance(outs[0], SpuriousRun):
+        outs = [o.row for o in outs]
+    if all(isinstance(v, dict) for v in outs[0].values()):
+        return {k: mean_rows([o[k] for o in outs], with_std=True) for k in outs[0]}
+    return mean_rows(outs, with_std=True)
