@@ -62,6 +62,7 @@ class ConfoundedScenes(ShadedScenes):
             raise ValueError(f"ConfoundedScenes m_c must be in [0, 1], got {m_c}")
         self.shapes, self.m_c = tuple(shapes), float(m_c)
         self.shape_ids = [SHAPES.index(s) for s in self.shapes]  # shape index (segmentation class - 1)
+        self.other_shape_ids = [c for c in range(len(SHAPES)) if c not in self.shape_ids]  # neither A nor B
         self.task_info = {t: {"kind": "classification", "num_classes": 2} for t in self.task_names}
 
     def sample_semantic(self, indices) -> dict[str, torch.Tensor]:
@@ -79,7 +80,7 @@ class ConfoundedScenes(ShadedScenes):
         s["height"][:, 1] = torch.where(lone, 0.25 + 0.55 * u[:, 5], s["height"][:, 1])
         s["angle"][:, 1] = torch.where(lone, u[:, 6] * (torch.pi / 2), s["angle"][:, 1])
         # objects of class A or B (and the new object 1) get one of the other classes ...
-        others = torch.tensor([c for c in range(len(SHAPES)) if c not in self.shape_ids])
+        others = torch.tensor(self.other_shape_ids)
         pick = others[(u[:, 8:] * len(others)).long().clamp_max(len(others) - 1)]
         shape = s["shape"]
         taken = (shape == self.shape_ids[0]) | (shape == self.shape_ids[1]) | (shape < 0)
@@ -112,8 +113,7 @@ class ConfoundedScenes(ShadedScenes):
         cls = self.shape_ids[slot]
         shape, valid = semantic["shape"], semantic["valid"].bool()
         present = (valid & (shape == cls)).any(1, keepdim=True)
-        neither = next(c for c in range(len(SHAPES)) if c not in self.shape_ids)
-        off = torch.where(shape == cls, neither, shape)
+        off = torch.where(shape == cls, self.other_shape_ids[0], shape)
         on = shape.clone()
         on[:, slot] = cls
         new = dict(semantic)

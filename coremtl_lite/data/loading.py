@@ -190,7 +190,7 @@ def build_splits(data_cfg: Any, seed: int) -> Splits:
     protocol for the methods that do not use it as an environment, its §4).
     """
     splits = _build_splits(data_cfg, seed)
-    if getattr(data_cfg, "train_on_val", False):
+    if data_cfg.train_on_val:
         splits = Splits(JoinedDataset(splits.train, splits.val), splits.val, splits.test)
     return splits
 

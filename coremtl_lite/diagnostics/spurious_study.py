@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from coremtl_lite.config import Config, apply_overrides
+from coremtl_lite.config import Config, apply_overrides, get_config
 from coremtl_lite.diagnostics.spurious import (
     accuracy,
     causal_masks_of,
@@ -101,8 +101,6 @@ def study_config(study: str, model: str = "shared_bottom", method: str = "EW", p
                  overrides: Sequence[str] = ()) -> Config:
     """The config of one study run: ``study`` of :data:`STUDIES` (sized for ``profile``, default
     ``$COREMTL_PROFILE``), ``model`` of :data:`MODELS`, ``method`` of :data:`METHODS`, then ``overrides``."""
-    from coremtl_lite.config import get_config
-
     for kind, name, table in (("study", study, STUDIES), ("model", model, MODELS), ("method", method, METHODS)):
         if name not in table:
             raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(table)}")
@@ -181,9 +179,8 @@ def stl_vs_mtl(cfg: Config, **kwargs: Any) -> dict[str, dict[str, float]]:
     from coremtl_lite.methods.stl import single_task_configs
 
     mtl = run_spurious(cfg, **kwargs).row
-    stl = [run_spurious(c, **kwargs).row for _, c in single_task_configs(cfg)]
-    keys = [k for k in mtl if not k.startswith("rho_") or k in ROW_KEYS or k == "rho_chance"]
-    return {"MTL": {k: mtl[k] for k in keys}, "STL": mean_rows([{k: r[k] for k in keys} for r in stl])}
+    stl = mean_rows([run_spurious(c, **kwargs).row for _, c in single_task_configs(cfg)])  # drops rho_<task>
+    return {"MTL": {k: mtl[k] for k in stl}, "STL": stl}
 
 
 def format_rows(rows: dict[str, dict[str, float]], keys: Sequence[str] | None = None, label: str = "run") -> str:

@@ -49,9 +49,8 @@ def _mtcrl(model_cfg, tasks, input_shape: tuple[int, ...]) -> nn.Module:
                          "another architecture")
     seed = int(torch.randint(0, 2**31 - 1, ()))  # from the global RNG, which the trainer seeds with train.seed
     return build_mtcrl_model(input_shape, {t.name: t.channels for t in tasks},
-                             num_modules=getattr(model_cfg, "num_modules", 8),
-                             module_dim=getattr(model_cfg, "module_dim", 16),
-                             width=getattr(model_cfg, "module_width", 8), seed=seed)
+                             num_modules=model_cfg.num_modules, module_dim=model_cfg.module_dim,
+                             width=model_cfg.module_width, seed=seed)
 
 
 def build_mtcrl(model_cfg, tasks, in_channels: int = 3) -> nn.Module:
