@@ -110,8 +110,53 @@ def _wait_for_change(locator, before: bytes, timeout_s: float = 60.0) -> bytes:
     raise AssertionError("the decoded counterfactual image did not change")
 
 
+def _status_bar(page) -> str:
+    return " | ".join(t.replace("\n", " ") for t in page.locator(".jp-StatusBar-Widget").all_inner_texts())
+
+
+def _fail_with_page(page, artifacts: Path, why: str):
+    """Save a full-page screenshot and fail with the status bar's text (what the kernel was doing)."""
+    shot = artifacts / "failure_page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    pytest.fail(f"{why}; status bar: {_status_bar(page)!r}; screenshot: {shot}")
+
+
+def wait_for_idle_kernel(page, artifacts: Path, timeout_s: float = 120.0) -> None:
+    """Wait until the status bar reports the notebook's kernel as idle (started and connected)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if page.locator(".jp-Dialog").count() == 0 and "| Idle" in _status_bar(page):
+            return
+        time.sleep(0.5)
+    _fail_with_page(page, artifacts, f"the kernel was not idle within {timeout_s:.0f} s")
+
+
+def _execution_started(page) -> bool:
+    """True once a cell is queued or running ("[*]"), the kernel is busy, or the widget is already up."""
+    return ("| Busy" in _status_bar(page) or page.locator("img.coremtl-decoded").count() > 0
+            or any("*" in p for p in page.locator(".jp-InputPrompt").all_inner_texts()))
+
+
+def run_all_cells(page, artifacts: Path, attempts: int = 3) -> None:
+    """Run > Run All Cells, then check that execution really started (a click made while JupyterLab is
+    still settling can be lost); retries the menu a few times before failing."""
+    for _ in range(attempts):
+        page.locator('.lm-MenuBar-itemLabel:text-is("Run")').click()
+        item = page.locator('.lm-Menu-itemLabel:text-is("Run All Cells")')
+        item.wait_for(state="visible", timeout=10_000)
+        item.click()
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if _execution_started(page):
+                return
+            time.sleep(0.25)
+        page.keyboard.press("Escape")
+    _fail_with_page(page, artifacts, f"Run All Cells did not start execution after {attempts} tries")
+
+
 def drive_widget(notebook: Path, artifacts: Path, workdir: Path) -> dict:
     """Run ``notebook`` in JupyterLab + Chromium and exercise the residual-swap widget; returns evidence."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -126,14 +171,15 @@ def drive_widget(notebook: Path, artifacts: Path, workdir: Path) -> dict:
                 page.goto(f"http://127.0.0.1:{port}/lab/tree/{notebook.name}?token={token}")
                 page.wait_for_selector(".jp-Notebook", timeout=90_000)
                 page.wait_for_selector(".jp-Notebook-cell", timeout=60_000)
-                # wait for the kernel to be idle before running (the toolbar's kernel status)
-                page.wait_for_function("() => !!document.querySelector('.jp-Notebook') && "
-                                       "!document.querySelector('.jp-Dialog')", timeout=60_000)
-                time.sleep(2)
-                page.locator('.lm-MenuBar-itemLabel:text-is("Run")').click()
-                page.locator('.lm-Menu-itemLabel:text-is("Run All Cells")').click()
+                wait_for_idle_kernel(page, artifacts)
+                run_all_cells(page, artifacts)
                 decoded = page.locator("img.coremtl-decoded").first
-                decoded.wait_for(state="visible", timeout=RUN_TIMEOUT_S * 1000)
+                try:
+                    decoded.wait_for(state="attached", timeout=RUN_TIMEOUT_S * 1000)
+                except PlaywrightTimeout:
+                    _fail_with_page(page, artifacts, f"no decoded image within {RUN_TIMEOUT_S} s of Run All Cells")
+                decoded.scroll_into_view_if_needed()
+                decoded.wait_for(state="visible", timeout=30_000)
                 widget = page.locator(".coremtl-swap").first
                 time.sleep(1)
                 widget.screenshot(path=str(artifacts / "01_widget_initial.png"))
