@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 
 from coremtl_lite.data import _random
+from coremtl_lite.data._common import index_tensor
 
 
 @dataclass
@@ -153,9 +154,7 @@ class JoinedDataset:
         return self.first[index] if index < self._n1 else self.second[index - self._n1]
 
     def get_batch(self, indices) -> dict[str, Any]:
-        idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
-        if idx.numel() and (idx.min() < 0 or idx.max() >= len(self)):
-            raise IndexError(f"JoinedDataset index out of range (length {len(self)}): {idx.tolist()[:8]}")
+        idx = index_tensor("JoinedDataset", indices, len(self))
         in_first = idx < self._n1
         parts = [(in_first, self.first, idx[in_first]), (~in_first, self.second, idx[~in_first] - self._n1)]
         parts = [(where, ds.get_batch(sub)) for where, ds, sub in parts if sub.numel()]
