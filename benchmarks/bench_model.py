@@ -42,17 +42,16 @@ def make_step(variant: str, cfg, tasks, batch, seed: int = 0):
     torch.manual_seed(seed)
     cfg.model.dual_stream = variant == "core"
     cfg.model.grounding = "hard"
-    cfg.loss.cfa_prob, cfg.loss.cfa_start_epoch = 0.5, 0
+    cfg.loss.cfa_prob, cfg.loss.cfa_start, cfg.loss.cfa_max_rec_ratio = 0.5, 0.0, 1e9  # CFA whatever the decoder
     model = build_model(cfg.model, tasks)
     model.train()
     objective = build_objective(cfg.loss, tasks)
-    epoch = cfg.loss.decomposition_warmup_epochs + cfg.loss.ind_ramp_epochs  # full weights, CFA on
-    objective.on_epoch_start(model, epoch)
+    progress = 1.0  # after the staged schedule: full weights, CFA on
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
 
     def step() -> float:
-        out = objective(model, batch, epoch, gen)
+        out = objective(model, batch, progress, gen)
         loss = sum(out.task_losses.values())  # equal weighting
         if out.extra_loss is not None:
             loss = loss + out.extra_loss  # Eq. 16

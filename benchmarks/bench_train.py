@@ -4,7 +4,7 @@ Prints, for the vanilla model with equal weighting (EW) and for CORE-MTL (dual s
 CKA, CFA at probability ``loss.cfa_prob`` -- active from the first step here):
 
 * ``step img/s``: forward + objective + method.backward + clip + AdamW on one pre-rendered batch
-  (the trainer's ``_train_step``), median over ``--steps`` steps after ``--warmup`` steps;
+  (the trainer's ``train_step``), median over ``--steps`` steps after ``--warmup`` steps;
 * ``loop img/s``: a whole ``Trainer.fit`` epoch of ``--steps`` steps, data rendering included;
 * ``GFLOP/s``: FLOPs of one step counted by ``torch.utils.flop_counter`` divided by the median step
   time, next to a large fp32 matmul's GFLOP/s measured in the same run (the machine's ceiling).
@@ -30,8 +30,8 @@ from coremtl_lite.train.evaluation import to_device
 
 RECIPES = {
     "EW (vanilla)": ("model.dual_stream=false", "model.grounding=none", "train.method=ew"),
-    "CORE-MTL": ("model.dual_stream=true", "model.grounding=hard", "train.method=ew", "loss.cfa_start_epoch=0",
-                 "loss.decomposition_warmup_epochs=0"),
+    "CORE-MTL": ("model.dual_stream=true", "model.grounding=hard", "train.method=ew", "loss.cfa_start=0",
+                 "loss.decomposition_warmup=0", "loss.cfa_max_rec_ratio=1e9"),
 }
 
 
@@ -51,20 +51,20 @@ def _timed(fn) -> float:
 
 def bench(name: str, profile: str, overrides: list[str], steps: int, warmup: int) -> dict:
     cfg = get_config(profile, [*RECIPES[name], *overrides, "train.progress=false", "train.checkpoint_every=0",
-                               "train.eval_every=0", f"train.max_steps_per_epoch={steps}",
+                               "train.eval_every=0", "train.grad_log_every=0",
+                               f"train.max_steps_per_epoch={steps}",
                                "train.out_dir=runs/bench_train"])
     trainer = Trainer(cfg)
     batch = to_device(trainer.splits.train.get_batch(list(range(cfg.data.batch_size))), trainer.device,
                       trainer.channels_last)
-    trainer.objective.on_epoch_start(trainer.model, 0)
     trainer.model.train()
     times = []
     for i in range(warmup + steps):
-        dt = _timed(lambda: trainer._train_step(batch, epoch=0, loss_fn=None))
+        dt = _timed(lambda: trainer.train_step(batch, epoch=0, loss_fn=None))
         if i >= warmup:
             times.append(dt)
     with FlopCounterMode(display=False) as counter:
-        trainer._train_step(batch, epoch=0, loss_fn=None)
+        trainer.train_step(batch, epoch=0, loss_fn=None)
     flops = counter.get_total_flops()
     step = statistics.median(times)
     fresh = Trainer(cfg)

@@ -292,6 +292,41 @@ def _directions_of(tasks: Any) -> dict[str, dict[str, bool]]:
     return out
 
 
+def task_deltas(results: Mapping[str, Mapping[str, float]], reference: Mapping[str, Mapping[str, float]],
+                tasks: Any, lenient: bool = False) -> dict[str, float]:
+    """Per-task relative improvement over ``reference``, in %: (1/N_t) sum_i (-1)^{s_ti} (M_ti - M_ref,ti)
+    / |M_ref,ti| * 100, the inner sum of Delta m% (SPEC §4); positive = better than the reference.
+
+    ``lenient=False`` (the reported Delta m%): every listed metric must be present and the reference
+    finite and non-zero, else ``KeyError`` / ``ValueError``. ``lenient=True`` (model selection, trivial
+    checks): such metrics are skipped, and tasks left with no metric are omitted.
+    """
+    directions = _directions_of(tasks)
+    out: dict[str, float] = {}
+    for task, metrics in directions.items():
+        if task not in results or task not in reference:
+            if lenient:
+                continue
+            raise KeyError(f"delta_m: task {task!r} missing from the results or the reference "
+                           f"(have {sorted(results)} and {sorted(reference)})")
+        terms = []
+        for metric, higher in metrics.items():
+            if metric not in results[task] or metric not in reference[task]:
+                if lenient:
+                    continue
+                raise KeyError(f"delta_m: metric {task}.{metric} missing from the results or the reference")
+            m, ref = float(results[task][metric]), float(reference[task][metric])
+            if ref == 0 or not math.isfinite(ref) or not math.isfinite(m):
+                if lenient:
+                    continue
+                raise ValueError(f"delta_m: reference {task}.{metric} = {ref} cannot normalise (value {m})")
+            sign = 1.0 if higher else -1.0  # (-1)^s, s = 1 when lower is better
+            terms.append(sign * (m - ref) / abs(ref) * 100.0)
+        if terms:
+            out[task] = sum(terms) / len(terms)
+    return out
+
+
 def delta_m(results: Mapping[str, Mapping[str, float]], stl_results: Mapping[str, Mapping[str, float]],
             tasks: Any) -> float:
     """Delta m% = (1/T) sum_t (1/N_t) sum_i (-1)^{s_ti} (M_ti - M_STL,ti) / M_STL,ti * 100 (SPEC §4).
@@ -304,20 +339,20 @@ def delta_m(results: Mapping[str, Mapping[str, float]], stl_results: Mapping[str
         tasks: a list of :class:`coremtl_lite.tasks.Task` or ``{task: {metric: higher_is_better}}``;
             every listed metric of every listed task must be in both results.
     """
-    directions = _directions_of(tasks)
-    per_task = []
-    for task, metrics in directions.items():
-        if task not in results or task not in stl_results:
-            raise KeyError(f"delta_m: task {task!r} missing from the results or the single-task reference "
-                           f"(have {sorted(results)} and {sorted(stl_results)})")
-        terms = []
-        for metric, higher in metrics.items():
-            if metric not in results[task] or metric not in stl_results[task]:
-                raise KeyError(f"delta_m: metric {task}.{metric} missing from the results or the reference")
-            m, ref = float(results[task][metric]), float(stl_results[task][metric])
-            if ref == 0 or not math.isfinite(ref):
-                raise ValueError(f"delta_m: single-task reference {task}.{metric} = {ref} cannot normalise")
-            sign = 1.0 if higher else -1.0  # (-1)^s, s = 1 when lower is better
-            terms.append(sign * (m - ref) / ref * 100.0)
-        per_task.append(sum(terms) / len(terms))
-    return sum(per_task) / len(per_task)
+    per_task = task_deltas(results, stl_results, tasks)
+    return sum(per_task.values()) / len(per_task)
+
+
+def below_trivial(results: Mapping[str, Mapping[str, Mapping[str, float]]],
+                  trivial: Mapping[str, Mapping[str, Mapping[str, float]]], tasks: Any) -> list[tuple[str, str, float]]:
+    """``(domain, task, delta%)`` for every domain and task where ``results`` (``{domain: {task: {metric}}}``)
+    does not beat the trivial predictors' ``trivial`` (its per-task delta over them is <= 0): a trained
+    model that does not beat a constant is a bug to find (or a shift that erases the model), not a result."""
+    out = []
+    for domain, res in results.items():
+        if domain not in trivial:
+            continue
+        for task, delta in task_deltas(res, trivial[domain], tasks, lenient=True).items():
+            if delta <= 0:
+                out.append((domain, task, delta))
+    return out

@@ -19,6 +19,8 @@ class TinyOutput:
     extra_loss: Tensor | None
     outputs: dict[str, Any]
     logs: dict[str, float] = field(default_factory=dict)
+    extra_terms: dict[str, Tensor] = field(default_factory=dict)
+    train_tasks: bool = True
 
 
 class TinyDense(nn.Module):
@@ -48,12 +50,10 @@ class TinyObjective:
 
     def __init__(self, tasks, noise: float = 0.05):
         self.tasks, self.noise = tasks, noise
-        self.epochs_started: list[int] = []
+        self.progress_seen: list[float] = []
 
-    def on_epoch_start(self, model, epoch: int) -> None:
-        self.epochs_started.append(epoch)
-
-    def __call__(self, model, batch, epoch, generator) -> TinyOutput:
+    def __call__(self, model, batch, progress, generator) -> TinyOutput:
+        self.progress_seen.append(progress)
         image = batch["image"]
         noise = torch.randn(image.shape, generator=generator).to(image.device) * self.noise
         out = model(image + noise)

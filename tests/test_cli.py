@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from coremtl_lite.cli import DEMO_RUNS, main
+from coremtl_lite.cli import DEMO_RUNS, TRIVIAL, main
 from coremtl_lite.config import get_config
 
 #: the ci profile made smaller still, so each command takes seconds
@@ -94,7 +94,13 @@ def test_demo_in_ci_profile(tmp_path, monkeypatch, capsys):
     report = (tmp_path / "demo" / "report.html").read_text()
     assert "plotly" in report.lower() and "ID / OOD table" in report
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert saved["profile"] == "ci" and list(saved["results"]) == list(DEMO_RUNS)
+    assert saved["profile"] == "ci" and list(saved["results"]) == [TRIVIAL, *DEMO_RUNS]
+    assert TRIVIAL in text  # the trivial predictors are a row of the printed table
+    # the ci profile's tiny models do not beat the constants: every such (domain, task) is flagged
+    flagged = {(run, d, t) for run, v in saved["below_trivial"].items() for d, t, _ in v}
+    assert flagged  # 2 epochs on 64 scenes of 32 px: some task does not beat its constant
+    for run, domain, task in flagged:
+        assert f"{run} does not beat the trivial predictor on {domain} {task}" in text
     for row in saved["rows"]:
         assert row["seg mIoU gap"] == pytest.approx(row["seg mIoU (target)"] - row["seg mIoU (source)"])
 

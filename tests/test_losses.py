@@ -154,8 +154,8 @@ def test_vanilla_model_has_no_extra_loss(setup):
     cfg, batch, tasks = setup
     model = _model(cfg, tasks, dual_stream=False)
     obj = build_objective(cfg.loss, tasks, perceptual=None)
-    out = obj(model, batch, 5, torch.Generator().manual_seed(0))
-    assert out.extra_loss is None and out.logs == {}
+    out = obj(model, batch, 0.5, torch.Generator().manual_seed(0))
+    assert out.extra_loss is None and out.logs == {} and out.extra_terms == {} and out.train_tasks
     assert set(out.task_losses) == {t.name for t in tasks}
 
 
@@ -163,9 +163,9 @@ def test_task_weights_scale_task_losses(setup):
     cfg, batch, tasks = setup
     model = _model(cfg, tasks, dual_stream=False)
     model.eval()
-    plain = build_objective(cfg.loss, tasks, perceptual=None)(model, batch, 0, torch.Generator())
+    plain = build_objective(cfg.loss, tasks, perceptual=None)(model, batch, 0.5, torch.Generator())
     lc = get_config("ci", ['loss.task_weights={"depth": 3.0}']).loss
-    weighted = build_objective(lc, tasks, perceptual=None)(model, batch, 0, torch.Generator())
+    weighted = build_objective(lc, tasks, perceptual=None)(model, batch, 0.5, torch.Generator())
     assert weighted.task_losses["depth"].item() == pytest.approx(3 * plain.task_losses["depth"].item(), rel=1e-6)
     assert weighted.task_losses["normal"].item() == pytest.approx(plain.task_losses["normal"].item(), rel=1e-6)
 
@@ -173,10 +173,12 @@ def test_task_weights_scale_task_losses(setup):
 def test_core_objective_terms_and_gradients(setup):
     cfg, batch, tasks = setup
     model = _model(cfg, tasks, dual_stream=True, grounding="hard")
-    lc = get_config("ci", ["loss.cfa_prob=1.0", "loss.cfa_start_epoch=0"]).loss
+    lc = get_config("ci", ["loss.cfa_prob=1.0", "loss.cfa_start=0", "loss.cfa_max_rec_ratio=1e9"]).loss
     obj = build_objective(lc, tasks, perceptual=SSIMLoss())
-    out = obj(model, batch, 3, torch.Generator().manual_seed(0))
+    out = obj(model, batch, 1.0, torch.Generator().manual_seed(0))
     assert out.extra_loss is not None and out.extra_loss.dim() == 0
+    assert set(out.extra_terms) == {"rec", "ind", "cfa"} and out.train_tasks
+    assert out.extra_loss.item() == pytest.approx(sum(v.item() for v in out.extra_terms.values()), rel=1e-6)
     for key in ("rec", "cka", "ind", "cfa", "cfa_applied", "lambda_ind", "rec_l1", "rec_ssim", "rec_geometry"):
         assert key in out.logs and isinstance(out.logs[key], float)
     assert out.logs["cfa_applied"] == 1.0
@@ -218,41 +220,73 @@ def test_frozen_batchnorm_restores_modes():
     assert net[0].training and not net[1].training
 
 
-def test_schedule_warmup_ramp_and_cfa_start(setup):
+def test_schedule_fractions_warmup_ramp_and_cfa_start(setup):
     cfg, batch, tasks = setup
-    lc = get_config("ci", ["loss.decomposition_warmup_epochs=2", "loss.ind_ramp_epochs=4", "loss.lambda_ind=2.0",
-                           "loss.cfa_start_epoch=3", "loss.cfa_prob=1.0"]).loss
+    lc = get_config("ci", ["loss.decomposition_warmup=0.2", "loss.ind_ramp=0.4", "loss.lambda_ind=2.0",
+                           "loss.cfa_start=0.5", "loss.cfa_prob=1.0", "loss.cfa_max_rec_ratio=1e9"]).loss
     obj = build_objective(lc, tasks, perceptual=None)
-    assert [obj.lambda_ind(e) for e in range(8)] == [0.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
-    assert [obj.cfa_active(e) for e in range(5)] == [False, False, False, True, True]
     model = _model(cfg, tasks, dual_stream=True, grounding="hard")
-    obj.on_epoch_start(model, 0)
-    assert not any(p.requires_grad for p in model.heads.parameters())
-    assert all(p.requires_grad for p in model.encoder.parameters())
-    out = obj(model, batch, 0, torch.Generator().manual_seed(0))
-    assert out.logs["lambda_ind"] == 0.0 and out.logs["cfa_applied"] == 0.0
-    (sum(out.task_losses.values()) + out.extra_loss).backward()
+    ps = [0.0, 0.1, 0.2, 0.3, 0.4, 0.6, 0.9]
+    assert [obj.lambda_ind(p, model) for p in ps] == pytest.approx([0.0, 0.0, 0.0, 0.5, 1.0, 2.0, 2.0])
+    assert [obj.cfa_active(p) for p in (0.0, 0.49, 0.5, 1.0)] == [False, False, True, True]
+    assert [obj.decomposition_stage(p, model) for p in (0.0, 0.19, 0.2)] == [True, True, False]
+    no_decoder = _model(cfg, tasks, dual_stream=True, grounding="none")  # no stage 0: the ramp starts at 0
+    assert not obj.decomposition_stage(0.0, no_decoder)
+    assert obj.lambda_ind(0.2, no_decoder) == pytest.approx(1.0)
+    vanilla = _model(cfg, tasks, dual_stream=False)  # baselines have no decomposition stage
+    assert not obj.decomposition_stage(0.0, vanilla) and obj(vanilla, batch, 0.0, torch.Generator()).train_tasks
+    assert obj(model, batch, 0.6, torch.Generator().manual_seed(0)).logs["cfa_applied"] == 1.0
+
+
+def test_stage0_sends_no_task_gradient_and_leaves_the_heads_untouched(setup):
+    cfg, batch, tasks = setup
+    lc = get_config("ci", ["loss.decomposition_warmup=0.5"]).loss
+    obj = build_objective(lc, tasks, perceptual=None)
+    model = _model(cfg, tasks, dual_stream=True, grounding="hard")
+    model.train()
+    heads_before = {k: v.clone() for k, v in model.heads.state_dict().items()}
+    out = obj(model, batch, 0.1, torch.Generator().manual_seed(0))
+    assert not out.train_tasks and out.logs["stage0"] == 1.0 and out.logs["lambda_ind"] == 0.0
+    assert all(not v.requires_grad for v in out.task_losses.values())  # values for the logs, no graph
+    assert all(torch.isfinite(v) and v.item() > 0 for v in out.task_losses.values())
+    out.extra_loss.backward()
     assert all(p.grad is None for p in model.heads.parameters())
-    obj.on_epoch_start(model, 2)
-    assert all(p.requires_grad for p in model.heads.parameters())
-    assert obj(model, batch, 3, torch.Generator().manual_seed(0)).logs["cfa_applied"] == 1.0
-    vanilla = _model(cfg, tasks, dual_stream=False)
-    obj.on_epoch_start(vanilla, 0)  # baselines have no decomposition warm-up
-    assert all(p.requires_grad for p in vanilla.heads.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+    after = model.heads.state_dict()
+    assert all(torch.equal(heads_before[k], after[k]) for k in heads_before)  # BN statistics included
+    assert model.heads.training  # the heads' mode is restored
+    later = obj(model, batch, 0.6, torch.Generator().manual_seed(0))
+    assert later.train_tasks and later.logs["stage0"] == 0.0
+    assert all(v.requires_grad for v in later.task_losses.values())
+
+
+def test_cfa_is_skipped_while_the_decoder_is_below_its_bar(setup):
+    cfg, batch, tasks = setup
+    model = _model(cfg, tasks, dual_stream=True, grounding="hard")
+    for bar, applied in ((0.0, 0.0), (1e9, 1.0)):
+        lc = get_config("ci", ["loss.cfa_prob=1.0", "loss.cfa_start=0", f"loss.cfa_max_rec_ratio={bar}"]).loss
+        out = build_objective(lc, tasks, perceptual=None)(model, batch, 1.0, torch.Generator().manual_seed(0))
+        assert out.logs["rec_ratio"] > 0 and out.logs["cfa_applied"] == applied
+        assert ("cfa" in out.extra_terms) == bool(applied)
+    # an untrained decoder does worse than each image's flat mean colour: the default bar keeps CFA off
+    lc = get_config("ci", ["loss.cfa_prob=1.0", "loss.cfa_start=0"]).loss
+    out = build_objective(lc, tasks, perceptual=None)(model, batch, 1.0, torch.Generator().manual_seed(0))
+    assert out.logs["rec_ratio"] > lc.cfa_max_rec_ratio and out.logs["cfa_applied"] == 0.0
 
 
 def test_cfa_probability_zero_never_applies(setup):
     cfg, batch, tasks = setup
-    lc = get_config("ci", ["loss.cfa_prob=0.0", "loss.cfa_start_epoch=0"]).loss
+    lc = get_config("ci", ["loss.cfa_prob=0.0", "loss.cfa_start=0"]).loss
     model = _model(cfg, tasks, dual_stream=True, grounding="soft")
     obj = build_objective(lc, tasks, perceptual=None)
     g = torch.Generator().manual_seed(0)
-    assert all(obj(model, batch, 1, g).logs["cfa_applied"] == 0.0 for _ in range(3))
+    assert all(obj(model, batch, 1.0, g).logs["cfa_applied"] == 0.0 for _ in range(3))
 
 
 def test_objective_is_deterministic_given_the_generator(setup):
     cfg, batch, tasks = setup
-    lc = get_config("ci", ["loss.cfa_prob=0.5", "loss.cfa_start_epoch=0", "loss.cfa_form=task"]).loss
+    lc = get_config("ci", ["loss.cfa_prob=0.5", "loss.cfa_start=0", "loss.cfa_max_rec_ratio=1e9",
+                           "loss.cfa_form=task"]).loss
 
     def run(seed):
         model = _model(cfg, tasks, seed=0, dual_stream=True, grounding="hard")
@@ -260,7 +294,7 @@ def test_objective_is_deterministic_given_the_generator(setup):
         g = torch.Generator().manual_seed(seed)
         vals = []
         for _ in range(6):
-            out = obj(model, batch, 1, g)
+            out = obj(model, batch, 1.0, g)
             vals.append((out.extra_loss.item(), out.logs["cfa_applied"]))
         return vals
 
@@ -276,3 +310,32 @@ def test_objective_errors(setup):
     obj = build_objective(cfg.loss, tasks, perceptual=None)
     with pytest.raises(KeyError, match="no labels for task 'depth'"):
         obj(model, {k: v for k, v in batch.items() if k != "depth"}, 0, torch.Generator())
+
+
+def test_class_balance_weights_give_every_class_the_same_weight():
+    from coremtl_lite.losses.reconstruction import class_balance_weights
+
+    seg = torch.zeros(1, 4, 4, dtype=torch.long)  # 13 ground pixels, 2 of class 3, 1 void
+    seg[0, 0, 0] = seg[0, 0, 1] = 3
+    seg[0, 3, 3] = -1
+    w = class_balance_weights({"segmentation": seg}, (4, 4))
+    assert w[0, 3, 3] == 0.0
+    assert float(w[seg == 0].sum()) == pytest.approx(float(w[seg == 3].sum()))
+    assert float(w.sum()) == pytest.approx(15.0)  # mean weight 1 over the valid pixels
+    assert class_balance_weights({"image": torch.zeros(1, 3, 4, 4)}, (4, 4)) is None
+    half = class_balance_weights({"segmentation": seg}, (2, 2))  # subsampled to the render resolution
+    assert half.shape == (1, 2, 2)
+    # balanced L1: an error on the 2 object pixels weighs as much as the same error on the 13 ground pixels
+    image = torch.full((1, 3, 4, 4), 0.5)
+    from coremtl_lite.shading import srgb_to_linear
+
+    target_lin = srgb_to_linear(image)
+    wrong_obj, wrong_ground = target_lin.clone(), target_lin.clone()
+    wrong_obj[..., seg[0] == 3] += 0.1
+    wrong_ground[..., seg[0] == 0] += 0.1
+    batch = {"segmentation": seg}
+    a, _ = reconstruction_loss({"recon": image, "recon_linear": wrong_obj}, image, batch, None, balance="class")
+    b, _ = reconstruction_loss({"recon": image, "recon_linear": wrong_ground}, image, batch, None, balance="class")
+    assert a.item() == pytest.approx(b.item(), rel=1e-5)
+    plain, _ = reconstruction_loss({"recon": image, "recon_linear": wrong_obj}, image, batch, None)
+    assert plain.item() < a.item()

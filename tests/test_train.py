@@ -13,11 +13,13 @@ import pytest
 import torch
 from _train_helpers import TinyObjective, tiny_trainer
 
+from coremtl_lite.config import get_config
 from coremtl_lite.train import (
     CheckpointError,
     DistBatchNorm,
     History,
     NonFiniteLossError,
+    Trainer,
     atomic_write,
     load_checkpoint,
     lr_factor,
@@ -114,7 +116,7 @@ def test_fit_records_schedule_and_learns(tmp_path):
     tr = tiny_trainer(tmp_path, "optim.epochs=4", "optim.lr=0.02")
     h = tr.fit()
     assert tr.steps_per_epoch == 4 and tr.step == 16 and len(h.steps) == 16 and len(h.epochs) == 4
-    assert tr.objective.epochs_started == [0, 1, 2, 3]
+    assert tr.objective.progress_seen == [s / 16 for s in range(16)]  # the schedule's clock: step / total
     for rec in h.steps:  # per-step lr follows the schedule exactly
         assert rec["lr"] == pytest.approx(0.02 * lr_factor(rec["step"], 16, 4, tr.cfg.optim.min_lr_ratio))
     _, train = h.epoch_series("train/total")
@@ -161,11 +163,8 @@ class _NaNAt:
     def __init__(self, inner, at: int):
         self.inner, self.at, self.calls = inner, at, 0
 
-    def on_epoch_start(self, model, epoch):
-        self.inner.on_epoch_start(model, epoch)
-
-    def __call__(self, model, batch, epoch, generator):
-        out = self.inner(model, batch, epoch, generator)
+    def __call__(self, model, batch, progress, generator):
+        out = self.inner(model, batch, progress, generator)
         if self.calls == self.at:
             out.task_losses["depth"] = out.task_losses["depth"] * float("nan")
         self.calls += 1
@@ -192,7 +191,10 @@ def test_model_selection_uses_validation_and_best_weights(tmp_path):
     tr = tiny_trainer(tmp_path, "optim.epochs=3", "optim.lr=0.02")
     h = tr.fit()
     scores = [e["score"] for e in h.epochs]
-    assert scores[0] == 0.0  # the first validation pass is the reference of the score
+
+
+    trivial = tr.evaluate_trivial(split="val")["val"]  # the fixed reference of the score
+    assert scores == [relative_score(e["val"], trivial, tr.directions()) for e in h.epochs]
     assert tr.best_epoch == 1 + int(np.argmax(scores)) and tr.best_score == max(scores)
     best_val = h.epochs[tr.best_epoch - 1]["val"]
     assert tr.evaluate(split="val", use_best=True)["val"] == best_val
@@ -313,7 +315,8 @@ def test_exact_resume_core_mtl_with_the_real_objective(tmp_path):
         return Trainer(get_config("ci", ["data.image_size=16", "data.train_size=32", "data.val_size=16",
                                          "data.test_size=16", "data.batch_size=8", "data.eval_domains=source",
                                          "model.dual_stream=true", "model.grounding=hard", "train.method=rlw",
-                                         "loss.cfa_prob=0.5", "loss.perceptual=ssim", f"train.out_dir={out}"]))
+                                         "loss.cfa_prob=0.5", "loss.cfa_max_rec_ratio=1e9", "loss.perceptual=ssim",
+                                         f"train.out_dir={out}"]))
 
     straight = make(tmp_path / "a")
     straight.fit()
@@ -359,3 +362,75 @@ def test_render_cache_renders_each_chunk_once_independent_of_order():
     assert maybe_cache(ds, max_bytes=10) is ds  # over budget: not cached
     with pytest.raises(IndexError):
         first.get_batch([12])
+
+
+# ------------------------------------------------------------------ CORE-MTL's staged schedule in the loop
+def _core_config(tmp_path, *overrides):
+    return get_config("ci", ["data.image_size=16", "data.train_size=32", "data.val_size=16", "data.test_size=16",
+                             "data.batch_size=8", "loss.perceptual=ssim", "train.progress=false",
+                             "train.checkpoint_every=0", "train.eval_every=0", f"train.out_dir={tmp_path}",
+                             *overrides])
+
+
+@pytest.mark.parametrize("epochs", [4, 8])
+def test_schedule_keeps_its_proportions_whatever_the_epoch_count(tmp_path, epochs):
+    cfg = _core_config(tmp_path, f"optim.epochs={epochs}", "loss.decomposition_warmup=0.25", "loss.ind_ramp=0.25",
+                       "train.grad_log_every=0")
+    tr = Trainer(cfg)
+    h = tr.fit()
+    _, stage0 = h.step_series("obj/stage0")
+    _, lam = h.step_series("obj/lambda_ind")
+    n = len(stage0)
+    assert n == 4 * epochs and sum(stage0) == n // 4  # the first quarter of the steps, for 4 and 8 epochs
+    assert all(v == 0.0 for v in lam[: n // 4]) and lam[n // 2] == pytest.approx(cfg.loss.lambda_ind)
+    assert 0 < lam[n // 4 + 1] < cfg.loss.lambda_ind  # the ramp in between
+
+
+def test_stage0_in_the_trainer_leaves_the_heads_untouched_and_trains_the_encoder(tmp_path):
+    tr = Trainer(_core_config(tmp_path, "optim.epochs=2", "loss.decomposition_warmup=0.5", "train.grad_log_every=1"))
+    heads = {k: v.clone() for k, v in tr.model.heads.state_dict().items()}
+    enc = {k: v.clone() for k, v in tr.model.encoder.state_dict().items()}
+    tr.fit(stop_at_epoch=1)  # the first half of the run = stage 0
+    assert all(r["obj/stage0"] == 1.0 for r in tr.history.steps)
+    assert all("grad/task_norm" not in r and r["grad/rec_norm"] > 0 for r in tr.history.steps)
+    now = tr.model.heads.state_dict()
+    assert all(torch.equal(heads[k], now[k]) for k in heads)  # weights and BatchNorm statistics
+    assert any(not torch.equal(enc[k], v) for k, v in tr.model.encoder.state_dict().items())
+    tr.fit()  # stage 1: the heads train
+    assert any(not torch.equal(heads[k], v) for k, v in tr.model.heads.state_dict().items())
+    late = tr.history.steps[-1]
+    assert late["obj/stage0"] == 0.0 and late["grad/task_norm"] > 0 and -1 <= late["grad/rec_cos"] <= 1
+    assert late["grad/task_share"] + late["grad/rec_share"] + late["grad/ind_share"] == pytest.approx(1.0)
+
+
+def test_model_selection_scores_against_the_trivial_predictors(tmp_path):
+    tr = Trainer(_core_config(tmp_path, "optim.epochs=1", "train.eval_every=1", "model.dual_stream=false",
+                              "model.grounding=none"))
+    tr.fit()
+
+
+    ref = tr.evaluate_trivial(split="val")["val"]
+    assert tr.history.epochs[-1]["score"] == pytest.approx(relative_score(tr.history.epochs[-1]["val"], ref,
+                                                                          tr.directions()))
+    assert relative_score(ref, ref, tr.directions()) == 0.0  # the trivial predictors score 0 against themselves
+
+
+def test_extra_terms_are_capped_relative_to_the_task_gradient(tmp_path):
+    cfg = _core_config(tmp_path, "optim.epochs=1", "loss.decomposition_warmup=0", "loss.max_term_grad_ratio=0.01",
+                       "train.grad_log_every=1", "train.checkpoint_every=1")
+    tr = Trainer(cfg)
+    tr.fit()
+    rec = tr.history.steps[-1]
+    for term in ("rec", "ind"):
+        expected = min(1.0, 0.01 * rec["grad/task_norm"] / rec[f"grad/{term}_norm"])
+        assert rec[f"grad/{term}_scale"] == pytest.approx(expected) and expected < 1.0
+    assert tr.term_scales == {"rec": rec["grad/rec_scale"], "ind": rec["grad/ind_scale"]}
+    # the optimised (and logged) extra loss is the scaled sum of the terms; the scales travel with the checkpoint
+    assert rec["loss/extra"] < rec["obj/rec"]
+    again = Trainer(cfg)
+    again.resume(tmp_path / "last.pt")
+    assert again.term_scales == tr.term_scales
+    off = Trainer(_core_config(tmp_path / "off", "optim.epochs=1", "loss.max_term_grad_ratio=0",
+                               "train.grad_log_every=1"))
+    off.fit()
+    assert off.term_scales == {}

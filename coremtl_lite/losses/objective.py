@@ -1,6 +1,6 @@
 """The CORE-MTL training objective (paper Eq. 16) and its staged schedule.
 
-    L = sum_t lambda_t L_t  +  lambda_rec L_rec  +  lambda_ind(epoch) L_ind  +  lambda_cfa L_CFA     (Eq. 16)
+    L = sum_t lambda_t L_t  +  lambda_rec L_rec  +  lambda_ind(p) L_ind  +  lambda_cfa L_CFA     (Eq. 16)
 
 * L_t: the task losses (:mod:`coremtl_lite.losses.task_losses`), weighted by ``loss.task_weights``.
 * L_rec: the grounding loss of the decoder (Eq. 14 hard / Eq. 15 soft, :mod:`.reconstruction`).
@@ -20,12 +20,24 @@
 Which terms exist is decided by capability, not by name: a model output with ``z_p`` gets L_ind; a
 model with ``decode`` gets L_rec and L_CFA; a vanilla model gets ``extra_loss = None``.
 
-Schedule (released configs; :meth:`Objective.on_epoch_start`): for epochs < ``decomposition_warmup_epochs``
-the task heads are frozen (``requires_grad = False``) and lambda_ind = 0; afterwards lambda_ind ramps
-linearly, lambda_ind(e) = lambda_ind * min(1, (e - W + 1) / R) with W the warm-up and R =
-``ind_ramp_epochs`` (R = 0: full weight at once); CFA is active from ``cfa_start_epoch`` on.
+**The staged schedule** (released configs), in terms of ``progress`` p = the fraction of the run's
+optimiser steps already taken (the trainer passes ``step / total_steps``), with W =
+``loss.decomposition_warmup``, R = ``loss.ind_ramp``, C = ``loss.cfa_start``:
 
-All losses are computed in float32 (AMP-safe).
+* stage 0, p < W (models with a decoder only): the *decomposition* trains alone. The task losses are
+  computed for the logs but with the heads in eval mode and without a graph, so no task gradient
+  reaches the encoder and the heads are untouched (``ObjectiveOutput.train_tasks = False``: the
+  trainer back-propagates ``extra_loss`` only). The released code does the same by multiplying the
+  task losses by 0 in its stage 0. lambda_ind = 0.
+* then lambda_ind(p) = lambda_ind * min(1, (p - W) / R) (R = 0: full weight at once);
+* CFA may apply for p >= C, on batches whose reconstruction passes the bar of
+  ``loss.cfa_max_rec_ratio`` (see :class:`coremtl_lite.config.LossConfig`): the decoder's squared
+  error must be at most that fraction of the squared error of the trivial reconstruction, each
+  image's own mean colour (``rec_ratio`` in the logs).
+
+All losses are computed in float32 (AMP-safe). ``ObjectiveOutput.extra_terms`` holds the weighted
+terms separately (``rec``, ``ind``, ``cfa``), so the trainer can measure each one's gradient on the
+shared encoder.
 """
 
 from __future__ import annotations
@@ -41,18 +53,26 @@ from torch import Tensor, nn
 from coremtl_lite.losses.cka import linear_cka
 from coremtl_lite.losses.reconstruction import PHYSICS_WEIGHTS, build_perceptual, reconstruction_loss
 
-__all__ = ["Objective", "ObjectiveOutput", "build_objective", "cfa_loss", "frozen_batchnorm", "independence_loss"]
+__all__ = ["Objective", "ObjectiveOutput", "build_objective", "cfa_loss", "eval_mode", "frozen_batchnorm",
+           "independence_loss"]
 
 
 @dataclass
 class ObjectiveOutput:
     """``task_losses`` {task: lambda_t L_t}, ``extra_loss`` (weighted L_rec + L_ind + L_CFA, or None),
-    the model's ``outputs`` dict and float ``logs``."""
+    the model's ``outputs`` dict and float ``logs``.
+
+    ``extra_terms`` are the weighted terms of ``extra_loss`` by name (they sum to it); ``train_tasks``
+    is False in stage 0 of the schedule, when the task losses are values for the logs only (no graph)
+    and only ``extra_loss`` is to be back-propagated.
+    """
 
     task_losses: dict[str, Tensor]
     extra_loss: Tensor | None
     outputs: dict[str, Any]
     logs: dict[str, float] = field(default_factory=dict)
+    extra_terms: dict[str, Tensor] = field(default_factory=dict)
+    train_tasks: bool = True
 
 
 @contextlib.contextmanager
@@ -101,7 +121,7 @@ def cfa_loss(model: nn.Module, batch: Mapping[str, Tensor], outputs: Mapping[str
 
 
 class Objective:
-    """Callable ``objective(model, batch, epoch, generator) -> ObjectiveOutput`` (Eq. 16; see module doc).
+    """Callable ``objective(model, batch, progress, generator) -> ObjectiveOutput`` (Eq. 16; see module doc).
 
     Args:
         loss_cfg: a :class:`coremtl_lite.config.LossConfig`.
@@ -125,35 +145,25 @@ class Objective:
         self.physics_weights = dict(PHYSICS_WEIGHTS if physics_weights is None else physics_weights)
 
     # ------------------------------------------------------------------------------ schedule
-    def lambda_ind(self, epoch: int) -> float:
-        """lambda_ind(epoch): 0 during the warm-up, then a linear ramp to ``loss.lambda_ind``."""
-        w, r = self.cfg.decomposition_warmup_epochs, self.cfg.ind_ramp_epochs
-        if epoch < w:
-            return 0.0
-        if r <= 0:
-            return float(self.cfg.lambda_ind)
-        return float(self.cfg.lambda_ind) * min(1.0, (epoch - w + 1) / r)
+    def decomposition_stage(self, progress: float, model: nn.Module) -> bool:
+        """True in stage 0: ``progress < loss.decomposition_warmup`` for a model with a decoder."""
+        return _has_decoder(model) and progress < self.cfg.decomposition_warmup
 
-    def cfa_active(self, epoch: int) -> bool:
-        """Whether CFA may be applied in ``epoch`` (from ``cfa_start_epoch`` on, with lambda_cfa > 0)."""
-        return self.cfg.lambda_cfa > 0 and self.cfg.cfa_prob > 0 and epoch >= self.cfg.cfa_start_epoch
+    def lambda_ind(self, progress: float, model: nn.Module | None = None) -> float:
+        """lambda_ind(p): 0 in stage 0, then a linear ramp over ``loss.ind_ramp`` to ``loss.lambda_ind``.
 
-    def heads_frozen(self, epoch: int) -> bool:
-        """True during the decomposition warm-up."""
-        return epoch < self.cfg.decomposition_warmup_epochs
-
-    def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
-        """Apply the staged schedule: freeze the task heads during the warm-up, unfreeze afterwards.
-
-        Only models with a residual stream (``dual_stream``) have a decomposition warm-up; the heads of
-        vanilla models are never frozen.
+        Without a decoder (no stage 0) the ramp starts at p = 0.
         """
-        heads = getattr(model, "heads", None)
-        if heads is None or not getattr(model, "dual_stream", False):
-            return
-        trainable = not self.heads_frozen(epoch)
-        for p in heads.parameters():
-            p.requires_grad_(trainable)
+        w = self.cfg.decomposition_warmup if (model is None or _has_decoder(model)) else 0.0
+        if progress < w:
+            return 0.0
+        if self.cfg.ind_ramp <= 0:
+            return float(self.cfg.lambda_ind)
+        return float(self.cfg.lambda_ind) * min(1.0, (progress - w) / self.cfg.ind_ramp)
+
+    def cfa_active(self, progress: float) -> bool:
+        """Whether CFA may apply at ``progress`` (from ``loss.cfa_start`` on, with lambda_cfa, cfa_prob > 0)."""
+        return self.cfg.lambda_cfa > 0 and self.cfg.cfa_prob > 0 and progress >= self.cfg.cfa_start
 
     # ------------------------------------------------------------------------------- the loss
     def perceptual(self) -> nn.Module | None:
@@ -162,45 +172,77 @@ class Objective:
             self._perceptual = build_perceptual(self.cfg.perceptual)
         return self._perceptual
 
-    def __call__(self, model: nn.Module, batch: Mapping[str, Tensor], epoch: int,
-                 generator: torch.Generator) -> ObjectiveOutput:
-        image = batch["image"]
-        outputs = model(image)
-        preds = outputs["preds"]
-        task_losses = {}
+    def _task_losses(self, preds: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        losses = {}
         for t in self.tasks:
             if t.name not in batch:
                 raise KeyError(f"objective: the batch has no labels for task {t.name!r} (keys {sorted(batch)})")
-            task_losses[t.name] = self.task_weights[t.name] * t.loss(preds[t.name].float(), batch[t.name])
-        logs: dict[str, float] = {}
-        extra: Tensor | None = None
+            losses[t.name] = self.task_weights[t.name] * t.loss(preds[t.name].float(), batch[t.name])
+        return losses
+
+    def __call__(self, model: nn.Module, batch: Mapping[str, Tensor], progress: float,
+                 generator: torch.Generator) -> ObjectiveOutput:
+        """The terms of Eq. 16 for one batch at ``progress`` (fraction of the run done, in [0, 1])."""
+        image = batch["image"]
+        if not self.decomposition_stage(progress, model):
+            outputs = model(image)
+            task_losses = self._task_losses(outputs["preds"], batch)
+            train_tasks = True
+        else:  # stage 0: the encoder and decoder train on the decomposition; the heads are only read
+            enc = model.encode(image)
+            with torch.no_grad(), eval_mode(model.heads):
+                preds = model.predict(enc)
+                task_losses = self._task_losses(preds, batch)
+            outputs = {"preds": preds, "features": enc["features"], "z_s": enc["z_s"], "z_p": enc["z_p"]}
+            train_tasks = False
+        logs: dict[str, float] = {"stage0": float(not train_tasks)} if _has_decoder(model) else {}
+        terms: dict[str, Tensor] = {}
         if outputs.get("z_p") is not None and outputs.get("z_s") is not None:
             ind = independence_loss(outputs["z_s"], outputs["z_p"])
-            lam = self.lambda_ind(epoch)
-            extra = lam * ind  # lambda_ind L_ind
+            lam = self.lambda_ind(progress, model)
+            terms["ind"] = lam * ind  # lambda_ind L_ind
             logs.update(cka=float(ind.detach()), ind=float(ind.detach()), lambda_ind=lam)
-            if hasattr(model, "decode"):
+            if _has_decoder(model):
                 decoded = model.decode(outputs["z_s"], outputs["z_p"], tuple(image.shape[-2:]))
                 outputs["decoded"] = decoded
                 perceptual = self.perceptual()
                 if perceptual is not None:
                     perceptual.to(image.device)
                 rec, parts = reconstruction_loss(decoded, image, batch, perceptual, self.cfg.perceptual_weight,
-                                                 self.physics_weights)
-                extra = extra + self.cfg.lambda_rec * rec  # lambda_rec L_rec
+                                                 self.physics_weights, balance=self.cfg.rec_balance)
+                terms["rec"] = self.cfg.lambda_rec * rec  # lambda_rec L_rec
                 logs["rec"] = float(rec.detach())
                 logs.update(parts)
+                ratio = parts["rec_ratio"]  # the bar CFA needs: MSE(recon) / MSE(each image's mean colour)
                 applied = 0.0
-                if self.cfa_active(epoch):
+                if self.cfa_active(progress) and ratio <= self.cfg.cfa_max_rec_ratio:
                     draw = torch.rand((), generator=generator)  # apply CFA with probability cfa_prob
                     if float(draw) < self.cfg.cfa_prob:
                         cfa, _ = cfa_loss(model, batch, outputs, self.tasks, self.task_weights, self.cfg.cfa_form,
                                           generator)
-                        extra = extra + self.cfg.lambda_cfa * cfa  # lambda_cfa L_CFA
+                        terms["cfa"] = self.cfg.lambda_cfa * cfa  # lambda_cfa L_CFA
                         logs["cfa"] = float(cfa.detach())
                         applied = 1.0
                 logs["cfa_applied"] = applied
-        return ObjectiveOutput(task_losses=task_losses, extra_loss=extra, outputs=outputs, logs=logs)
+        extra = sum(terms.values()) if terms else None
+        return ObjectiveOutput(task_losses=task_losses, extra_loss=extra, outputs=outputs, logs=logs,
+                               extra_terms=terms, train_tasks=train_tasks)
+
+
+def _has_decoder(model: nn.Module) -> bool:
+    """Whether ``model`` is a dual-stream model with a grounding decoder (``decode``)."""
+    return bool(getattr(model, "dual_stream", False)) and hasattr(model, "decode")
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """``module`` in eval mode (BatchNorm statistics read, never updated), its mode restored on exit."""
+    was = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was)
 
 
 def build_objective(loss_cfg, tasks: Sequence, **kwargs: Any) -> Objective:

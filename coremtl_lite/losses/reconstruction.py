@@ -32,6 +32,7 @@ from coremtl_lite.losses.task_losses import normal_loss
 from coremtl_lite.shading import linear_to_srgb, srgb_to_linear
 
 __all__ = ["LPIPSLoss", "PHYSICS_WEIGHTS", "SSIMLoss", "albedo_normal_covariance", "albedo_tv", "build_perceptual",
+           "class_balance_weights",
            "grey_shading", "physics_regularisers", "reconstruction_loss", "ssim"]
 
 #: weights of the physics regularisers of hard grounding (added to the photometric L1 inside L_rec)
@@ -189,10 +190,44 @@ def physics_regularisers(decoded: Mapping[str, Tensor], batch: Mapping[str, Tens
     return out
 
 
+def class_balance_weights(batch: Mapping[str, Tensor] | None, size) -> Tensor | None:
+    """Per-pixel weights (B, h, w) at the render resolution ``size`` that give every segmentation class
+    present in the batch the same total weight (mean weight 1; void pixels 0), or ``None`` when the
+    batch has no segmentation labels.
+
+    Why: the photometric L1 of Eq. 14 averages over pixels, and on ShadedScenes the ground is ~86 % of
+    them. A decoder then lowers most of its loss by painting the ground and leaving the objects as a
+    blur: the region palette's colours all drift to the ground's, which is the collapse seen with the
+    plain L1. Balancing by class makes each object class count as much as the ground. The labels are
+    used only to weight the pixels; the decoder still reads z_s and z_p only.
+    """
+    if batch is None or "segmentation" not in batch or batch["segmentation"].dim() != 3:
+        return None
+    seg = _subsample(batch["segmentation"], size)
+    if tuple(seg.shape[-2:]) != tuple(int(v) for v in size):
+        seg = F.interpolate(seg[:, None].float(), size=tuple(int(v) for v in size), mode="nearest")[:, 0].long()
+    seg = seg.long()
+    valid = seg >= 0
+    if not bool(valid.any()):
+        return None
+    ids = torch.where(valid, seg, 0)
+    counts = torch.bincount(ids[valid], minlength=int(ids.max()) + 1).float()
+    present = int((counts > 0).sum())
+    w = torch.where(valid, 1.0 / counts.clamp_min(1.0)[ids], 0.0)
+    return w * (valid.sum() / present)  # each present class sums to n_valid / n_classes
+
+
 def reconstruction_loss(decoded: Mapping[str, Tensor], image: Tensor, batch: Mapping[str, Tensor] | None = None,
                         perceptual: nn.Module | None = None, perceptual_weight: float = 0.1,
-                        physics_weights: Mapping[str, float] = PHYSICS_WEIGHTS) -> tuple[Tensor, dict[str, float]]:
+                        physics_weights: Mapping[str, float] = PHYSICS_WEIGHTS,
+                        balance: str = "none") -> tuple[Tensor, dict[str, float]]:
     """L_rec (Eq. 14 for hard grounding, Eq. 15 for soft grounding) and its parts as floats.
+
+    ``balance="class"`` weights the photometric L1 so that every segmentation class of the batch counts
+    the same (:func:`class_balance_weights`; plain L1 when the batch has no segmentation).
+    The parts include ``rec_ratio`` = MSE(recon) / MSE(each image's own mean colour), in linear RGB at
+    the render resolution: the share of the image's variance the decoder leaves unexplained (1 = no
+    better than a flat colour; the trivial reconstruction scores exactly 1).
 
     ``decoded`` is ``model.decode(z_s, z_p)``; the physics regularisers apply when it has an ``albedo``.
     The comparison happens at the decoder's render resolution (the size of ``recon_linear``): the input
@@ -208,9 +243,20 @@ def reconstruction_loss(decoded: Mapping[str, Tensor], image: Tensor, batch: Map
     target_lin = srgb_to_linear(image.float())
     if recon_lin.shape[-2:] != target_lin.shape[-2:]:
         target_lin = F.adaptive_avg_pool2d(target_lin, recon_lin.shape[-2:])
-    l1 = F.l1_loss(recon_lin, target_lin)  # Eq. 14: L1 in linear RGB
+    weights = class_balance_weights(batch, recon_lin.shape[-2:]) if balance == "class" else None
+    if weights is None:
+        l1 = F.l1_loss(recon_lin, target_lin)  # Eq. 14: L1 in linear RGB
+    else:  # Eq. 14's L1, every class present in the batch weighing the same (see class_balance_weights)
+        l1 = ((recon_lin - target_lin).abs().mean(dim=1) * weights).mean()
     total = l1
-    parts = {"rec_l1": float(l1.detach())}
+    # the trivial reconstruction for comparison: each image's own mean colour. rec_ratio = MSE(recon) /
+    # MSE(flat) is the share of the image's variance around its mean colour the decoder leaves unexplained
+    # (1 = no content; the objective gates CFA on it). MSE, not L1: the objects are a few per cent of the
+    # pixels but most of the variance, while L1 is dominated by the ground's texture and noise.
+    with torch.no_grad():
+        flat = target_lin.mean(dim=(2, 3), keepdim=True).expand_as(target_lin)
+        ratio = F.mse_loss(recon_lin, target_lin) / F.mse_loss(flat, target_lin).clamp_min(1e-12)
+    parts = {"rec_l1": float(l1.detach()), "rec_ratio": float(ratio)}
     if perceptual is not None and perceptual_weight > 0:
         # Eq. 14: + LPIPS (or its SSIM fallback), on sRGB images at the render resolution
         p = perceptual(linear_to_srgb(recon_lin), linear_to_srgb(target_lin))

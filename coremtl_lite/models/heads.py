@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from coremtl_lite.models.blocks import ConvBNReLU, DSConv, l2_normalise, upsample_to
 
-__all__ = ["ASPP", "DenseHead", "GlobalHead", "build_heads"]
+__all__ = ["ASPP", "DenseHead", "GlobalHead", "build_heads", "init_heads_from_data"]
 
 
 class ASPP(nn.Module):
@@ -105,3 +105,38 @@ def build_heads(tasks, cin: int, low_channels: int, channels: int, lite: bool,
         else:
             raise ValueError(f"no head for task {t.name!r} of kind {t.kind!r}")
     return heads
+
+
+@torch.no_grad()
+def init_heads_from_data(heads: nn.ModuleDict, kinds: dict[str, str], stats: dict[str, Tensor]) -> None:
+    """Start each head's output where the training data is (the output layer's bias), so that a short
+    run measures how well a model learns the task, not how fast it learns an offset.
+
+    ``stats`` are :func:`coremtl_lite.models.trivial.task_statistics` of the training split: a depth head
+    starts at the mean training depth, a normal head at the mean normal, segmentation and classification
+    logits at the log class frequencies (the prior), attribute logits at the log-odds of each attribute.
+    The output layer's weights are scaled by 0.1 so that the start is close to that constant. Heads that
+    are not :class:`DenseHead` / :class:`GlobalHead` (or tasks without statistics) are left alone.
+    """
+    for name, head in heads.items():
+        if name not in stats or name not in kinds:
+            continue
+        if isinstance(head, DenseHead):
+            layer = head.classifier
+        elif isinstance(head, GlobalHead):
+            layer = head.mlp[-1]
+        else:
+            continue
+        kind, stat = kinds[name], stats[name].to(layer.bias.device, layer.bias.dtype)
+        if kind in ("segmentation", "classification"):
+            bias = stat.clamp_min(1e-4).log()
+        elif kind == "attributes":
+            p = stat.clamp(1e-4, 1 - 1e-4)
+            bias = (p / (1 - p)).log()
+        else:  # depth (1,), normal (3,)
+            bias = stat.reshape(-1)
+        if bias.shape != layer.bias.shape:
+            raise ValueError(f"init_heads_from_data: task {name!r} has statistics of shape {tuple(bias.shape)} "
+                             f"but its output layer has {tuple(layer.bias.shape)} outputs")
+        layer.weight.mul_(0.1)
+        layer.bias.copy_(bias)

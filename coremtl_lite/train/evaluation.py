@@ -13,7 +13,6 @@ the CLI, the benchmarks) build on these two.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from coremtl_lite.metrics import task_deltas
 from coremtl_lite.train.distributed import DistContext, all_reduce_sum
 
 Results = dict[str, dict[str, dict[str, float]]]  # {domain: {task: {metric: value}}}
@@ -99,33 +99,17 @@ def evaluate_datasets(model: nn.Module, tasks: Sequence[Any], datasets: Mapping[
 
 
 def relative_score(result: Mapping[str, Mapping[str, float]], reference: Mapping[str, Mapping[str, float]],
-            directions: Mapping[str, Mapping[str, bool]]) -> float:
+                   directions: Mapping[str, Mapping[str, bool]]) -> float:
     """The Δm% formula of SPEC §4 against any reference, lenient: the model-selection score.
 
-    ``(1/T) sum_t (1/N_t) sum_i (-1)^{s_ti} (M_ti - M_ref,ti) / |M_ref,ti| * 100`` with
-    ``directions[task][metric]`` True when higher is better (``s = 1`` when lower is better). Unlike
+    The mean over tasks of :func:`coremtl_lite.metrics.task_deltas` with ``lenient=True``: unlike
     :func:`coremtl_lite.metrics.delta_m` (the reported Δm% against single-task learning), metrics
-    missing anywhere or with a reference of 0 or NaN (e.g. ``within_11.25`` = 0 after one epoch) are
-    skipped. The trainer scores every validation pass against the first one; positive is better.
+    missing anywhere or with a reference of 0 or NaN are skipped. The trainer scores every validation
+    pass against the trivial predictors on the validation split; positive is better.
     """
-    per_task = []
-    for task, dirs in directions.items():
-        if task not in result or task not in reference:
-            continue
-        terms = []
-        for metric, higher in dirs.items():
-            if metric not in result[task] or metric not in reference[task]:
-                continue
-            ref = float(reference[task][metric])
-            val = float(result[task][metric])
-            if ref == 0.0 or not (math.isfinite(ref) and math.isfinite(val)):
-                continue
-            sign = 1.0 if higher else -1.0  # (-1)^s, s = 1 when lower is better
-            terms.append(sign * (val - ref) / abs(ref) * 100.0)
-        if terms:
-            per_task.append(sum(terms) / len(terms))
+    per_task = task_deltas(result, reference, directions, lenient=True)
     if not per_task:
         raise ValueError("relative_score: no metric is shared by the result, the reference and the directions "
                          f"(tasks: result {sorted(result)}, reference {sorted(reference)}, "
                          f"directions {sorted(directions)})")
-    return sum(per_task) / len(per_task)
+    return sum(per_task.values()) / len(per_task)

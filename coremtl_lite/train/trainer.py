@@ -1,19 +1,33 @@
 """The one training loop of coremtl_lite, for every model, objective and multi-task method.
 
-One step (CONTRIBUTING.md contracts; the loop never looks at a method's or model's name)::
+One step (:meth:`Trainer.train_step`; CONTRIBUTING.md contracts; the loop never looks at a method's
+or model's name)::
 
-    out = objective(model, batch, epoch, generator)          # task losses, Eq. 16 extras, outputs
-    method.backward(out.task_losses, shared_params=model.shared_parameters(),
-                    features=out.outputs["features"], extra_loss=out.extra_loss)   # fills .grad
-    (all-reduce gradients over ranks) -> clip (Appendix F: norm 10) -> AdamW step
     lr = base_lr * lr_factor(step)                            # warm-up + cosine (Appendix F)
+    out = objective(model, batch, progress, generator)       # task losses, Eq. 16 extras, outputs
+    check that every loss is finite
+    every train.grad_log_every steps: each term's gradient norm on the shared encoder
+    if out.train_tasks:                                      # after stage 0 of the schedule
+        method.backward(out.task_losses, shared_params=model.shared_parameters(),
+                        features=out.outputs["features"], extra_loss=out.extra_loss)   # fills .grad
+    else:                                                    # stage 0: the decomposition only
+        out.extra_loss.backward()
+    (all-reduce gradients over ranks) -> clip (Appendix F: norm 10) -> AdamW step
 
-Around it: ``objective.on_epoch_start(model, epoch)`` (the staged schedule of §3 / SPEC §2: heads
-frozen during the decomposition warm-up, lambda_ind ramp, CFA start), ``method.on_epoch_end(mean task
-losses)``, the optional held-out hook of bi-level methods (``method.uses_validation_batch`` ->
-``method.meta_step``), evaluation on the validation split (model selection) and on every test
-domain of ``cfg.data.eval_domains``, atomic checkpoints with exact resume, a non-finite-loss guard,
-progress bars, a metric :class:`History` and callbacks.
+``progress`` = step / total_steps drives the objective's staged schedule (stage 0, lambda_ind ramp,
+CFA start; :mod:`coremtl_lite.losses.objective`), so the stages keep their proportions whatever the
+number of epochs. Around the step: ``method.on_epoch_end(mean task losses)``, the optional
+held-out hook of bi-level methods (``method.uses_validation_batch`` -> ``method.meta_step``),
+evaluation on the validation split (model selection) and on every test domain of
+``cfg.data.eval_domains``, atomic checkpoints with exact resume, a non-finite-loss guard, progress
+bars, a metric :class:`History` and callbacks.
+
+**Trivial predictors and model selection.** At start the trainer fits the trivial predictors of
+the tasks on the training split (:mod:`coremtl_lite.models.trivial`: majority class, mean depth,
+mean normal, ...). Their statistics initialise the heads of the model it builds where the data is;
+:meth:`Trainer.evaluate_trivial` scores them with the same meters. Model selection uses Δm% on the
+validation split *against the trivial predictors* (``score``: positive = better than predicting the
+constants), a fixed reference, so scores are comparable between runs on the same data.
 
 Callbacks are plain objects with any of ``on_fit_start(trainer)``, ``on_step_end(trainer, record)``
 (``record`` is the step's history dict: ``step``, ``epoch``, ``lr``, ``loss/...``),
@@ -56,11 +70,13 @@ from coremtl_lite.train.distributed import (
     init_distributed,
 )
 from coremtl_lite.train.evaluation import Results, evaluate_datasets, relative_score, to_device
+from coremtl_lite.train.grad_log import term_gradient_stats
 from coremtl_lite.train.history import History
 from coremtl_lite.train.schedule import lr_factor
 
 LAST = "last.pt"
 BEST = "best.pt"
+TRIVIAL_SAMPLES = 2048  # training samples read to fit the trivial predictors
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -128,10 +144,21 @@ class Trainer:
         self.tasks = tasks_from_info(self.splits.train.task_info, cfg.data.tasks)
         self.task_names = [t.name for t in self.tasks]
 
+        built_here = model is None
         if model is None:
             from coremtl_lite.models import build_model
 
             model = build_model(cfg.model, self.tasks, input_shape=getattr(self.splits.train, "input_shape", None))
+        # the trivial predictors of the tasks, fitted on the training split (after the model is built, so
+        # the model's random init does not depend on them); they start the built model's heads at the data
+        from coremtl_lite.models.heads import init_heads_from_data
+        from coremtl_lite.models.trivial import fit_trivial
+
+        self.trivial = fit_trivial(make_loader(self.splits.train, cfg.data.batch_size, shuffle=False, seed=tc.seed),
+                                   self.tasks, max_samples=TRIVIAL_SAMPLES).to(device)
+        heads = getattr(model, "heads", None)
+        if built_here and isinstance(heads, nn.ModuleDict):
+            init_heads_from_data(heads, {t.name: t.kind for t in self.tasks}, self.trivial.stats)
         if self.dist.enabled:
             model = convert_batchnorm(model, device.type)
         self.channels_last = device.type == "cuda" and tc.channels_last
@@ -200,6 +227,7 @@ class Trainer:
         self.best_score = -math.inf
         self._best_state: dict[str, Tensor] | None = None
         self._val_reference: dict[str, dict[str, float]] | None = None
+        self.term_scales: dict[str, float] = {}  # the extra terms' gradient caps (loss.max_term_grad_ratio)
 
     # ------------------------------------------------------------------------------------ helpers
     @property
@@ -286,7 +314,6 @@ class Trainer:
 
         cfg, epoch = self.cfg, self.epoch
         start = time.perf_counter()
-        self.objective.on_epoch_start(self.model, epoch)  # staged schedule (SPEC §2)
         self.model.train()
         self.train_loader.set_epoch(epoch)
         loss_fn = self._heldout_loss_fn(epoch) if self._val_loader is not None else None
@@ -298,7 +325,7 @@ class Trainer:
             for i, batch in enumerate(self.train_loader):
                 if i >= self.steps_per_epoch:
                     break
-                record = self._train_step(to_device(batch, self.device, self.channels_last), epoch, loss_fn)
+                record = self.train_step(to_device(batch, self.device, self.channels_last), epoch, loss_fn)
                 sums += torch.tensor([record[f"loss/{t}"] for t in self.task_names] + [record["loss/total"]],
                                      dtype=torch.float64)
                 n_steps += 1
@@ -327,19 +354,48 @@ class Trainer:
             self.save(self.out_dir / LAST)
         self._call("on_epoch_end", self.history)
 
-    def _train_step(self, batch: dict, epoch: int, loss_fn) -> dict[str, Any]:
-        """One optimisation step; returns (and appends to the history) its record."""
+    def train_step(self, batch: dict, epoch: int, loss_fn=None) -> dict[str, Any]:
+        """One optimisation step on ``batch`` (already on the device); returns its record (also appended
+        to the history). The phases are those of the module docstring."""
         cfg = self.cfg
-        lr = cfg.optim.lr * lr_factor(self.step, self.total_steps, self.warmup_steps, cfg.optim.min_lr_ratio)
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
+        lr = self._set_learning_rate()
         self.optimizer.zero_grad(set_to_none=True)
         record: dict[str, Any] = {"step": self.step, "epoch": epoch, "lr": lr}
         if loss_fn is not None:  # bi-level methods: the generic held-out hook (methods/base.py)
             meta = self.method.meta_step(loss_fn, batch, self._val_batch(self.step), self.params)
             record.update({f"method/{k}": float(v) for k, v in (meta or {}).items()})
-        with self.autocast():
-            out = self.objective(self.model, batch, epoch, self.generator)
+        progress = self.step / max(self.total_steps, 1)
+        with self.autocast():  # forward + objective (Eq. 16)
+            out = self.objective(self.model, batch, progress, self.generator)
+        if cfg.train.grad_log_every and self.step % cfg.train.grad_log_every == 0:
+            stats = self._term_gradients(out)
+            self._update_term_scales(stats, out.extra_terms)
+            record.update({f"grad/{k}": v for k, v in stats.items()})
+            record.update({f"grad/{k}_scale": v for k, v in self.term_scales.items()})
+        out = self._scale_extra_terms(out)
+        named = self._finite_losses(out, epoch)
+        logs = self._backward(out)
+        norm = self._sync_clip_and_step(epoch)
+        record.update(named)
+        record["loss/total"] = sum(named.values())
+        record["grad_norm"] = norm
+        record.update({f"obj/{k}": float(v) for k, v in (out.logs or {}).items()})
+        record.update({f"method/{k}": float(v) for k, v in (logs or {}).items()})
+        self.step += 1
+        self.history.steps.append(record)
+        return record
+
+    def _set_learning_rate(self) -> float:
+        """Linear warm-up + cosine decay (Appendix F) at the current step."""
+        o = self.cfg.optim
+        lr = o.lr * lr_factor(self.step, self.total_steps, self.warmup_steps, o.min_lr_ratio)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def _finite_losses(self, out: Any, epoch: int) -> dict[str, float]:
+        """The step's loss values (global-batch means under data parallelism) as ``{"loss/<task>",
+        "loss/extra"}``; raises :class:`NonFiniteLossError` when one is NaN or infinite."""
         missing = [t for t in self.task_names if t not in out.task_losses]
         if missing:
             raise KeyError(f"the objective returned no loss for tasks {missing}; got {sorted(out.task_losses)}")
@@ -357,21 +413,60 @@ class Trainer:
                 f"non-finite loss at step {self.step} (epoch {epoch + 1}): {', '.join(bad)} = "
                 f"{[named[k] for k in bad]}; training stopped, the last checkpoint in {str(self.out_dir)!r} "
                 "is untouched. Lower optim.lr or check the data/targets.", self.step, epoch, named)
+        return named
+
+    def _term_gradients(self, out: Any) -> dict[str, float]:
+        """Each term's gradient norm on the shared parameters, its cosine with the task gradient and its
+        share (``<term>_norm``, ``<term>_cos``, ``<term>_share``; :mod:`coremtl_lite.train.grad_log`)."""
+        terms: dict[str, Tensor] = {}
+        if out.train_tasks:
+            terms["task"] = sum(out.task_losses.values())
+        terms.update(out.extra_terms)
+        return term_gradient_stats(terms, self.model.shared_parameters(), reference="task")
+
+    def _update_term_scales(self, stats: dict[str, float], extra_terms: dict[str, Tensor]) -> None:
+        """s_k = min(1, loss.max_term_grad_ratio x ||g_task|| / ||g_k||) for each extra term measured with the
+        tasks (see :class:`coremtl_lite.config.LossConfig`); kept until the next measurement."""
+        ratio, task = self.cfg.loss.max_term_grad_ratio, stats.get("task_norm", 0.0)
+        if ratio <= 0 or not (task > 0 and math.isfinite(task)):
+            return
+        for name in extra_terms:
+            norm = stats.get(f"{name}_norm", 0.0)
+            if math.isfinite(norm):
+                self.term_scales[name] = min(1.0, ratio * task / norm) if norm > 0 else 1.0
+
+    def _scale_extra_terms(self, out: Any) -> Any:
+        """``out`` with ``extra_loss`` rebuilt from its terms times their scales (unchanged without scales)."""
+        if not self.term_scales or not out.extra_terms:
+            return out
+        extra = sum(self.term_scales.get(k, 1.0) * v for k, v in out.extra_terms.items())
+        return dataclasses.replace(out, extra_loss=extra)
+
+    def _backward(self, out: Any) -> dict[str, float] | None:
+        """Fill ``.grad``: the method after stage 0, the decomposition loss alone in stage 0."""
         task_losses, extra = dict(out.task_losses), out.extra_loss
         if self.scaler is not None:  # fp16: scale the gradients, not the loss values the method sees
             scale = float(self.scaler.get_scale())
             task_losses = {k: _ScaleGrad.apply(v, scale) for k, v in task_losses.items()}
             extra = _ScaleGrad.apply(extra, scale) if extra is not None else None
+        if not out.train_tasks:  # stage 0: no task gradient reaches the encoder
+            if extra is not None:
+                extra.backward()
+            return None
         features = out.outputs.get("features") if isinstance(out.outputs, dict) else None
-        logs = self.method.backward(task_losses, shared_params=self.model.shared_parameters(),
+        return self.method.backward(task_losses, shared_params=self.model.shared_parameters(),
                                     features=features, extra_loss=extra)
+
+    def _sync_clip_and_step(self, epoch: int) -> float:
+        """All-reduce the gradients, clip them (Appendix F: norm 10) and take the optimiser step; returns
+        the gradient norm before clipping."""
         all_reduce_gradients(self.params)  # data parallelism: average over ranks (train/distributed.py)
         average_float_buffers(self.method)  # keep per-rank method state (e.g. meta-learned weights) in sync
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         with_grad = [p for p in self.params if p.grad is not None]
-        if cfg.optim.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(with_grad, cfg.optim.grad_clip)  # Appendix F: clip at 10
+        if self.cfg.optim.grad_clip > 0 and with_grad:
+            norm = torch.nn.utils.clip_grad_norm_(with_grad, self.cfg.optim.grad_clip)  # Appendix F: clip at 10
         else:
             norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().float().norm() for p in with_grad])) \
                 if with_grad else torch.zeros(())
@@ -385,15 +480,7 @@ class Trainer:
                     f"non-finite gradient norm at step {self.step} (epoch {epoch + 1}); training stopped, the "
                     f"last checkpoint in {str(self.out_dir)!r} is untouched.", self.step, epoch, {"grad_norm": norm})
             self.optimizer.step()
-        total = float(values[:-1].sum() + values[-1])
-        record.update(named)
-        record["loss/total"] = total
-        record["grad_norm"] = norm
-        record.update({f"obj/{k}": float(v) for k, v in (out.logs or {}).items()})
-        record.update({f"method/{k}": float(v) for k, v in (logs or {}).items()})
-        self.step += 1
-        self.history.steps.append(record)
-        return record
+        return norm
 
     # ---------------------------------------------------------------------------------- evaluation
     def _datasets(self, split: str, domains: Sequence[str] | None) -> dict[str, Any]:
@@ -428,6 +515,12 @@ class Trainer:
                                      ctx=self.dist, seed=self.cfg.train.seed, autocast=self.autocast,
                                      channels_last=self.channels_last)
 
+    def evaluate_trivial(self, domains: Sequence[str] | None = None, split: str = "test") -> Results:
+        """The trivial predictors' results (majority class, mean depth, mean normal, ... fitted on the
+        training split; :mod:`coremtl_lite.models.trivial`), in the format of :meth:`evaluate`."""
+        return evaluate_datasets(self.trivial, self.tasks, self._datasets(split, domains), self.cfg.data.batch_size,
+                                 self.device, ctx=self.dist, seed=self.cfg.train.seed)
+
     def load_selected_weights(self) -> nn.Module:
         """Put the weights selected on the validation split (the best epoch) into ``self.model`` and
         return it; a no-op when no validation ran. For diagnostics that need the model itself (saliency,
@@ -449,10 +542,10 @@ class Trainer:
             self.model.load_state_dict(current)
 
     def _evaluate_epoch(self, rec: dict[str, Any]) -> None:
-        """Validation (model selection, Δm% against the first validation pass) and every test domain."""
+        """Validation (model selection: Δm% against the trivial predictors) and every test domain."""
         val = self.evaluate(split="val", use_best=False)["val"]
-        if self._val_reference is None:
-            self._val_reference = val
+        if self._val_reference is None:  # a fixed reference: the trivial predictors on the validation split
+            self._val_reference = self.evaluate_trivial(split="val")["val"]
         score = relative_score(val, self._val_reference, self.directions())
         rec["val"], rec["score"] = val, score
         if score > self.best_score:
@@ -479,6 +572,7 @@ class Trainer:
             "best_epoch": -1 if self.best_epoch is None else self.best_epoch,
             "best_score": self.best_score,
             "val_reference": self._val_reference,
+            "term_scales": dict(self.term_scales),
             "config": json.dumps(self.cfg.to_dict()),
             "world_size": self.dist.world_size,
         }
@@ -524,6 +618,7 @@ class Trainer:
         self.best_epoch = None if state["best_epoch"] < 0 else int(state["best_epoch"])
         self.best_score = float(state["best_score"])
         self._val_reference = state["val_reference"]
+        self.term_scales = {str(k): float(v) for k, v in state.get("term_scales", {}).items()}
         self._best_state = None
         best = Path(path).parent / BEST
         if self.best_epoch is not None and best.is_file():
