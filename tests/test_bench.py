@@ -101,3 +101,23 @@ def test_every_suite_runs_end_to_end_in_the_ci_profile_and_resumes(tmp_path):
     run_bench(["id", "ablation"], profile="ci", seeds=(0,), out_dir=tmp_path, baselines=("ew",), overrides=over,
               run_fn=counting, progress=False)
     assert len(calls) == n_first
+
+
+def test_summary_starts_with_the_trivial_predictors_rows():
+    suite = build_suites(("ew",))["id"]
+    recs = []
+    for seed in (0, 1):
+        trivial = {"source": {"segmentation": {"mIoU": 0.1 + 0.1 * seed}, "depth": {"abs_err": 2.0}}}
+        recs.append({"suite": "id", "variant": "ew", "seed": seed, "task": None, "epoch_seconds": 1.0,
+                     "results": {"source": {"segmentation": {"mIoU": 0.5}, "depth": {"abs_err": 1.0}}},
+                     "trivial": trivial})
+        recs.append({"suite": "id", "variant": "stl", "seed": seed, "task": "depth", "epoch_seconds": 1.0,
+                     "results": {"source": {"depth": {"abs_err": 1.0}}},
+                     "trivial": {"source": {"depth": {"abs_err": 2.0}}}})
+    rows = summarise(suite, recs, DIRECTIONS)
+    assert rows[0]["variant"] == "trivial"
+    by = {(r["variant"], r["task"], r["metric"]): r for r in rows}
+    assert by[("trivial", "segmentation", "mIoU")]["mean"] == pytest.approx(0.15)
+    assert by[("trivial", "segmentation", "mIoU")]["n"] == 2  # one per seed, not one per run
+    assert by[("trivial", "depth", "abs_err")]["mean"] == pytest.approx(2.0)
+    assert ("trivial", "all", "seconds/epoch") not in by

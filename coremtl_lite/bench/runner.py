@@ -1,5 +1,9 @@
 """Run suites: every variant x seed, resumable, aggregated as mean ± std, saved as JSON/CSV/HTML.
 
+Every suite's table starts with the ``trivial`` rows: the trivial predictors (majority class, mean
+depth, mean normal, ... fitted on each run's training split; :mod:`coremtl_lite.models.trivial`) on
+the same test sets, so a number always stands next to what a constant scores.
+
 Each run trains one configuration with the one training loop, selects the model on the validation
 split only, then evaluates the test split of every domain of the suite. A finished run is stored
 under ``<out>/runs/<key>.json`` (``key`` hashes the full configuration and seed) and skipped when the
@@ -26,8 +30,13 @@ import torch
 
 from coremtl_lite.bench.suites import Suite, Variant
 from coremtl_lite.config import Config, get_config
+from coremtl_lite.metrics import task_deltas
+
+#: the variant name of the trivial predictors' rows in every suite's table
+TRIVIAL = "trivial"
 
 #: a function that trains ``cfg`` and returns ``{"results": {domain: {task: {metric: v}}}, "epoch_seconds": s}``
+#: (and optionally ``"trivial"``: the trivial predictors' results in the same format)
 RunFn = Callable[[Config, Sequence[str]], dict[str, Any]]
 
 
@@ -40,8 +49,9 @@ def train_and_evaluate(cfg: Config, domains: Sequence[str]) -> dict[str, Any]:
     history = trainer.fit()
     seconds = time.perf_counter() - start
     results = trainer.evaluate(domains=list(domains), split="test", use_best=True)
+    trivial = trainer.evaluate_trivial(domains=list(domains))  # the constants every model must beat
     epoch_times = [e["seconds"] for e in history.epochs if "seconds" in e]
-    return {"results": results, "seconds": seconds,
+    return {"results": results, "trivial": trivial, "seconds": seconds,
             "epoch_seconds": (sum(epoch_times) / len(epoch_times)) if epoch_times else seconds / cfg.optim.epochs}
 
 
@@ -139,32 +149,32 @@ def merge_per_task(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def delta_m(result: dict[str, dict[str, float]], reference: dict[str, dict[str, float]],
             directions: dict[str, dict[str, bool]]) -> float:
-    """Δm% (SPEC §4): mean over tasks of the mean relative change of each metric against the
-    single-task reference, signed so that positive is better."""
-    per_task = []
-    for task, metrics in directions.items():
-        if task not in result or task not in reference:
-            continue
-        terms = []
-        for metric, higher_better in metrics.items():
-            ref = reference[task].get(metric)
-            val = result[task].get(metric)
-            if ref is None or val is None or ref == 0:
-                continue
-            sign = 1.0 if higher_better else -1.0
-            terms.append(sign * (val - ref) / abs(ref) * 100.0)
-        if terms:
-            per_task.append(sum(terms) / len(terms))
-    return sum(per_task) / len(per_task) if per_task else float("nan")
+    """Δm% (SPEC §4) against the single-task reference, lenient (:func:`coremtl_lite.metrics.task_deltas`):
+    metrics missing on either side or with a zero reference are skipped; NaN when no metric is left."""
+    per_task = task_deltas(result, reference, directions, lenient=True)
+    return sum(per_task.values()) / len(per_task) if per_task else float("nan")
+
+
+def _trivial_records(suite: Suite, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One pseudo-record per seed holding the trivial predictors' results (merged over the suite's runs,
+    so per-task runs contribute their task), labelled as the variant ``trivial``."""
+    by_seed: dict[int, dict[str, Any]] = {}
+    for rec in records:
+        for domain, tasks in (rec.get("trivial") or {}).items():
+            out = by_seed.setdefault(rec["seed"], {"suite": suite.name, "variant": TRIVIAL, "seed": rec["seed"],
+                                                   "results": {}, "epoch_seconds": 0.0})
+            out["results"].setdefault(domain, {}).update(tasks)
+    return list(by_seed.values())
 
 
 def summarise(suite: Suite, records: Sequence[dict[str, Any]],
               directions: dict[str, dict[str, bool]]) -> list[dict[str, Any]]:
     """Rows (variant, domain, task, metric, mean, std, n) plus Δm% and time per epoch."""
     records = merge_per_task([r for r in records if r["suite"] == suite.name])
+    records = [*_trivial_records(suite, records), *records]
     stl = {(r["seed"], d): res for r in records if r["variant"] == "stl" for d, res in r["results"].items()}
     rows: list[dict[str, Any]] = []
-    for variant in suite.variants:
+    for variant in (Variant(TRIVIAL, ()), *suite.variants):
         mine = [r for r in records if r["variant"] == variant.name]
         if not mine:
             continue
@@ -190,7 +200,7 @@ def summarise(suite: Suite, records: Sequence[dict[str, Any]],
                 mean, std = _mean_std([d for d in dms if not math.isnan(d)])
                 rows.append({"suite": suite.name, "variant": variant.name, "domain": domain, "task": "all",
                              "metric": "delta_m%", "mean": mean, "std": std, "n": len(dms)})
-        if suite.timed:
+        if suite.timed and variant.name != TRIVIAL:
             mean, std = _mean_std([float(r["epoch_seconds"]) for r in mine])
             rows.append({"suite": suite.name, "variant": variant.name, "domain": "-", "task": "all",
                          "metric": "seconds/epoch", "mean": mean, "std": std, "n": len(mine)})
