@@ -22,7 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["SEGMENTATION_PALETTE", "depth_to_rgb", "heatmap", "image_grid", "line_plot", "normal_to_rgb",
+__all__ = ["SEGMENTATION_PALETTE", "TERM_COLOURS", "depth_to_rgb", "gradient_terms_figure", "heatmap", "image_grid",
+           "line_plot", "normal_to_rgb",
            "png_bytes", "prediction_to_rgb", "segmentation_to_rgb", "to_uint8_image"]
 
 #: RGB colours of segmentation classes 0, 1, 2, ... (ShadedScenes: ground, hemisphere, cone, cylinder,
@@ -212,4 +213,36 @@ def line_plot(x, series: dict[str, Sequence[float]], title: str | None = None, x
     if hline is not None:
         fig.add_hline(y=hline, line_dash="dot", line_color="grey")
     fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, height=380)
+    return fig
+
+
+#: colours of the objective's terms in :func:`gradient_terms_figure` (the same term, the same colour)
+TERM_COLOURS = {"task": "#1f77b4", "rec": "#2ca02c", "ind": "#d62728", "cfa": "#9467bd"}
+
+
+def gradient_terms_figure(history, title: str = "Which term drives the shared encoder"):
+    """Two panels over training from the trainer's ``grad/<term>_norm`` and ``grad/<term>_cos`` logs
+    (:mod:`coremtl_lite.train.grad_log`): each term's gradient norm on the shared encoder (log scale),
+    and each extra term's cosine with the task gradient (0 = orthogonal, < 0 = against the tasks)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    terms = [k[len("grad/"):-len("_norm")] for k in history.step_keys()
+             if k.startswith("grad/") and k.endswith("_norm")]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("gradient norm on the shared encoder",
+                                                        "cosine with the task gradient"))
+    for term in terms:
+        colour = TERM_COLOURS.get(term)
+        xs, ys = history.step_series(f"grad/{term}_norm")
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=term, legendgroup=term,
+                                 line=dict(color=colour)), row=1, col=1)
+        xs, ys = history.step_series(f"grad/{term}_cos")
+        if ys:
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=term, legendgroup=term, showlegend=False,
+                                     line=dict(color=colour)), row=1, col=2)
+    fig.add_hline(y=0.0, line_dash="dot", line_color="grey", row=1, col=2)
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(range=[-1, 1], row=1, col=2)
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(title=title, height=380)
     return fig
