@@ -113,21 +113,45 @@ class _null:
 
 
 class LiveCurves:
-    """Trainer callback: redraw per-step curves every ``every`` steps and at each epoch end.
+    """Trainer callback: redraw per-step curves every ``every`` steps and at each epoch end, in place.
 
-    ``fig`` is a ``go.FigureWidget`` (updates in place; needs ``anywidget``) or a plain ``go.Figure``;
-    with ``handle`` -- what ``IPython.display.display(fig, display_id=True)`` returns -- the plain
-    figure is re-displayed in the same notebook output after every redraw. Traces are created
-    lazily, one per key in ``keys`` (default: every ``loss/*`` and ``obj/*`` key of the first step);
-    ``fig.data`` afterwards has one trace per key, named after the key.
+    In a notebook call :meth:`show` once before training: it displays the figure with a display id,
+    and every redraw replaces that one output (so a stored notebook holds one figure, the final one).
+    A plotly ``go.Figure`` displays itself through its own ``_ipython_display_``, which drops the
+    display id -- ``display(fig, display_id=True)`` followed by updates appends a new copy of the figure
+    each time -- so :meth:`show` and the updates send the figure's plotly mime bundle
+    (:meth:`_repr_mimebundle_`) instead. ``fig`` may also be a ``go.FigureWidget``, which updates
+    itself in place (needs ``anywidget``). ``handle`` is an existing display handle to update.
+
+    Traces are created lazily, one per key in ``keys`` (default: every ``loss/*`` and ``obj/*`` key of
+    the first step); ``fig.data`` afterwards has one trace per key, named after the key.
     """
 
-    def __init__(self, fig: go.Figure, keys: Sequence[str] | None = None, every: int = 5, smooth_window: int = 5,
-                 handle: Any = None):
+    def __init__(self, fig: go.Figure | None = None, keys: Sequence[str] | None = None, every: int = 5,
+                 smooth_window: int = 5, handle: Any = None):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
-        self.fig, self.keys, self.every, self.smooth_window = fig, list(keys) if keys else None, every, smooth_window
+        self.fig = go.Figure() if fig is None else fig
+        self.keys, self.every, self.smooth_window = list(keys) if keys else None, every, smooth_window
         self.handle = handle
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
+        """The figure as plotly's notebook mime bundle, plus a one-line text form."""
+        import plotly.io as pio
+
+        bundle = pio.renderers["plotly_mimetype"].to_mimebundle(self.fig.to_dict())
+        bundle["text/plain"] = f"LiveCurves: {len(self.fig.data)} curves"
+        return bundle
+
+    def show(self) -> LiveCurves:
+        """Display the figure in the current notebook cell (once); later redraws update it in place."""
+        from IPython.display import display
+
+        if not isinstance(self.fig, go.FigureWidget):
+            self.handle = display(self, display_id=True)
+        else:
+            display(self.fig)
+        return self
 
     def _ensure_traces(self, history: History) -> None:
         if self.keys is None:
@@ -143,7 +167,7 @@ class LiveCurves:
         self._ensure_traces(history)
         update_curves(self.fig, history, self.keys, self.smooth_window)
         if self.handle is not None:
-            self.handle.update(self.fig)
+            self.handle.update(self)
 
     def on_step_end(self, trainer, record) -> None:
         if (int(record.get("step", 0)) + 1) % self.every == 0:

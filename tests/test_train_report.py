@@ -66,12 +66,13 @@ def test_live_curves_update_traces_in_place():
     with pytest.raises(ValueError, match="traces"):
         update_curves(go.Figure(), h, ["loss/total"])
 
-    class Handle:  # what IPython's display(fig, display_id=True) returns
+    class Handle:  # what IPython's display(live, display_id=True) returns
         def __init__(self):
             self.shown = []
 
         def update(self, obj):
-            self.shown.append(len(obj.data[0].x))
+            bundle = obj._repr_mimebundle_()  # what IPython sends: the plotly mime bundle, not the figure object
+            self.shown.append(len(bundle["application/vnd.plotly.v1+json"]["data"][0]["x"]))
 
     handle = Handle()
     live = LiveCurves(go.Figure(), keys=["loss/depth"], every=1, handle=handle)
