@@ -49,6 +49,7 @@ __all__ = [
     "need",
     "nbgrader_cells",
     "outdated",
+    "tutorials_dir",
     "validate_nbgrader_metadata",
 ]
 
@@ -272,9 +273,19 @@ def make_student_notebook(nb):
 
 
 # ----------------------------------------------------------------------------------- generate
+def tutorials_dir() -> Path:
+    """The tutorials folder: the repository's ``tutorials/`` in a source checkout (or an editable
+    install), else the copy shipped inside the installed package (``coremtl_lite/tutorials``)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "tutorials", here / "tutorials"):
+        if (candidate / "assignments").is_dir():
+            return candidate
+    raise FileNotFoundError(f"no tutorials folder next to {here} (neither ../tutorials nor ./tutorials)")
+
+
 def default_dirs() -> tuple[Path, Path]:
-    """``(tutorials/assignments, tutorials/assignments/student)`` of the repository this package is in."""
-    source = Path(__file__).resolve().parent.parent / "tutorials" / "assignments"
+    """``(tutorials/assignments, tutorials/assignments/student)``, see :func:`tutorials_dir`."""
+    source = tutorials_dir() / "assignments"
     return source, source / "student"
 
 
