@@ -49,6 +49,7 @@ __all__ = [
     "need",
     "nbgrader_cells",
     "outdated",
+    "tutorials_dir",
     "validate_nbgrader_metadata",
 ]
 
@@ -246,7 +247,8 @@ def make_student_notebook(nb):
 
     Like nbgrader's ``generate_assignment``: solution regions (or whole solution cells without
     delimiters) become :data:`CODE_STUB` / :data:`TEXT_STUB`, hidden-test regions are removed,
-    outputs, execution counts and execution metadata are cleared, widget state is dropped. The
+    outputs, execution counts and execution metadata are cleared, widget state is dropped, and cells
+    are locked as nbgrader locks them (``deletable``/``editable`` false, see :func:`_lock`). The
     nbgrader metadata stays, so the student version can be collected and autograded.
     """
     problems = validate_nbgrader_metadata(nb)
@@ -265,16 +267,40 @@ def make_student_notebook(nb):
         if meta.get("grade") and not meta.get("solution"):
             cell.source = _replace_regions(cell.source, BEGIN_HIDDEN, END_HIDDEN, None).rstrip("\n")
         cell.metadata.pop("execution", None)
+        _lock(cell, meta)
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
     return out
 
 
+def _lock(cell, meta: dict) -> None:
+    """Lock a cell as nbgrader's ``LockCells`` does by default, so that JupyterLab enforces it: graded
+    and read-only cells can be neither deleted nor edited; solution cells (code students write, written
+    answers) cannot be deleted."""
+    if not meta:
+        return
+    if meta.get("solution"):
+        cell.metadata["deletable"] = False
+    elif meta.get("grade") or meta.get("locked"):
+        cell.metadata["deletable"] = False
+        cell.metadata["editable"] = False
+
+
 # ----------------------------------------------------------------------------------- generate
+def tutorials_dir() -> Path:
+    """The tutorials folder: the repository's ``tutorials/`` in a source checkout (or an editable
+    install), else the copy shipped inside the installed package (``coremtl_lite/tutorials``)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "tutorials", here / "tutorials"):
+        if (candidate / "assignments").is_dir():
+            return candidate
+    raise FileNotFoundError(f"no tutorials folder next to {here} (neither ../tutorials nor ./tutorials)")
+
+
 def default_dirs() -> tuple[Path, Path]:
-    """``(tutorials/assignments, tutorials/assignments/student)`` of the repository this package is in."""
-    source = Path(__file__).resolve().parent.parent / "tutorials" / "assignments"
+    """``(tutorials/assignments, tutorials/assignments/student)``, see :func:`tutorials_dir`."""
+    source = tutorials_dir() / "assignments"
     return source, source / "student"
 
 

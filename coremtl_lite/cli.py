@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     from coremtl_lite import __version__
 
     p.add_argument("--version", action="version", version=f"coremtl-lite {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="{train,evaluate,demo,bench,assignments}")
+    sub = p.add_subparsers(dest="command", metavar="{train,evaluate,demo,bench,assignments,tutorials}")
 
     prof_help = (f"configuration profile, one of {', '.join(PROFILES)} (default: $COREMTL_PROFILE, else gpu "
                  "with CUDA, else cpu)")
@@ -127,6 +127,11 @@ def _parser() -> argparse.ArgumentParser:
                                    "tutorials/assignments/*.ipynb into tutorials/assignments/student/.")
     a.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 with a diff when the student versions are out of date")
+    tu = sub.add_parser("tutorials", help="copy the tutorial notebooks and assignments into a folder",
+                        description="Copy the tutorials and course assignments that ship with the package "
+                                    "into DIR, to open them in JupyterLab.")
+    tu.add_argument("dir", type=Path, help="destination folder (created; must be empty unless --force)")
+    tu.add_argument("--force", action="store_true", help="copy into a non-empty folder, overwriting files")
     return p
 
 
@@ -134,6 +139,28 @@ def _say(*args: Any) -> None:
     """Print on rank 0 only (under torchrun every process runs the command)."""
     if os.environ.get("RANK", "0") == "0":
         print(*args, flush=True)
+
+
+#: what the ci profile's output says about itself (it trains for seconds on 32 px scenes)
+CI_LABEL = "profile ci: smoke test, numbers are not meaningful"
+
+
+def _label(profile: str) -> None:
+    if profile == "ci":
+        _say(f"[{CI_LABEL}]")
+
+
+def _terminal_overrides(overrides: Sequence[str]) -> list[str]:
+    """Progress bars whenever stderr is a terminal, in every profile (the ci profile turns them off for
+    logs); an explicit ``train.progress=...`` override still wins."""
+    return (["train.progress=true"] if sys.stderr.isatty() else []) + list(overrides)
+
+
+def _plain_warnings() -> None:
+    """Show warnings as one line without the source path (``warning: ...``), said once each."""
+    import warnings
+
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -147,7 +174,7 @@ def _config(args: argparse.Namespace) -> Config:
         return apply_overrides(Config.from_dict(raw), args.overrides)
     if getattr(args, "preset", None):
         return paper_config(args.preset, args.overrides)
-    return get_config(args.profile or active_profile(), args.overrides)
+    return get_config(args.profile or active_profile(), _terminal_overrides(args.overrides))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -156,6 +183,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     out = Path(cfg.train.out_dir)
+    _label(cfg.profile)
     _say(f"training {cfg.train.method} on {cfg.data.dataset} (profile {cfg.profile}) -> {out}")
     trainer = Trainer(cfg)
     start = time.perf_counter()
@@ -200,7 +228,7 @@ def run_demo(profile: str | None = None, out: str | Path = "runs/demo", override
         id_ood_figure,
         id_ood_rows,
         id_ood_table,
-        table_figure,
+        rows_html,
         write_report,
     )
     from coremtl_lite.train import Trainer
@@ -209,8 +237,11 @@ def run_demo(profile: str | None = None, out: str | Path = "runs/demo", override
     out = Path(out)
     results, histories, seconds, best = {}, {}, {}, {}
     base = ["data.dataset=shaded_scenes", "data.source_domain=source", "data.eval_domains=source,target"]
+    if progress is None and sys.stderr.isatty():
+        progress = True  # bars on a terminal in every profile
     if progress is not None:
         base.append(f"train.progress={str(progress).lower()}")
+    _label(profile)
     for name, recipe in DEMO_RUNS.items():
         slug = "core_mtl" if name.startswith("CORE") else "ew_vanilla"
         cfg = get_config(profile, [*base, *recipe, *overrides, f"train.out_dir={out / slug}"])
@@ -229,7 +260,8 @@ def run_demo(profile: str | None = None, out: str | Path = "runs/demo", override
     results = {k: results[k] for k in [TRIVIAL, *DEMO_RUNS]}  # the trivial predictors first
     rows = id_ood_rows(results)
     table = id_ood_table(rows)
-    _say("\nTest metrics, best validation epoch; gap = target - source (ID -> OOD)\n" + table)
+    _say("\nTest metrics, best validation epoch; gap = target - source (ID -> OOD)"
+         + (f" [{CI_LABEL}]" if profile == "ci" else "") + "\n" + table)
     flags = {name: below_trivial(results[name], results[TRIVIAL], directions) for name in DEMO_RUNS}
     for name, bad in flags.items():
         for domain, task, delta in bad:
@@ -246,7 +278,7 @@ def run_demo(profile: str | None = None, out: str | Path = "runs/demo", override
                 + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ".</p>")
         write_report(report, "coremtl-lite demo: CORE-MTL vs equal weighting", [
             ("", note),
-            ("ID / OOD table", table_figure(rows)),
+            ("ID / OOD table", rows_html(rows)),
             ("Source vs target", id_ood_figure(results)),
             ("Training curves", curves_figure(histories)),
         ])
@@ -265,7 +297,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     suites = list(build_suites()) if args.suites == "all" else [s for s in args.suites.split(",") if s]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     methods = tuple(m for m in args.methods.split(",") if m) if args.methods else DEFAULT_BASELINES
-    rows = run_bench(suites, profile=args.profile or active_profile(), seeds=seeds, out_dir=args.out,
+    profile = args.profile or active_profile()
+    _label(profile)
+    rows = run_bench(suites, profile=profile, seeds=seeds, out_dir=args.out,
                      baselines=methods, overrides=args.overrides)
     from coremtl_lite.bench.report import headline_metrics
 
@@ -274,6 +308,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for domain in dict.fromkeys(r["domain"] for r in sel if r["domain"] != "-"):
             _say(f"\n## {suite} ({domain})\n")
             _say(markdown_table(*pivot(sel, domain, headline_metrics(sel))))
+    _label(profile)
     _say(f"\nwrote {args.out}/results.json, results.csv, report.html, metadata.json")
     return 0
 
@@ -282,6 +317,22 @@ def cmd_assignments(args: argparse.Namespace) -> int:
     from coremtl_lite.assignments import main as assignments_main
 
     return int(assignments_main(["generate", *(["--check"] if args.check else [])]) or 0)
+
+
+def cmd_tutorials(args: argparse.Namespace) -> int:
+    """Copy the tutorials and assignments shipped with the package into ``args.dir``."""
+    from coremtl_lite.assignments import tutorials_dir
+
+    source, dest = tutorials_dir(), Path(args.dir)
+    if dest.exists() and any(dest.iterdir()) and not args.force:
+        raise FileExistsError(f"{dest} is not empty; choose a new folder or pass --force to overwrite")
+    import shutil
+
+    shutil.copytree(source, dest, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "__init__.py", ".ipynb_checkpoints"))
+    n = len(list(dest.rglob("*.ipynb")))
+    _say(f"copied {n} notebooks to {dest}; open them with: jupyter lab {dest}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -294,10 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from coremtl_lite.train import CheckpointError
 
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo, "bench": cmd_bench,
-                "assignments": cmd_assignments}
+                "assignments": cmd_assignments, "tutorials": cmd_tutorials}
+    _plain_warnings()
     try:
         return handlers[args.command](args)
-    except (ConfigError, CheckpointError, KeyError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, CheckpointError, KeyError, ValueError, FileNotFoundError, FileExistsError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"coremtl-lite {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -7,7 +7,9 @@
   library needed); the drawing itself is :func:`update_curves`, a plain function that tests can call;
 * :func:`id_ood_rows` / :func:`id_ood_table` / :func:`id_ood_figure` -- the ID/OOD table: each run's
   source and target metrics and the source->target gap;
-* :func:`write_report` -- one HTML file with plotly.js embedded once (readable offline).
+* :func:`html_table` / :func:`rows_html` -- tables as HTML (as tall as their rows), styled by
+  :data:`REPORT_CSS`;
+* :func:`write_report` / :func:`html_page` -- one HTML file with plotly.js embedded once (readable offline).
 """
 
 from __future__ import annotations
@@ -113,21 +115,45 @@ class _null:
 
 
 class LiveCurves:
-    """Trainer callback: redraw per-step curves every ``every`` steps and at each epoch end.
+    """Trainer callback: redraw per-step curves every ``every`` steps and at each epoch end, in place.
 
-    ``fig`` is a ``go.FigureWidget`` (updates in place; needs ``anywidget``) or a plain ``go.Figure``;
-    with ``handle`` -- what ``IPython.display.display(fig, display_id=True)`` returns -- the plain
-    figure is re-displayed in the same notebook output after every redraw. Traces are created
-    lazily, one per key in ``keys`` (default: every ``loss/*`` and ``obj/*`` key of the first step);
-    ``fig.data`` afterwards has one trace per key, named after the key.
+    In a notebook call :meth:`show` once before training: it displays the figure with a display id,
+    and every redraw replaces that one output (so a stored notebook holds one figure, the final one).
+    A plotly ``go.Figure`` displays itself through its own ``_ipython_display_``, which drops the
+    display id -- ``display(fig, display_id=True)`` followed by updates appends a new copy of the figure
+    each time -- so :meth:`show` and the updates send the figure's plotly mime bundle
+    (:meth:`_repr_mimebundle_`) instead. ``fig`` may also be a ``go.FigureWidget``, which updates
+    itself in place (needs ``anywidget``). ``handle`` is an existing display handle to update.
+
+    Traces are created lazily, one per key in ``keys`` (default: every ``loss/*`` and ``obj/*`` key of
+    the first step); ``fig.data`` afterwards has one trace per key, named after the key.
     """
 
-    def __init__(self, fig: go.Figure, keys: Sequence[str] | None = None, every: int = 5, smooth_window: int = 5,
-                 handle: Any = None):
+    def __init__(self, fig: go.Figure | None = None, keys: Sequence[str] | None = None, every: int = 5,
+                 smooth_window: int = 5, handle: Any = None):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
-        self.fig, self.keys, self.every, self.smooth_window = fig, list(keys) if keys else None, every, smooth_window
+        self.fig = go.Figure() if fig is None else fig
+        self.keys, self.every, self.smooth_window = list(keys) if keys else None, every, smooth_window
         self.handle = handle
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
+        """The figure as plotly's notebook mime bundle, plus a one-line text form."""
+        import plotly.io as pio
+
+        bundle = pio.renderers["plotly_mimetype"].to_mimebundle(self.fig.to_dict())
+        bundle["text/plain"] = f"LiveCurves: {len(self.fig.data)} curves"
+        return bundle
+
+    def show(self) -> LiveCurves:
+        """Display the figure in the current notebook cell (once); later redraws update it in place."""
+        from IPython.display import display
+
+        if not isinstance(self.fig, go.FigureWidget):
+            self.handle = display(self, display_id=True)
+        else:
+            display(self.fig)
+        return self
 
     def _ensure_traces(self, history: History) -> None:
         if self.keys is None:
@@ -143,7 +169,7 @@ class LiveCurves:
         self._ensure_traces(history)
         update_curves(self.fig, history, self.keys, self.smooth_window)
         if self.handle is not None:
-            self.handle.update(self.fig)
+            self.handle.update(self)
 
     def on_step_end(self, trainer, record) -> None:
         if (int(record.get("step", 0)) + 1) % self.every == 0:
@@ -173,16 +199,50 @@ def id_ood_rows(results: Mapping[str, Mapping[str, Any]], source: str = "source"
 
 
 def id_ood_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A fixed-width text table of :func:`id_ood_rows` (for the terminal)."""
+    """A text table of :func:`id_ood_rows` for the terminal, one line per (metric, run), under 100 columns.
+
+    Columns: metric, run, source value, target value, gap (target - source).
+    """
     if not rows:
         return "(no runs)"
-    cols = list(rows[0])
-    width = {c: max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in cols}
-    line = "  ".join(c.ljust(width[c]) if c == "run" else c.rjust(width[c]) for c in cols)
-    out = [line, "-" * len(line)]
-    for r in rows:
-        out.append("  ".join(_fmt(r[c]).ljust(width[c]) if c == "run" else _fmt(r[c]).rjust(width[c]) for c in cols))
+    metrics = [c[:-len(" gap")] for c in rows[0] if c.endswith(" gap")]
+    domains = [c[len(metrics[0]) + 2:-1] for c in rows[0] if metrics and c.startswith(metrics[0] + " (")]
+    header = ["metric", "run", *domains, "gap"]
+    body = [[label if i == 0 else "", str(r["run"]), *(_fmt(r[f"{label} ({d})"]) for d in domains),
+             _fmt(r[f"{label} gap"])] for label in metrics for i, r in enumerate(rows)]
+    width = [max(len(h), *(len(b[k]) for b in body)) for k, h in enumerate(header)]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if k < 2 else c.rjust(w) for k, (c, w) in enumerate(zip(cells, width)))
+
+    out = [line(header), "-" * len(line(header))]
+    out += [line(b) for b in body]
     return "\n".join(out)
+
+
+def html_table(header: Sequence[str], body: Sequence[Sequence[Any]], caption: str | None = None) -> str:
+    """An HTML table (``class="coremtl-table"``, styled by :data:`REPORT_CSS`); numbers are right-aligned.
+
+    Its height is that of its rows (a plotly table has a fixed height and clips or pads them).
+    """
+    def cell(tag: str, v: Any) -> str:
+        text = _fmt(v) if isinstance(v, float) else str(v)
+        num = isinstance(v, (int, float)) or text.lstrip("+-").replace(".", "", 1)[:1].isdigit()
+        return f"<{tag}{' class=num' if num and tag == 'td' else ''}>{html.escape(text)}</{tag}>"
+
+    parts = ["<table class='coremtl-table'>"]
+    if caption:
+        parts.append(f"<caption>{html.escape(caption)}</caption>")
+    parts.append("<thead><tr>" + "".join(cell("th", h) for h in header) + "</tr></thead><tbody>")
+    parts += ["<tr>" + "".join(cell("td", v) for v in row) + "</tr>" for row in body]
+    parts.append("</tbody></table>")
+    return "".join(parts)
+
+
+def rows_html(rows: Sequence[Mapping[str, Any]], caption: str | None = None) -> str:
+    """:func:`html_table` of a list of dicts (the keys of the first row are the columns)."""
+    cols = list(rows[0]) if rows else []
+    return html_table(cols, [[r[c] for c in cols] for r in rows], caption)
 
 
 def _fmt(v: Any) -> str:
@@ -218,25 +278,61 @@ def id_ood_figure(results: Mapping[str, Mapping[str, Any]], source: str = "sourc
 
 
 # ------------------------------------------------------------------------------------------ HTML
+#: the style of every HTML report of the package (demo and benchmark): readable type, tables that
+#: scroll sideways on a narrow screen instead of wrapping mid-column
+REPORT_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;color:#222;
+     max-width:1200px;margin:auto;padding:1em 2em;line-height:1.5}
+h1{font-size:1.7em;border-bottom:2px solid #1f77b4;padding-bottom:.2em}
+h2{font-size:1.3em;margin-top:1.8em;border-bottom:1px solid #ddd}
+h3{font-size:1.05em;margin-top:1.2em}
+pre{background:#f6f8fa;padding:.8em 1em;white-space:pre-wrap;border-radius:4px;font-size:.9em}
+.table-wrap{overflow-x:auto;margin:.6em 0 1.2em}
+table.coremtl-table{border-collapse:collapse;font-size:.92em;white-space:nowrap}
+table.coremtl-table caption{caption-side:top;text-align:left;font-weight:600;padding:.3em 0}
+table.coremtl-table th,table.coremtl-table td{padding:.3em .8em;border-bottom:1px solid #e3e3e3;text-align:left}
+table.coremtl-table thead th{border-bottom:2px solid #999;background:#fafafa}
+table.coremtl-table td.num{text-align:right;font-variant-numeric:tabular-nums}
+table.coremtl-table tbody tr:hover{background:#f2f7fc}
+.plotly-graph-div{margin:.5em 0 1.5em}
+"""
+
+
+def html_page(title: str, body: Sequence[str], figures: Sequence[go.Figure | str] = ()) -> str:
+    """A complete HTML page: ``title``, :data:`REPORT_CSS`, plotly.js once in the head, then ``body``."""
+    import plotly.offline
+
+    script = plotly.offline.get_plotlyjs()
+    return ("<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>{html.escape(title)}</title><style>{REPORT_CSS}</style>"
+            f"<script type='text/javascript'>{script}</script></head><body>\n"
+            f"<h1>{html.escape(title)}</h1>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def figure_html(fig: go.Figure) -> str:
+    """A plotly figure as a ``<div>`` for :func:`html_page` (which loads plotly.js once)."""
+    return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+
+
 def write_report(path: str | Path, title: str, sections: Sequence[tuple[str, Any]]) -> Path:
     """Write one self-contained HTML file: a heading and, per section, a figure or an HTML/text string.
 
-    plotly.js is embedded once (in the first figure), so the file opens offline.
+    plotly.js is embedded once (in the page head), so the file opens offline; tables given as HTML
+    (:func:`html_table`) are as tall as their rows.
     """
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             "<style>body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
-             "pre{background:#f6f6f6;padding:1em;overflow-x:auto}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>"]
-    first = True
+    body = []
     for heading, content in sections:
         if heading:
-            parts.append(f"<h2>{html.escape(heading)}</h2>")
+            body.append(f"<h2>{html.escape(heading)}</h2>")
         if isinstance(content, go.Figure):
-            parts.append(content.to_html(full_html=False, include_plotlyjs=first))
-            first = False
+            body.append(figure_html(content))
         elif isinstance(content, str):
-            parts.append(content if content.lstrip().startswith("<") else f"<pre>{html.escape(content)}</pre>")
+            if content.lstrip().startswith("<table"):
+                body.append(f"<div class='table-wrap'>{content}</div>")
+            else:
+                body.append(content if content.lstrip().startswith("<") else f"<pre>{html.escape(content)}</pre>")
         else:
             raise TypeError(f"section {heading!r}: expected a plotly Figure or a string, got {type(content).__name__}")
-    parts.append("</body></html>")
-    return atomic_write(path, lambda fh: fh.write("\n".join(parts).encode("utf-8")))
+    text = html_page(title, body)
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))

@@ -66,12 +66,13 @@ def test_live_curves_update_traces_in_place():
     with pytest.raises(ValueError, match="traces"):
         update_curves(go.Figure(), h, ["loss/total"])
 
-    class Handle:  # what IPython's display(fig, display_id=True) returns
+    class Handle:  # what IPython's display(live, display_id=True) returns
         def __init__(self):
             self.shown = []
 
         def update(self, obj):
-            self.shown.append(len(obj.data[0].x))
+            bundle = obj._repr_mimebundle_()  # what IPython sends: the plotly mime bundle, not the figure object
+            self.shown.append(len(bundle["application/vnd.plotly.v1+json"]["data"][0]["x"]))
 
     handle = Handle()
     live = LiveCurves(go.Figure(), keys=["loss/depth"], every=1, handle=handle)
@@ -88,7 +89,8 @@ def test_id_ood_rows_table_and_figures():
     assert rows[0]["seg mIoU gap"] == pytest.approx(-0.2) and rows[0]["normal mean angle (deg) gap"] == 10.0
     assert math.isnan(rows[1]["depth abs err (source)"])
     text = id_ood_table(rows)
-    assert text.splitlines()[0].startswith("run") and "A" in text and "nan" in text
+    assert text.splitlines()[0].split()[:2] == ["metric", "run"] and "A" in text and "nan" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
     assert len(table_figure(rows).data) == 1
     assert len(id_ood_figure(res).data) == 6  # 2 runs x 3 metrics
 
@@ -98,7 +100,7 @@ def test_write_report_embeds_plotly_once(tmp_path):
     path = write_report(tmp_path / "r" / "report.html", "Title <x>",
                         [("one", fig), ("two", fig), ("text", "a < b"), ("html", "<p>ok</p>")])
     text = path.read_text()
-    assert text.count("plotly.js v") <= 2 and "Title &lt;x&gt;" in text and "a &lt; b" in text and "<p>ok</p>" in text
+    assert text.count("plotly.js v") <= 2 and "cdn.plot.ly/plotly" not in text and "Title &lt;x&gt;" in text and "a &lt; b" in text and "<p>ok</p>" in text
     assert text.count('class="plotly-graph-div"') == 2
     with pytest.raises(TypeError, match="section"):
         write_report(tmp_path / "bad.html", "t", [("x", 3)])

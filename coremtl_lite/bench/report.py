@@ -74,24 +74,22 @@ _COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#
 
 
 def write_html(rows: Sequence[dict[str, Any]], meta: dict[str, Any], path: str | os.PathLike) -> Path:
-    """One self-contained HTML page: metadata, a table and a figure per suite."""
+    """One self-contained HTML page: metadata, per suite a table per domain and a figure.
+
+    plotly.js is embedded once in the page head (no CDN: the page works offline); the tables are HTML,
+    as tall as their rows, styled like the demo report (:data:`coremtl_lite.report.REPORT_CSS`).
+    """
+    from coremtl_lite.report import figure_html, html_page, html_table
+
     path = Path(path)
-    parts = ["<html><head><meta charset='utf-8'><title>coremtl_lite benchmark</title></head><body>",
-             "<h1>coremtl_lite benchmark</h1><pre>" + html.escape(
-                 "\n".join(f"{k}: {v}" for k, v in meta.items())) + "</pre>"]
-    first = True
+    body = ["<h2>Run metadata</h2><pre>" + html.escape("\n".join(f"{k}: {v}" for k, v in meta.items())) + "</pre>"]
     for suite in dict.fromkeys(r["suite"] for r in rows):
         sel = [r for r in rows if r["suite"] == suite]
-        parts.append(f"<h2>{html.escape(suite)}</h2>")
+        body.append(f"<h2>suite {html.escape(suite)}</h2>")
         for domain in dict.fromkeys(r["domain"] for r in sel if r["domain"] != "-"):
-            header, body = pivot(sel, domain, headline_metrics(sel))
-            parts.append(f"<h3>{html.escape(domain)}</h3><table border='1' cellpadding='4'><tr>"
-                         + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
-                         + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                                   for row in body) + "</table>")
-        parts.append(figure(rows, suite).to_html(full_html=False, include_plotlyjs="cdn" if first else False))
-        first = False
-    parts.append("</body></html>")
+            header, table = pivot(sel, domain, headline_metrics(sel))
+            body.append(f"<div class='table-wrap'>{html_table(header, table, caption=f'{domain} test set')}</div>")
+        body.append(figure_html(figure(rows, suite)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts))
+    path.write_text(html_page("coremtl_lite benchmark", body), encoding="utf-8")
     return path

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -92,16 +93,41 @@ class SSIMLoss(nn.Module):
 class LPIPSLoss(nn.Module):
     """LPIPS distance of two sRGB image batches in [0, 1] (mean over the batch); the network is frozen.
 
-    ``pnet_rand=True`` keeps a randomly initialised backbone (no download; for tests).
+    The AlexNet backbone weights are read from the local torch hub cache (``torch.hub.get_dir()``,
+    i.e. ``$TORCH_HOME/hub/checkpoints``); nothing is downloaded. Without them this raises
+    :class:`FileNotFoundError` (``build_perceptual("auto")`` then falls back to 1 - SSIM and says so
+    once). LPIPS's own linear calibration layers ship inside the ``lpips`` package.
+    ``pnet_rand=True`` keeps a randomly initialised backbone (for tests).
     """
 
     name = "lpips"
+    #: torchvision's file name of the ImageNet AlexNet weights (``AlexNet_Weights.IMAGENET1K_V1``)
+    BACKBONE_FILE = "alexnet-owt-7be5be79.pth"
 
     def __init__(self, net: str = "alex", pnet_rand: bool = False):
         super().__init__()
         import lpips
 
-        self.net = lpips.LPIPS(net=net, pretrained=True, pnet_rand=pnet_rand, verbose=False)
+        if net != "alex":
+            raise ValueError(f"LPIPSLoss supports net='alex' only, got {net!r}")
+        state = None
+        if not pnet_rand:
+            cached = Path(torch.hub.get_dir()) / "checkpoints" / self.BACKBONE_FILE
+            if not cached.is_file():
+                raise FileNotFoundError(f"LPIPS needs torchvision's AlexNet weights {self.BACKBONE_FILE} in the "
+                                        "local torch hub cache (torch.hub.get_dir()/checkpoints); no download is "
+                                        "attempted")
+            state = torch.load(cached, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=` argument
+            warnings.filterwarnings("ignore", message=r".*(pretrained|weight enum).*deprecated", category=UserWarning)
+            warnings.filterwarnings("ignore", message=r"Arguments other than a weight enum", category=UserWarning)
+            self.net = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
+        if state is not None:  # lpips keeps AlexNet's feature layers under their indices in slice1..slice5
+            backbone = self.net.net
+            mapped = {f"{name}.{index}.{key}": state[f"features.{index}.{key}"]
+                      for name, part in backbone.named_children() for index, layer in part.named_children()
+                      for key in layer.state_dict()}
+            backbone.load_state_dict(mapped)
         self.net.eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
