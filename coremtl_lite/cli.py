@@ -171,9 +171,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("--resume continues the run in train.out_dir and --overwrite replaces it; choose one")
     cfg = _config(args)
     out = Path(cfg.train.out_dir)
+    main_rank = os.environ.get("RANK", "0") == "0"
     for line in preflight(cfg):  # the whole config, before anything starts
-        _say(f"coremtl-lite train: warning: {line}")
-    if os.environ.get("RANK", "0") == "0":
+        if main_rank:
+            print(f"coremtl-lite train: warning: {line}", file=sys.stderr, flush=True)
+    if main_rank:
         check_writable(out)
         found = existing_run(out)
         if found is not None and not (args.resume or args.overwrite):
