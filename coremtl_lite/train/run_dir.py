@@ -24,15 +24,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from coremtl_lite.train.checkpoint import CheckpointError, remove_stale_temp_files
+from coremtl_lite.train.checkpoint import remove_stale_temp_files
 
 LOCK = ".lock"
 #: the files a run writes into its folder (``overwrite`` removes them before a new run starts)
 RUN_FILES = ("last.pt", "best.pt", "history.json", "results.json", "config.json")
-#: config fields that do not change a run's numbers: they may differ when resuming
+#: config fields that may differ when resuming: bookkeeping, the test domains, and where it runs
+#: (device, channels_last and compile change only the last bits of float arithmetic, like a new machine)
 NEUTRAL_FIELDS = frozenset({
     "train.out_dir", "train.progress", "train.log_every", "train.checkpoint_every", "train.device",
-    "data.num_workers", "data.eval_domains",
+    "train.channels_last", "train.compile", "data.num_workers", "data.eval_domains",
 })
 
 
@@ -41,18 +42,18 @@ class RunDirError(RuntimeError):
 
 
 def existing_run(folder: str | os.PathLike) -> str | None:
-    """A short description of the run in ``folder`` (``"last.pt at epoch 3"``), or None when there is none."""
+    """A short description of the run in ``folder`` (``"last.pt, best.pt, history.json; 3 epochs done"``), or
+    None when it holds none (a ``config.json`` alone is a run that never finished an epoch)."""
     folder = Path(folder)
     found = [name for name in ("last.pt", "best.pt", "history.json", "results.json") if (folder / name).is_file()]
     if not found:
         return None
-    if "last.pt" in found:
+    if "history.json" in found:  # small, written next to every last.pt: the epochs done
         try:
-            from coremtl_lite.train.checkpoint import load_checkpoint
-
-            return f"last.pt at epoch {int(load_checkpoint(folder / 'last.pt')['epoch'])}"
-        except (CheckpointError, KeyError, TypeError, ValueError):
-            return "last.pt (unreadable)"
+            epochs = len(json.loads((folder / "history.json").read_text())["epochs"])
+            return f"{', '.join(found)}; {epochs} epochs done"
+        except (OSError, KeyError, TypeError, ValueError):
+            pass
     return ", ".join(found)
 
 
