@@ -164,8 +164,15 @@ def _config(args: argparse.Namespace) -> Config:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from coremtl_lite.evaluate import format_results, save_results
-    from coremtl_lite.train import Trainer
-    from coremtl_lite.train.run_dir import RunDirError, check_writable, existing_run, preflight
+    from coremtl_lite.train import CheckpointError, Trainer
+    from coremtl_lite.train.run_dir import (
+        RunDirError,
+        check_writable,
+        describe_mismatch,
+        existing_run,
+        preflight,
+        resume_mismatch,
+    )
 
     if args.resume and args.overwrite:
         raise ConfigError("--resume continues the run in train.out_dir and --overwrite replaces it; choose one")
@@ -181,6 +188,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         if found is not None and not (args.resume or args.overwrite):
             raise RunDirError(f"train.out_dir {str(out)!r} already holds a run ({found}); pass --resume to continue "
                               "it, --overwrite to replace it, or choose another train.out_dir")
+        saved = out / "config.json"  # the run's config (the trainer checks last.pt itself again)
+        if args.resume and (out / "last.pt").is_file() and saved.is_file():
+            try:
+                diff = resume_mismatch(json.loads(saved.read_text()), cfg.to_dict())
+            except ValueError:
+                diff = {}
+            if diff:
+                raise CheckpointError(describe_mismatch(out / "last.pt", diff))
     _say(f"training {cfg.train.method} on {cfg.data.dataset} (profile {cfg.profile}) -> {out}")
     trainer = Trainer(cfg)
     start = time.perf_counter()

@@ -333,7 +333,7 @@ def test_4_resume_refuses_a_differing_result_changing_field(request, tmp_path, c
     for item in change:
         if item != "train.method=pcgrad":
             assert item.split("=")[0] in str(info.value)
-    assert_intact(request, before, tmp_path, keep=("last.pt", "best.pt"))
+    assert_intact(request, before, tmp_path, keep=("last.pt", "best.pt", "config.json", "history.json"))
     survived(request)
 
 

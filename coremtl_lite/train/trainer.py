@@ -283,12 +283,13 @@ class Trainer:
         lock = RunLock(self.out_dir)
         ours = self.step > 0 or self.epoch > 0  # this trainer already trained there: continuing its own run
         lock.claim(resume=resume or ours, overwrite=overwrite)
-        atomic_write(self.out_dir / "config.json", lambda fh: fh.write(json.dumps(self.cfg.to_dict(), indent=2).encode()))
         return lock
 
     def _fit(self, resume: bool, stop_at_epoch: int | None) -> History:
         if resume and (self.out_dir / LAST).is_file():
-            self.resume(self.out_dir / LAST)
+            self.resume(self.out_dir / LAST)  # refuses a checkpoint of another experiment
+        if self.is_main and self.cfg.train.checkpoint_every:  # the run's config, as soon as it starts
+            atomic_write(self.out_dir / "config.json", lambda fh: fh.write(json.dumps(self.cfg.to_dict(), indent=2).encode()))
         from tqdm.auto import tqdm
 
         end = self.cfg.optim.epochs if stop_at_epoch is None else min(stop_at_epoch, self.cfg.optim.epochs)
