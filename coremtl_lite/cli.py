@@ -167,6 +167,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from coremtl_lite.train import CheckpointError, Trainer
     from coremtl_lite.train.run_dir import (
         RunDirError,
+        RunLock,
         check_writable,
         describe_mismatch,
         existing_run,
@@ -198,6 +199,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise CheckpointError(describe_mismatch(out / "last.pt", diff))
     _say(f"training {cfg.train.method} on {cfg.data.dataset} (profile {cfg.profile}) -> {out}")
     trainer = Trainer(cfg)
+    if args.overwrite and main_rank and not cfg.train.checkpoint_every:  # the trainer writes no checkpoint and
+        lock = RunLock(out)  # so claims no folder: clear the old run's files here
+        lock.claim(resume=False, overwrite=True)
+        lock.release()
     start = time.perf_counter()
     trainer.fit(resume=args.resume, overwrite=args.overwrite)
     seconds = time.perf_counter() - start

@@ -164,6 +164,13 @@ def test_2_overwrite_replaces_the_run_and_its_old_files(request, run_copy):
     survived(request)
 
 
+def test_2_overwrite_without_checkpoints_leaves_no_old_files(request, run_copy):
+    assert main(["train", *SMALL, "train.checkpoint_every=0", f"train.out_dir={run_copy}", "--overwrite"]) == 0
+    assert not (run_copy / "last.pt").exists() and not (run_copy / "best.pt").exists()  # no mix of two runs
+    assert (run_copy / "results.json").is_file() and not (run_copy / ".lock").exists()
+    survived(request)
+
+
 def test_2_python_api_refuses_with_overwrite_false(request, tmp_path):
     tiny_trainer(tmp_path).fit(stop_at_epoch=1)
     before = hashes(tmp_path)
@@ -694,6 +701,7 @@ def test_kill_at_a_checkpoint_write_then_resume_is_bit_identical(request, tmp_pa
     resumed.fit(resume=True)
     assert resumed.epoch == 2 and _same(resumed.model.state_dict(), want)
     assert _same(load_checkpoint(run / "last.pt")["model"], want) and not list(run.glob(".*.tmp"))
+    assert len(json.loads((run / "history.json").read_text())["epochs"]) == 2  # history.json caught up too
     survived(request)
 
 

@@ -288,8 +288,10 @@ class Trainer:
     def _fit(self, resume: bool, stop_at_epoch: int | None) -> History:
         if resume and (self.out_dir / LAST).is_file():
             self.resume(self.out_dir / LAST)  # refuses a checkpoint of another experiment
-        if self.is_main and self.cfg.train.checkpoint_every:  # the run's config, as soon as it starts
+        if self.is_main and self.cfg.train.checkpoint_every:  # the run's config (and history), as soon as it starts
             atomic_write(self.out_dir / "config.json", lambda fh: fh.write(json.dumps(self.cfg.to_dict(), indent=2).encode()))
+            if self.history.epochs:  # a kill between last.pt and history.json left the older history
+                atomic_write(self.out_dir / "history.json", lambda fh: fh.write(self.history.to_json().encode()))
         from tqdm.auto import tqdm
 
         end = self.cfg.optim.epochs if stop_at_epoch is None else min(stop_at_epoch, self.cfg.optim.epochs)
