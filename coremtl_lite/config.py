@@ -464,7 +464,7 @@ def validate_config(cfg: Config) -> None:
     """Checks across every section that the sections' own ``validate`` do not make.
 
     Every float field (and every loss weight) is finite, whatever built the config (JSON's ``NaN`` and
-    ``Infinity``, or Python); ``train.out_dir`` is a non-empty path.
+    ``Infinity``, or Python); ``train.out_dir`` is a non-empty path; ``train.seed`` is a valid seed.
     """
     for section in fields(cfg):
         sub = getattr(cfg, section.name)
@@ -481,5 +481,7 @@ def validate_config(cfg: Config) -> None:
     out = cfg.train.out_dir
     if not isinstance(out, str) or not out.strip() or out.strip().lower() in ("none", "null"):
         raise ConfigError(f"train.out_dir must name a folder, got {out!r}")
+    if not 0 <= cfg.train.seed < 2**63:  # torch.manual_seed's range
+        raise ConfigError(f"train.seed must be an integer in [0, 2**63), got {cfg.train.seed}")
     if not isinstance(cfg.train.method_options, dict):
         raise ConfigError(f"train.method_options must be a JSON object, got {cfg.train.method_options!r}")

@@ -382,6 +382,13 @@ def test_5_config_sections_that_are_not_objects_are_refused(request, raw, match)
     survived(request)
 
 
+@pytest.mark.parametrize("override", ["train.seed=-1", "train.seed=1e30"])
+def test_5_an_invalid_seed_is_refused(request, override):
+    with pytest.raises(ConfigError, match="train.seed"):
+        get_config("ci", [override])
+    survived(request)
+
+
 @pytest.mark.parametrize("value", ["null", "", "  ", "none"])
 def test_5_an_empty_out_dir_is_refused(request, value):
     with pytest.raises(ConfigError, match="train.out_dir"):
@@ -407,7 +414,7 @@ def test_5_a_checkpoint_with_a_nonsensical_epoch_is_refused(request, run_copy, e
 @pytest.mark.parametrize("overrides,match", [
     (["data.root=/somewhere"], "data.root='/somewhere' is ignored"),
     (["model.dual_stream=true", "model.grounding=none", "loss.lambda_cfa=1"], "loss.lambda_cfa=1.0.*ignored"),
-    (["model.dual_stream=false", "model.grounding=soft"], "model.grounding='soft' is ignored"),
+    (["model.dual_stream=false", "model.grounding=soft"], "model.grounding='soft'.* ignored: the vanilla model"),
     (["model.dual_stream=false", "model.grounding=none", "loss.lambda_ind=0.5"], "loss.lambda_ind=0.5.*ignored"),
 ])
 def test_5_harmless_but_ignored_settings_give_one_warning(request, overrides, match):

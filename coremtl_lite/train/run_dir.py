@@ -224,12 +224,10 @@ def preflight(cfg: Any) -> list[str]:
     arch = mc.architecture if mc.architecture != "auto" else ("dual_stream" if mc.dual_stream else "vanilla")
     extra = [f"loss.{k}={getattr(lc, k)}" for k in ("lambda_rec", "lambda_ind", "lambda_cfa") if getattr(lc, k) > 0]
     if arch != "dual_stream":
-        if mc.grounding != "none":
-            warnings.append(f"model.grounding={mc.grounding!r} is ignored: the {arch} model has no decoder "
-                            "(set model.grounding=none)")
-        if extra:
-            warnings.append(f"{', '.join(extra)} are ignored: the extra terms of Eq. 16 need the dual-stream model "
-                            f"(model.architecture={mc.architecture}, model.dual_stream={str(mc.dual_stream).lower()})")
+        unused = ([f"model.grounding={mc.grounding!r}"] if mc.grounding != "none" else []) + extra
+        if unused:
+            warnings.append(f"{', '.join(unused)} {'is' if len(unused) == 1 else 'are'} ignored: the {arch} model has "
+                            "no decoder and no extra terms of Eq. 16 (those need the dual-stream model)")
     elif mc.grounding == "none":
         unused = [e for e in extra if not e.startswith("loss.lambda_ind")]
         if unused:
