@@ -1,15 +1,21 @@
-"""The ``coremtl-lite`` command: ``train``, ``evaluate`` and ``demo``.
+"""The ``coremtl-lite`` command: ``train``, ``evaluate``, ``demo``, ``bench``, ``methods``, ``assignments``.
 
 Examples::
 
     coremtl-lite demo                                   # CORE-MTL vs equal weighting, ID/OOD table + HTML report
     coremtl-lite train --profile cpu train.method=pcgrad model.dual_stream=false model.grounding=none
-    coremtl-lite train --config run.json optim.epochs=20 --resume
+    coremtl-lite train --config runs/default/config.json --resume     # continue a run (also after a crash)
+    coremtl-lite methods                                # every method with its options, defaults and paper
     coremtl-lite evaluate runs/default/best.pt --domains source,target,corrupt:fog:3
     torchrun --nproc_per_node=2 -m coremtl_lite.cli train --profile ci   # data parallel (gloo on CPU)
 
 Overrides are ``section.key=value`` (see ``coremtl_lite.config``); the profile defaults to
-``$COREMTL_PROFILE``, else ``gpu`` with CUDA and ``cpu`` without.
+``$COREMTL_PROFILE``, else ``gpu`` with CUDA and ``cpu`` without. Overrides may come before and
+after the options (``train --resume optim.lr=1e-3`` and ``train optim.lr=1e-3 --resume``).
+
+Known failures (a bad config value, an unreadable checkpoint, a run folder in use, a diverged run, a
+full disk) end with one ``coremtl-lite <command>: error: ...`` line naming the file or key and exit
+status 2; a traceback means a bug.
 """
 
 from __future__ import annotations
@@ -48,12 +54,13 @@ DEMO_RUNS: dict[str, tuple[str, ...]] = {
 _EXAMPLES = """examples:
   coremtl-lite demo                                  CORE-MTL vs equal weighting: ID/OOD table + runs/demo/report.html
   coremtl-lite train --profile cpu train.method=pcgrad model.dual_stream=false model.grounding=none
-  coremtl-lite train --config run.json optim.epochs=20 --resume
+  coremtl-lite train --config runs/default/config.json --resume    continue a run (also after a crash)
+  coremtl-lite methods                              every method: its options, their defaults, its paper
   coremtl-lite evaluate runs/default/best.pt --domains source,target,corrupt:fog:3
   torchrun --nproc_per_node=2 -m coremtl_lite.cli train --profile ci    data parallel (gloo on CPU, nccl on CUDA)
 
 Overrides are section.key=value (data.*, model.*, loss.*, optim.*, train.*); an unknown key is an
-error naming the nearest valid one. The profile defaults to $COREMTL_PROFILE, else gpu with CUDA, else cpu.
+error naming the nearest valid one; method options are train.method_options.<name>=value. The profile defaults to $COREMTL_PROFILE, else gpu with CUDA, else cpu.
 """
 
 
@@ -67,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     from coremtl_lite import __version__
 
     p.add_argument("--version", action="version", version=f"coremtl-lite {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="{train,evaluate,demo,bench,assignments,tutorials}")
+    sub = p.add_subparsers(dest="command", metavar="{train,evaluate,demo,bench,methods,assignments,tutorials}")
 
     prof_help = (f"configuration profile, one of {', '.join(PROFILES)} (default: $COREMTL_PROFILE, else gpu "
                  "with CUDA, else cpu)")
@@ -81,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", choices=sorted(PAPER_PRESETS),
                    help="the paper's settings for one of its benchmarks (Appendix F, Table 7) on the paper profile")
     t.add_argument("--resume", action="store_true", help="continue from <train.out_dir>/last.pt if it exists")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace a run already in train.out_dir (without it, or --resume, such a run is an error)")
     t.add_argument("overrides", nargs="*", metavar="section.key=value",
                    help="config overrides, e.g. optim.lr=1e-3 train.method=pcgrad data.eval_domains=source,target")
 
@@ -121,6 +130,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, default=Path("runs/bench"), help="output folder (default: runs/bench)")
     b.add_argument("overrides", nargs="*", metavar="section.key=value",
                    help="overrides applied to every run, e.g. optim.epochs=4 data.train_size=1024")
+
+    m = sub.add_parser("methods", help="list every multi-task method with its options, defaults and paper",
+                       description="Every name accepted by train.method, with the options train.method_options "
+                                   "takes (type = default) and the paper it implements.")
+    m.add_argument("name", nargs="?", help="show one method only")
 
     a = sub.add_parser("assignments", help="generate (or --check) the student versions of the course assignments",
                        description="Strip the nbgrader solution regions and hidden tests from "
@@ -179,15 +193,48 @@ def _config(args: argparse.Namespace) -> Config:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from coremtl_lite.evaluate import format_results, save_results
-    from coremtl_lite.train import Trainer
+    from coremtl_lite.train import CheckpointError, Trainer
+    from coremtl_lite.train.run_dir import (
+        RunDirError,
+        RunLock,
+        check_writable,
+        describe_mismatch,
+        existing_run,
+        preflight,
+        resume_mismatch,
+    )
 
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues the run in train.out_dir and --overwrite replaces it; choose one")
     cfg = _config(args)
     out = Path(cfg.train.out_dir)
     _label(cfg.profile)
+    main_rank = os.environ.get("RANK", "0") == "0"
+    for line in preflight(cfg):  # the whole config, before anything starts
+        if main_rank:
+            print(f"coremtl-lite train: warning: {line}", file=sys.stderr, flush=True)
+    if main_rank:
+        check_writable(out)
+        found = existing_run(out)
+        if found is not None and not (args.resume or args.overwrite):
+            raise RunDirError(f"train.out_dir {str(out)!r} already holds a run ({found}); pass --resume to continue "
+                              "it, --overwrite to replace it, or choose another train.out_dir")
+        saved = out / "config.json"  # the run's config (the trainer checks last.pt itself again)
+        if args.resume and (out / "last.pt").is_file() and saved.is_file():
+            try:
+                diff = resume_mismatch(json.loads(saved.read_text()), cfg.to_dict())
+            except ValueError:
+                diff = {}
+            if diff:
+                raise CheckpointError(describe_mismatch(out / "last.pt", diff))
     _say(f"training {cfg.train.method} on {cfg.data.dataset} (profile {cfg.profile}) -> {out}")
     trainer = Trainer(cfg)
+    if args.overwrite and main_rank and not cfg.train.checkpoint_every:  # the trainer writes no checkpoint and
+        lock = RunLock(out)  # so claims no folder: clear the old run's files here
+        lock.claim(resume=False, overwrite=True)
+        lock.release()
     start = time.perf_counter()
-    trainer.fit(resume=args.resume)
+    trainer.fit(resume=args.resume, overwrite=args.overwrite)
     seconds = time.perf_counter() - start
     results = trainer.evaluate(split="test", use_best=True)
     if trainer.is_main:
@@ -313,6 +360,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_methods(args: argparse.Namespace) -> int:
+    from coremtl_lite.methods.base import describe_methods
+
+    rows = describe_methods()
+    if args.name:
+        rows = [r for r in rows if r["name"] == args.name]
+        if not rows:
+            from coremtl_lite.methods.base import _method_class
+
+            _method_class(args.name)  # raises with the nearest name
+    for r in rows:
+        _say(f"{r['name']:<12} {r['family']:<10} {r['paper']}")
+        for key, (kind, default) in r["options"].items():
+            _say(f"    {key}: {kind or 'any'} = {default!r}")
+    _say("\nset options with train.method_options.<option>=value or train.method_options='{\"option\": value}'; "
+         "torchjd:<Aggregator> runs any aggregator of the installed torchjd")
+    return 0
+
+
 def cmd_assignments(args: argparse.Namespace) -> int:
     from coremtl_lite.assignments import main as assignments_main
 
@@ -338,21 +404,32 @@ def cmd_tutorials(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``coremtl-lite`` console script; returns the exit code."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    from coremtl_lite.train import CheckpointError
+    # overrides after an option (train --resume optim.lr=1e-3) arrive as unknown arguments
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    from coremtl_lite.train import CheckpointError, NonFiniteLossError
+    from coremtl_lite.train.run_dir import RunDirError
 
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo, "bench": cmd_bench,
-                "assignments": cmd_assignments, "tutorials": cmd_tutorials}
+                "methods": cmd_methods, "assignments": cmd_assignments, "tutorials": cmd_tutorials}
+    known = (ConfigError, CheckpointError, RunDirError, NonFiniteLossError, KeyError, ValueError, OSError)
     _plain_warnings()
     try:
         return handlers[args.command](args)
-    except (ConfigError, CheckpointError, KeyError, ValueError, FileNotFoundError, FileExistsError) as err:
+    except known as err:  # a failure the user can act on: one line naming the file or key, exit status 2
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"coremtl-lite {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"coremtl-lite {args.command}: interrupted; continue a training run with --resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
@@ -192,7 +193,9 @@ class TrainConfig:
     """How the one training loop runs: method, seed, device and bookkeeping."""
 
     method: str = "ew"  # how task losses are balanced: a name from coremtl_lite.methods.available()
-    method_options: dict[str, float] = field(default_factory=dict)  # keyword options of the method, e.g. {"alpha": 2}
+    # keyword options of the method, typed by its signature (`coremtl-lite methods` lists them), e.g.
+    # {"alpha": 2}, {"solver": "frank_wolfe"}, {"preference": [0.5, 0.5]}; also train.method_options.alpha=2
+    method_options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:1 | mps
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 with a scaler)
@@ -228,6 +231,7 @@ class Config:
     def validate(self) -> Config:
         if self.profile not in PROFILES:
             raise ConfigError(f"unknown profile {self.profile!r}; choose one of {', '.join(PROFILES)}")
+        validate_config(self)  # finite numbers, out_dir (after the sections' own checks below)
         for section in (self.data, self.model, self.loss, self.optim, self.train):
             section.validate()
         unknown = set(self.loss.task_weights) - set(self.data.tasks)
@@ -244,6 +248,19 @@ class Config:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Config:
         """Rebuild a config from :meth:`to_dict` output (unknown keys are errors)."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"a config must be a JSON object, got {type(raw).__name__}")
+        sections = [f.name for f in fields(cls) if f.name != "profile"]
+        for sec, sub in raw.items():
+            if sec == "profile":
+                if not isinstance(sub, str):
+                    raise ConfigError(f"config key 'profile' must be a string, got {sub!r}")
+            elif sec not in sections:
+                near = difflib.get_close_matches(sec, sections, n=1)
+                raise ConfigError(f"unknown config section {sec!r}" + (f"; did you mean {near[0]!r}?" if near else "")
+                                  + f" (sections: profile, {', '.join(sections)})")
+            elif not isinstance(sub, dict):
+                raise ConfigError(f"config section {sec!r} must be a JSON object of keys, got {json.dumps(sub)}")
         cfg = get_config(raw.get("profile", "cpu"))
         overrides = [f"{sec}.{k}={json.dumps(v)}" for sec, sub in raw.items() if isinstance(sub, dict)
                      for k, v in sub.items()]
@@ -386,7 +403,9 @@ def _coerce(raw: str, annotation: Any, key: str) -> Any:
     if ann.startswith("dict"):
         if not isinstance(value, dict):
             raise ConfigError(f"{key} expects a JSON object, e.g. {key}='{{\"depth\": 2.0}}'")
-        return {str(k): float(v) for k, v in value.items()}
+        if ann == "dict[any]":  # method options: typed later from the method's signature (methods/base.py)
+            return dict(value)
+        return {str(k): _finite(v, f"{key}[{k!r}]") for k, v in value.items()}
     if ann == "bool":
         if isinstance(value, bool):
             return value
@@ -400,12 +419,21 @@ def _coerce(raw: str, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key} expects an integer, got {raw!r}")
         return int(value)
     if ann == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} expects a number, got {raw!r}")
-        return float(value)
+        return _finite(value, key)
     if "None" in ann and (value is None or text.lower() == "none"):
         return None
+    if value is None or isinstance(value, (dict, list)):
+        raise ConfigError(f"{key} expects a string, got {raw!r}")
     return str(value) if not isinstance(value, str) else value
+
+
+def _finite(value: Any, key: str) -> float:
+    """A finite float, else a :class:`ConfigError` naming ``key`` (JSON's NaN and Infinity included)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} expects a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value}")
+    return float(value)
 
 
 def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
@@ -421,8 +449,18 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
         if key == "profile":
             raise ConfigError("choose the profile with get_config(profile=...) or --profile, not an override")
         if key not in valid:
-            near = difflib.get_close_matches(key, valid, n=1) or difflib.get_close_matches(
-                key.split(".")[-1], [k.split(".")[-1] for k in valid], n=1)
+            if key.startswith("train.method_options."):  # one option: train.method_options.alpha=2
+                name = key.split(".", 2)[2]
+                try:
+                    value = json.loads(raw)
+                except json.JSONDecodeError:
+                    value = raw.strip()
+                cfg.train.method_options = {**cfg.train.method_options, name: value}
+                continue
+            near = difflib.get_close_matches(key, valid, n=1)
+            if not near:  # a bare or mistyped key name (lr=1): match the part after the section
+                by_name = {k.split(".")[-1]: k for k in valid}
+                near = [by_name[n] for n in difflib.get_close_matches(key.split(".")[-1], list(by_name), n=1)]
             hint = f"; did you mean {near[0]!r}?" if near else ""
             raise ConfigError(f"unknown config key {key!r}{hint}")
         section_name, name = key.split(".")
@@ -437,7 +475,7 @@ def _type_name(annotation: Any) -> str:
     if origin is tuple:
         return "tuple"
     if origin is dict:
-        return "dict"
+        return "dict[any]" if typing.get_args(annotation)[1:] == (Any,) else "dict"
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return _type_name(args[0]) + " | None"
@@ -459,3 +497,31 @@ def _choice(section: Any, name: str, options: tuple[str, ...]) -> None:
 
 def _section_name(section: Any) -> str:
     return type(section).__name__.replace("Config", "").lower()
+
+
+# ------------------------------------------------------------------------------- whole-config checks
+def validate_config(cfg: Config) -> None:
+    """Checks across every section that the sections' own ``validate`` do not make.
+
+    Every float field (and every loss weight) is finite, whatever built the config (JSON's ``NaN`` and
+    ``Infinity``, or Python); ``train.out_dir`` is a non-empty path; ``train.seed`` is a valid seed.
+    """
+    for section in fields(cfg):
+        sub = getattr(cfg, section.name)
+        if not is_dataclass(sub):
+            continue
+        for f in fields(sub):
+            value, key = getattr(sub, f.name), f"{section.name}.{f.name}"
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{key} must be a finite number, got {value}")
+            if isinstance(value, dict) and key != "train.method_options":
+                for k, v in value.items():
+                    if isinstance(v, float) and not math.isfinite(v):
+                        raise ConfigError(f"{key}[{k!r}] must be a finite number, got {v}")
+    out = cfg.train.out_dir
+    if not isinstance(out, str) or not out.strip() or out.strip().lower() in ("none", "null"):
+        raise ConfigError(f"train.out_dir must name a folder, got {out!r}")
+    if not 0 <= cfg.train.seed < 2**63:  # torch.manual_seed's range
+        raise ConfigError(f"train.seed must be an integer in [0, 2**63), got {cfg.train.seed}")
+    if not isinstance(cfg.train.method_options, dict):
+        raise ConfigError(f"train.method_options must be a JSON object, got {cfg.train.method_options!r}")

@@ -64,9 +64,14 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"results file {str(path)!r} does not exist")
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"results file {str(path)!r} is not valid JSON: {err}") from err
-    return data if isinstance(data, dict) and "results" in data else {"results": data}
+    payload = data if isinstance(data, dict) and "results" in data else {"results": data}
+    results = payload["results"]
+    if not isinstance(results, dict) or not all(isinstance(v, dict) for v in results.values()):
+        raise ValueError(f"results file {str(path)!r} holds no {{domain or task: {{...}}}} results "
+                         f"(found {type(results).__name__})")
+    return payload
 
 
 def _jsonable(value: Any) -> Any:

@@ -4,8 +4,9 @@ Needs Cityscapes prepared by ``prepare_mtan.py --dataset cityscapes`` (raw data:
 The corruptions (contrast, defocus_blur, fog, gaussian_noise) follow Hendrycks & Dietterich (2019) /
 ``imagecorruptions`` (Michaelis et al., 2019) and are implemented in ``coremtl_lite.data.corruptions``;
 they are applied at the stored 128x256 resolution with per-image seeds (``--seed``), so the set is
-reproducible. Labels and depth are copied. Output: ``<out>/<corruption>/<severity>/{image,label_7,depth}``.
-Re-running skips identical files; differing ones need ``--force``.
+reproducible. Labels and depth are copied. Output: ``<out>/<corruption>/<severity>/{image,label_7,depth}``,
+separate from the Cityscapes folder. Re-running skips identical files; differing ones, and files an
+earlier run left that this one would not write, need ``--force``.
 
     python data_scripts/prepare_cityscapes_c.py --cityscapes data/cityscapes --out data/cityscapes_c
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PrepareError, copy_file, progress, write_npy  # noqa: E402
+from _common import PrepareError, check_separate, copy_file, plan_outputs, progress, write_npy  # noqa: E402
 
 CORRUPTION_NAMES = ("contrast", "defocus_blur", "fog", "gaussian_noise")
 
@@ -31,19 +32,25 @@ def prepare(cityscapes: Path, out: Path, corruptions=CORRUPTION_NAMES, severitie
     from coremtl_lite.data.corruptions import corrupt
     from coremtl_lite.data.real import Cityscapes
 
+    check_separate(out, cityscapes=cityscapes)
     val = Cityscapes(cityscapes, "val")  # raises naming any missing folder
     for c in corruptions:
         if c not in CORRUPTION_NAMES:
             raise PrepareError(f"unknown corruption {c!r}; choose from {CORRUPTION_NAMES}")
+    bad = [s for s in severities if isinstance(s, bool) or int(s) != s or not 1 <= int(s) <= 5]
+    if bad:
+        raise PrepareError(f"severities must be integers 1..5, got {bad}")
     jobs = [(c, s, i) for c in corruptions for s in severities for i in range(len(val))]
+    plan_outputs({out / c / str(s) / sub / f"{i}.npy" for c, s, i in jobs for sub in ("image", "label_7", "depth")},
+                 force)
     for c, s, i in progress(jobs, "cityscapes-c", quiet):
-        image = val[i]["image"]
+        image = val[i]["image"]  # checked by the loader (labels, value ranges)
         seeds = torch.tensor([seed * 1_000_003 + i])
         x = corrupt(image[None], c, int(s), seeds=seeds)[0]
         folder = out / c / str(s)
         write_npy(folder / "image" / f"{i}.npy", x.permute(1, 2, 0).numpy().astype(np.float32), force)
-        for sub in ("label_7", "depth"):
-            copy_file(val.folder / sub / f"{i}.npy", folder / sub / f"{i}.npy", force)
+        for key, sub in (("segmentation", "label_7"), ("depth", "depth")):
+            copy_file(val.folder / val.keys[key] / f"{i}.npy", folder / sub / f"{i}.npy", force)
     return len(jobs)
 
 

@@ -68,6 +68,9 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert payload["results"]["source"] == saved["results"]["source"]
     assert payload["delta_m"]["source"] == pytest.approx(0.0, abs=1e-9)
     assert main(["evaluate", str(tmp_path / "nope.pt")]) == 2
+    (tmp_path / "list.json").write_text("[1, 2]")  # a reference that is no results file: one error line
+    assert main(["evaluate", str(out / "best.pt"), "--reference", str(tmp_path / "list.json")]) == 2
+    assert "list.json" in capsys.readouterr().err
 
 
 def test_config_file_errors_name_the_file(tmp_path, capsys):

@@ -121,3 +121,20 @@ def test_paper_preset_values_follow_table7():
     assert (celeba.data.batch_size, celeba.optim.epochs, celeba.loss.lambda_cfa) == (256, 50, 0.0)
     with pytest.raises(C.ConfigError, match="unknown paper benchmark"):
         C.paper_config("imagenet")
+
+
+def test_method_options_keep_strings_and_lists_and_round_trip(tmp_path):
+    cfg = C.get_config("ci", ["train.method=mgda", "train.method_options.solver=frank_wolfe",
+                              "train.method_options.eps=0.01"])
+    assert cfg.train.method_options == {"solver": "frank_wolfe", "eps": 0.01}
+    cfg.to_json(tmp_path / "c.json")
+    assert C.Config.from_dict(json.loads((tmp_path / "c.json").read_text())) == cfg
+    pref = C.get_config("ci", ['train.method_options={"preference": [0.5, 0.5], "normalize": "log_nadir"}'])
+    assert pref.train.method_options == {"preference": [0.5, 0.5], "normalize": "log_nadir"}
+
+
+def test_a_bare_key_suggests_the_full_key():
+    with pytest.raises(C.ConfigError, match="did you mean 'optim.lr'"):
+        C.get_config("ci", ["lr=1"])
+    with pytest.raises(C.ConfigError, match="did you mean 'train.seed'"):
+        C.get_config("ci", ["seed=1"])

@@ -47,8 +47,9 @@ def _mtan(root: Path, folders: dict, hw, counts=None, n_classes=7):
                     a = rng.integers(-1, n_classes, hw).astype(np.float32)
                 elif f == "depth":
                     a = rng.random((*hw, 1), dtype=np.float32) * 10
-                else:
-                    a = rng.normal(size=(*hw, 3)).astype(np.float32)
+                else:  # unit normals, as MTAN stores them (components in [-1, 1])
+                    a = rng.normal(size=(*hw, 3))
+                    a = (a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32)
                 np.save(root / split / f / f"{i}.npy", a)
     return root
 

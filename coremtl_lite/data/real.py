@@ -5,13 +5,20 @@ Nothing is downloaded: the raw data comes from the official pages and is prepare
 
 * NYUv2 (LibMTL / MTAN preprocessing, 288x384): ``<root>/{train,val}/{image,label,depth,normal}/<i>.npy``
   with ``image`` (H,W,3) in [0,1], ``label`` (H,W) in 0..12 or -1, ``depth`` (H,W,1), ``normal`` (H,W,3).
-* Cityscapes (MTAN, 128x256): ``<root>/{train,val}/{image,label_7,depth}/<i>.npy``, 7 classes, -1 void.
+* Cityscapes (MTAN, 128x256): ``<root>/{train,val}/{image,label_7,depth}/<i>.npy``, 7 classes, -1 void;
+  LibMTL's copy of the same data names the label folder ``label`` (both layouts load).
 * GTA5 (``data_scripts/prepare_gta5.py``): the Cityscapes layout (``depth`` only if provided).
 * Cityscapes-C (``data_scripts/prepare_cityscapes_c.py``): ``<root>/<corruption>/<severity>/{image,label_7,depth}``.
 * Colored-Cityscapes (paper Appendix I): Cityscapes recoloured by class on the fly
   (:func:`recolor_by_class`; ``data_scripts/prepare_colored_cityscapes.py`` can write it to disk).
 * CelebA: ``<root>/list_attr_celeba.txt``, ``<root>/list_eval_partition.txt`` and the aligned images in
   ``<root>/img_align_celeba/`` (or 128x128 PNGs in ``<root>/images_128/`` from ``prepare_celeba.py``).
+
+Every sample is checked when read, and an error names the file: ``image`` finite and in [0, 1] (or
+0..255, then divided by 255); ``label`` integer class ids in [0, num_classes) or -1 (void), no NaN;
+``depth`` finite and >= 0 (0 = invalid); ``normal`` finite with components in [-1, 1]; no strings or
+complex numbers. A folder's files must be exactly ``0.npy .. <N-1>.npy`` in every key folder (an extra
+or misnamed file is reported as such, not as a missing one).
 
 The LibMTL convention is kept: NYUv2 and Cityscapes have no separate test set, so ``val`` is the held-out
 split used for both validation and test. Sibling datasets (the Cityscapes target of GTA5, Cityscapes-C)
@@ -56,6 +63,43 @@ def load_npy(path: Path, expect_ndim: tuple[int, ...] | None = None) -> np.ndarr
     return arr
 
 
+#: tolerance on the documented value ranges (float32 round-off of stored arrays)
+RANGE_TOL = 1e-3
+
+
+def check_values(arr: np.ndarray, path: Path, key: str, num_classes: int | None = None) -> np.ndarray:
+    """Check a loaded array against the documented range of its ``key``; return it as float32/int64.
+
+    ``key`` is ``image`` ([0, 1] or 0..255), ``segmentation`` (ids in [0, num_classes) or -1),
+    ``depth`` (>= 0) or ``normal`` (components in [-1, 1]). Errors name the file and what is wrong.
+    """
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"data file {path} holds {arr.dtype} values; {key} needs real numbers")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"data file {path} holds {int((~np.isfinite(arr)).sum())} NaN/inf values ({key})")
+    if key == "segmentation":
+        if arr.dtype.kind == "f" and not np.array_equal(arr, np.rint(arr)):
+            raise ValueError(f"data file {path} holds non-integer class ids (labels must be whole numbers)")
+        ids = arr.astype(np.int64)
+        bad = (ids < -1) | (ids >= num_classes)
+        if bad.any():
+            raise ValueError(f"data file {path} holds class ids {sorted(set(ids[bad].tolist()))[:5]} outside "
+                             f"[0, {num_classes}) and -1 (void)")
+        return ids
+    arr = arr.astype(np.float32, copy=False)
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if key == "image":
+        if lo < -RANGE_TOL or hi > 255.0 + RANGE_TOL or 1.0 + RANGE_TOL < hi <= 1.5:
+            raise ValueError(f"data file {path} holds image values in [{lo:.4g}, {hi:.4g}]; expected [0, 1] "
+                             "(or 0..255)")
+        return arr / 255.0 if hi > 1.5 else arr
+    if key == "depth" and lo < 0.0:
+        raise ValueError(f"data file {path} holds negative depth {lo:.4g}; depth must be >= 0 (0 = invalid)")
+    if key == "normal" and max(-lo, hi) > 1.0 + RANGE_TOL:
+        raise ValueError(f"data file {path} holds normal components in [{lo:.4g}, {hi:.4g}]; expected [-1, 1]")
+    return arr
+
+
 def _chw(arr: np.ndarray) -> torch.Tensor:
     t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     return t.permute(2, 0, 1).contiguous() if t.dim() == 3 else t[None]
@@ -77,9 +121,22 @@ class NpyFolder:
             if not (self.folder / sub).is_dir():
                 raise FileNotFoundError(f"missing folder {self.folder / sub} for {key!r}")
         self.keys, self.task_info, self.transform = keys, task_info, transform
-        self.length = len(list((self.folder / "image").glob("*.npy")))
+        names = {p.name for p in (self.folder / "image").iterdir() if p.name.endswith(".npy")}
+        self.length = len(names)
         if self.length == 0:
             raise FileNotFoundError(f"no .npy images in {self.folder / 'image'}")
+        expected = {f"{i}.npy" for i in range(self.length)}
+        for sub in ("image", *keys.values()):
+            have = names if sub == "image" else {p.name for p in (self.folder / sub).iterdir()
+                                                  if p.name.endswith(".npy")}
+            extra, missing = sorted(have - expected), sorted(expected - have, key=lambda n: int(n[:-4]))
+            if extra:
+                raise ValueError(f"{self.folder / sub} holds files outside 0.npy..{self.length - 1}.npy: "
+                                 f"{', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''} (an extra, misnamed or "
+                                 "temporary file; remove it)")
+            if missing:
+                raise FileNotFoundError(f"missing data file: {self.folder / sub / missing[0]}"
+                                        f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}")
 
     def __len__(self) -> int:
         return self.length
@@ -90,11 +147,11 @@ class NpyFolder:
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self!r}")
-        image = load_npy(self.folder / "image" / f"{index}.npy", (3,))
+        ipath = self.folder / "image" / f"{index}.npy"
+        image = load_npy(ipath, (3,))
         if image.shape[-1] != 3:
-            raise ValueError(f"data file {self.folder / 'image' / f'{index}.npy'} is not (H, W, 3): {image.shape}")
-        if image.max() > 1.5:  # stored as 0..255
-            image = image / 255.0
+            raise ValueError(f"data file {ipath} is not (H, W, 3): {image.shape}")
+        image = check_values(image, ipath, "image")  # 0..255 is divided by 255
         out: dict[str, Any] = {"image": _chw(image).clamp(0.0, 1.0)}
         hw = image.shape[:2]
         for key, sub in self.keys.items():
@@ -102,10 +159,15 @@ class NpyFolder:
             arr = load_npy(path, (2, 3))
             if arr.shape[:2] != hw:
                 raise ValueError(f"data file {path} has shape {arr.shape}, the image is {hw}")
+            if key in ("segmentation", "depth") and arr.size != hw[0] * hw[1]:
+                raise ValueError(f"data file {path} has shape {arr.shape}; {key} needs one value per pixel {hw}")
+            if key == "normal" and arr.shape != (*hw, 3):
+                raise ValueError(f"data file {path} has shape {arr.shape}; normal needs {(*hw, 3)}")
+            arr = check_values(arr, path, key, self.task_info.get(key, {}).get("num_classes"))
             if key == "segmentation":
-                out[key] = torch.from_numpy(np.rint(arr.reshape(hw)).astype(np.int64)).clamp_min(-1)
+                out[key] = torch.from_numpy(arr.reshape(hw))
             elif key == "depth":
-                out[key] = _chw(arr.reshape(*hw, 1)).clamp_min(0.0)
+                out[key] = _chw(arr.reshape(*hw, 1))
             elif key == "normal":
                 n = _chw(arr)
                 norm = n.norm(dim=0, keepdim=True)
@@ -122,16 +184,22 @@ def NYUv2(root: str | Path, split: str = "train") -> NpyFolder:  # noqa: N802 - 
                       "normal": {"kind": "normal"}})
 
 
+def label_folder(folder: Path) -> str:
+    """The 7-class label folder of a Cityscapes-layout split: ``label_7`` (MTAN) or ``label`` (LibMTL)."""
+    return "label" if not (folder / "label_7").is_dir() and (folder / "label").is_dir() else "label_7"
+
+
 def Cityscapes(root: str | Path, split: str = "train", transform=None) -> NpyFolder:  # noqa: N802
-    """Cityscapes in the MTAN layout: 7-class segmentation and depth at 128x256."""
-    return NpyFolder(Path(root) / _split(split), {"segmentation": "label_7", "depth": "depth"},
-                     _cityscapes_info(), transform)
+    """Cityscapes in the MTAN layout (``label_7/``) or LibMTL's (``label/``): 7-class segmentation and
+    depth at 128x256."""
+    folder = Path(root) / _split(split)
+    return NpyFolder(folder, {"segmentation": label_folder(folder), "depth": "depth"}, _cityscapes_info(), transform)
 
 
 def GTA5(root: str | Path, split: str = "train") -> NpyFolder:  # noqa: N802
     """GTA5 prepared by ``data_scripts/prepare_gta5.py``: 7 Cityscapes categories (+ depth if provided)."""
     folder = Path(root) / _split(split)
-    keys = {"segmentation": "label_7"}
+    keys = {"segmentation": label_folder(folder)}
     info = {"segmentation": _cityscapes_info()["segmentation"]}
     if (folder / "depth").is_dir():
         keys["depth"], info["depth"] = "depth", {"kind": "depth"}
@@ -140,8 +208,8 @@ def GTA5(root: str | Path, split: str = "train") -> NpyFolder:  # noqa: N802
 
 def CityscapesC(root: str | Path, corruption: str, severity: int) -> NpyFolder:  # noqa: N802
     """Cityscapes-C: Cityscapes val under one of four corruptions at severity 1-5 (prepare_cityscapes_c.py)."""
-    return NpyFolder(Path(root) / corruption / str(int(severity)), {"segmentation": "label_7", "depth": "depth"},
-                     _cityscapes_info())
+    folder = Path(root) / corruption / str(int(severity))
+    return NpyFolder(folder, {"segmentation": label_folder(folder), "depth": "depth"}, _cityscapes_info())
 
 
 def recolor_by_class(image: torch.Tensor, segmentation: torch.Tensor, permuted: bool = False) -> torch.Tensor:
@@ -247,6 +315,9 @@ def read_celeba_attributes(path: Path) -> tuple[tuple[str, ...], dict[str, np.nd
             vals = np.array([int(v) for v in parts[1:]], dtype=np.float32)
             if len(vals) != len(names):
                 raise ValueError(f"line for {parts[0]} has {len(vals)} values, expected {len(names)}")
+            if not np.isin(vals, (-1.0, 1.0)).all():
+                raise ValueError(f"line for {parts[0]} holds values other than 1 and -1: "
+                                 f"{sorted(set(vals.tolist()) - {-1.0, 1.0})}")
             rows[parts[0]] = (vals > 0).astype(np.float32)
     except (ValueError, IndexError) as e:
         raise ValueError(f"corrupt attribute file {path}: {e}") from e
@@ -321,7 +392,11 @@ def build_real_splits(data_cfg: Any) -> Splits:
     tests = {}
     for d in data_cfg.eval_domains:
         if d.startswith("corrupt:"):
-            _, corr, sev = d.split(":")
+            parts = d.split(":")
+            if len(parts) != 3 or not parts[2].isdigit():
+                raise ValueError(f"evaluation domain {d!r} must read corrupt:<corruption>:<severity 1-5>, e.g. "
+                                 "corrupt:fog:3")
+            _, corr, sev = parts
             tests[d] = CityscapesC(root.parent / "cityscapes_c", corr, int(sev))
         else:
             tests[_check_domain(d, ("source",), name)] = Cityscapes(root, "val")

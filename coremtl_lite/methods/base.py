@@ -186,19 +186,121 @@ def available() -> list[str]:
 def build_method(name: str, task_names: Sequence[str], **options) -> Method:
     """Instantiate the method registered as ``name`` for the given tasks.
 
+    ``options`` are checked and typed against the method's constructor (:func:`coerce_options`), so
+    JSON / command-line values work: ``{"solver": "frank_wolfe"}``, ``{"preference": "0.3,0.7"}``.
     ``"torchjd:<Name>"`` wraps the torchjd aggregator ``<Name>`` (see ``methods/torchjd_adapter.py``).
     """
     if name.startswith("torchjd:"):
         from coremtl_lite.methods.torchjd_adapter import TorchJDAggregator
 
         return TorchJDAggregator(task_names, name.split(":", 1)[1], **options)
+    return _method_class(name)(task_names, **coerce_options(name, options))
+
+
+def _method_class(name: str) -> type[Method]:
     if name not in _REGISTRY:
         import difflib
 
         near = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         hint = f"; did you mean {near[0]!r}?" if near else ""
         raise KeyError(f"unknown method {name!r}{hint} Available: {', '.join(available())}")
-    return _REGISTRY[name](task_names, **options)
+    return _REGISTRY[name]
+
+
+# ------------------------------------------------------------------------- typed method options
+def method_options(name: str) -> dict[str, tuple[str, object]]:
+    """``{option: (type, default)}`` of a registered method, read from its constructor's signature.
+
+    A constructor that forwards ``**options`` (e.g. MGDA-UB to MGDA) also takes its parent's options.
+    The type is the annotation as written (``"float"``, ``"str"``, ``"Sequence[float] | None"``).
+    """
+    import inspect
+
+    out: dict[str, tuple[str, object]] = {}
+    for cls in _method_class(name).__mro__:
+        if cls in (nn.Module, object) or "__init__" not in vars(cls):
+            continue
+        params = inspect.signature(cls.__init__).parameters.values()
+        for p in params:
+            if p.name in ("self", "task_names") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+            out.setdefault(p.name, (ann if p.annotation is not p.empty else "", p.default))
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return out
+
+
+def coerce_options(name: str, options: dict[str, object]) -> dict[str, object]:
+    """Check ``options`` against :func:`method_options` and convert each to its declared type.
+
+    Raises :class:`coremtl_lite.config.ConfigError` naming the method and the bad key: an unknown
+    option (with the nearest valid one), or a value of the wrong type. Numbers must be finite; a list
+    of floats may also be given as ``"0.3,0.7"``.
+    """
+    import difflib
+    import math
+
+    from coremtl_lite.config import ConfigError
+
+    known = method_options(name)
+    out = {}
+    for key, value in options.items():
+        if key not in known:
+            near = difflib.get_close_matches(key, list(known), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            valid = ", ".join(known) or "none"
+            raise ConfigError(f"method {name!r} has no option {key!r}{hint} (its options: {valid})")
+        kind, where = known[key][0].replace(" ", ""), f"method {name!r} option {key!r}"
+        if value is None and "None" in kind:
+            out[key] = None
+        elif kind.startswith("bool"):
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                value = value.lower() == "true"
+            if not isinstance(value, bool) and value not in (0, 1):
+                raise ConfigError(f"{where} expects true/false, got {value!r}")
+            out[key] = bool(value)
+        elif kind.startswith("int"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+                raise ConfigError(f"{where} expects an integer, got {value!r}")
+            out[key] = int(value)
+        elif kind.startswith("float"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"{where} expects a finite number, got {value!r}")
+            out[key] = float(value)
+        elif kind.startswith("str"):
+            if not isinstance(value, str):
+                raise ConfigError(f"{where} expects a string, got {value!r}")
+            out[key] = value
+        elif kind.startswith("Sequence[float]"):
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v.strip()]
+            try:
+                vals = [float(v) for v in value]  # type: ignore[union-attr]
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where} expects a list of numbers, e.g. [0.5, 0.5], got {value!r}") from None
+            if not all(math.isfinite(v) for v in vals) or any(isinstance(v, bool) for v in value):
+                raise ConfigError(f"{where} expects finite numbers, got {value!r}")
+            out[key] = vals
+        else:  # an annotation this check does not know: passed on as given
+            out[key] = value
+    return out
+
+
+def describe_methods() -> list[dict[str, object]]:
+    """One entry per registered method: ``name``, ``family`` (weighting / aggregator / other), ``paper``
+    (the reference at the start of its docstring) and ``options`` (:func:`method_options`)."""
+    rows = []
+    for name in available():
+        cls = _REGISTRY[name]
+        import re
+
+        text = " ".join((cls.__doc__ or "").split())
+        found = re.match(r"(.*?\))[:.]", text)  # up to the reference in brackets: "PCGrad (Yu et al. 2020, ...)"
+        paper = found.group(1) if found else text.split(". ")[0]
+        family = "aggregator" if issubclass(cls, Aggregator) else "weighting" if issubclass(cls, Weighting) else "other"
+        rows.append({"name": name, "family": family, "paper": paper, "options": method_options(name)})
+    return rows
 
 
 @register("ew")

@@ -55,9 +55,12 @@ from coremtl_lite.train.cache import DEFAULT_CACHE_BYTES, maybe_cache
 from coremtl_lite.train.checkpoint import (
     CheckpointError,
     atomic_write,
+    check_fields,
+    check_finite_model,
     load_checkpoint,
     rng_state,
     save_checkpoint,
+    selectable,
     set_rng_state,
 )
 from coremtl_lite.train.distributed import (
@@ -72,6 +75,7 @@ from coremtl_lite.train.distributed import (
 from coremtl_lite.train.evaluation import Results, evaluate_datasets, relative_score, to_device
 from coremtl_lite.train.grad_log import term_gradient_stats
 from coremtl_lite.train.history import History
+from coremtl_lite.train.run_dir import RunLock, describe_mismatch, resume_mismatch
 from coremtl_lite.train.schedule import lr_factor
 
 LAST = "last.pt"
@@ -179,7 +183,9 @@ class Trainer:
             self.objective.to(device)
         try:
             self.method = build_method(tc.method, self.task_names, **tc.method_options).to(device)
-        except TypeError as err:  # an option the method's constructor does not take
+        except ConfigError as err:  # an unknown option or a value of the wrong type: the message names both
+            raise ConfigError(f"train.method_options: {err}") from None
+        except (TypeError, ValueError) as err:  # a value the method's constructor refuses
             raise ConfigError(f"train.method_options={tc.method_options} do not fit method {tc.method!r}: {err}") from err
 
         groups = [{"params": list(self.model.parameters()), "weight_decay": cfg.optim.weight_decay}]
@@ -279,15 +285,41 @@ class Trainer:
         return loss_fn
 
     # ------------------------------------------------------------------------------------ training
-    def fit(self, resume: bool = False, stop_at_epoch: int | None = None) -> History:
+    def fit(self, resume: bool = False, stop_at_epoch: int | None = None, overwrite: bool = True) -> History:
         """Train until ``optim.epochs`` (or ``stop_at_epoch`` epochs in total, with the schedule still
         spanning ``optim.epochs``); return the :class:`History`.
 
         ``resume=True`` first loads ``<train.out_dir>/last.pt`` when it exists (see :meth:`resume`).
-        Raises :class:`NonFiniteLossError` when a loss turns NaN/inf (no checkpoint is written then).
+        The run folder is locked while training (``train/run_dir.py``); ``config.json`` is written when
+        the run starts. A folder that already holds another run is replaced when ``overwrite`` (the
+        default of the Python API, where notebooks re-run cells) and refused otherwise (the command
+        line without ``--overwrite``). Raises :class:`NonFiniteLossError` when a loss turns NaN/inf and
+        :class:`~coremtl_lite.train.checkpoint.NonFiniteStateError` when the weights diverge; no
+        checkpoint is written then.
         """
+        lock = self._claim_run_dir(resume, overwrite)
+        try:
+            return self._fit(resume, stop_at_epoch)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _claim_run_dir(self, resume: bool, overwrite: bool) -> RunLock | None:
+        """Lock ``train.out_dir`` (rank 0), refuse or clear an earlier run there, write ``config.json``."""
+        if not self.is_main or not self.cfg.train.checkpoint_every:
+            return None
+        lock = RunLock(self.out_dir)
+        ours = self.step > 0 or self.epoch > 0  # this trainer already trained there: continuing its own run
+        lock.claim(resume=resume or ours, overwrite=overwrite)
+        return lock
+
+    def _fit(self, resume: bool, stop_at_epoch: int | None) -> History:
         if resume and (self.out_dir / LAST).is_file():
-            self.resume(self.out_dir / LAST)
+            self.resume(self.out_dir / LAST)  # refuses a checkpoint of another experiment
+        if self.is_main and self.cfg.train.checkpoint_every:  # the run's config (and history), as soon as it starts
+            atomic_write(self.out_dir / "config.json", lambda fh: fh.write(json.dumps(self.cfg.to_dict(), indent=2).encode()))
+            if self.history.epochs:  # a kill between last.pt and history.json left the older history
+                atomic_write(self.out_dir / "history.json", lambda fh: fh.write(self.history.to_json().encode()))
         from tqdm.auto import tqdm
 
         end = self.cfg.optim.epochs if stop_at_epoch is None else min(stop_at_epoch, self.cfg.optim.epochs)
@@ -543,12 +575,15 @@ class Trainer:
 
     def _evaluate_epoch(self, rec: dict[str, Any]) -> None:
         """Validation (model selection: Δm% against the trivial predictors) and every test domain."""
+        # a diverged model (NaN/inf or absurdly large weights) stops the run here, before it can become
+        # best.pt or last.pt: the checkpoints on disk keep the last good weights
+        check_finite_model(self.model.state_dict(), f"epoch {self.epoch} to {str(self.out_dir)!r}")
         val = self.evaluate(split="val", use_best=False)["val"]
         if self._val_reference is None:  # a fixed reference: the trivial predictors on the validation split
             self._val_reference = self.evaluate_trivial(split="val")["val"]
         score = relative_score(val, self._val_reference, self.directions())
         rec["val"], rec["score"] = val, score
-        if score > self.best_score:
+        if score > self.best_score and selectable(score, val):  # a non-finite score never becomes best
             self.best_score, self.best_epoch = score, self.epoch
             self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
             if self.cfg.train.checkpoint_every and self.is_main:
@@ -595,12 +630,14 @@ class Trainer:
         numbers as an uninterrupted run with the same seed (model, optimiser, method, objective, the
         objective's generator, Python/NumPy/torch RNGs, step, epoch, history, model selection)."""
         state = load_checkpoint(path, map_location="cpu")
-        saved_cfg = json.loads(state["config"])
-        now = self.cfg.to_dict()
-        for section in ("data", "model", "loss", "optim"):
-            if saved_cfg.get(section) != json.loads(json.dumps(now[section])):
-                raise CheckpointError(f"checkpoint {str(path)!r} was written with a different {section!r} config; "
-                                      f"saved {saved_cfg.get(section)} vs now {now[section]}")
+        check_fields(state, path, self.cfg.optim.epochs)
+        try:
+            saved_cfg = json.loads(state["config"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"checkpoint {str(path)!r} holds no readable config: {err}") from err
+        diff = resume_mismatch(saved_cfg, self.cfg.to_dict())  # every field that changes the numbers
+        if diff:
+            raise CheckpointError(describe_mismatch(path, diff))
         try:
             self.model.load_state_dict(state["model"])
             self.method.load_state_dict(state["method"])
@@ -634,7 +671,12 @@ class Trainer:
         from coremtl_lite.config import apply_overrides
 
         state = load_checkpoint(path)
-        cfg = apply_overrides(Config.from_dict(json.loads(state["config"])), list(overrides))
+        try:
+            raw = json.loads(state["config"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"checkpoint {str(path)!r} holds no readable config: {err}") from err
+        cfg = apply_overrides(Config.from_dict(raw), list(overrides))
+        check_fields(state, path, cfg.optim.epochs)
         trainer = cls(cfg, **kwargs)
         if "optimizer" in state:
             trainer.resume(path)
