@@ -17,6 +17,7 @@ noise are global.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -24,8 +25,8 @@ from torch import Tensor, nn
 
 from coremtl_lite.diagnostics.streams import is_dual_stream, model_output
 
-__all__ = ["counterfactual_errors", "counterfactual_grid", "default_perceptual", "plot_counterfactual_gallery",
-           "plot_true_vs_model", "swap_gain", "true_counterfactual_grid"]
+__all__ = ["counterfactual_errors", "counterfactual_grid", "default_perceptual", "grounding_scores",
+           "plot_counterfactual_gallery", "plot_true_vs_model", "psnr", "swap_gain", "true_counterfactual_grid"]
 
 
 def _require_decoder(model: nn.Module) -> None:
@@ -208,3 +209,74 @@ def plot_true_vs_model(model_grid: Tensor, true_grid: Tensor, pairs: Sequence[tu
     if errors:
         title += f" -- mean L1 {errors['l1']:.3f}"
     return image_grid(panels, titles, cols=3, title=title, panel_size=panel_size)
+
+
+def psnr(a: Tensor, b: Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of two image batches in [0, 1]: 10 log10(1 / MSE)."""
+    mse = float((a.float() - b.float()).pow(2).mean())
+    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+@torch.no_grad()
+def grounding_scores(model: nn.Module, scenes, indices: Sequence[int], mean_image: Tensor) -> dict[str, float]:
+    """How well the grounding decoder reconstructs, and whether its counterfactuals are what they claim.
+
+    For the scenes ``indices`` of a ShadedScenes split, with donor ``j`` = the next index (cyclically):
+
+    * ``psnr_recon`` -- PSNR of D(z_s(x), z_p(x)) against x, next to the two trivial reconstructions
+      ``psnr_mean_image`` (the training set's mean image, ``mean_image`` (3, H, W)) and ``psnr_own_mean``
+      (each image's own mean colour);
+    * ``psnr_cf_true`` -- PSNR of the counterfactual D(z_s(x_i), z_p(x_j)) against the true counterfactual
+      render(s_i, r_j), and ``psnr_recon_true`` -- the plain reconstruction of x_i against the same truth;
+      ``cf_gain_db`` = their difference (> 0: the donor's code moves the image towards the truth);
+    * layout -- the model's own segmentation of the counterfactual scored (mIoU) against x_i's labels,
+      ``cf_miou_content``, next to ``recon_miou_content`` (of the plain reconstruction) and
+      ``cf_miou_donor`` (against the donor's labels: should be far lower);
+    * appearance -- the distance of the counterfactual's mean colour to that of the true counterfactual,
+      ``cf_colour_err``, next to the plain reconstruction's ``recon_colour_err``.
+    """
+    from coremtl_lite.metrics import SegmentationMeter
+
+    _require_decoder(model)
+    idx = [int(i) for i in indices]
+    if len(idx) < 2:
+        raise ValueError("grounding_scores needs at least 2 scenes (each lends its residual to the next)")
+    donors = idx[1:] + idx[:1]
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        batch, donor_batch = scenes.get_batch(idx), scenes.get_batch(donors)
+        x, size = batch["image"].to(device), tuple(batch["image"].shape[-2:])  # decode's default size: the input's
+        out, donor_out = model_output(model, x), model_output(model, donor_batch["image"].to(device))
+        recon = _recon(model.decode(out["z_s"], out["z_p"])).float().clamp(0, 1)
+        cf = _recon(model.decode(out["z_s"], donor_out["z_p"])).float().clamp(0, 1)
+        if tuple(recon.shape[-2:]) != size:
+            raise ValueError(f"grounding_scores: the decoder returns {tuple(recon.shape[-2:])} images for {size} inputs")
+        truth = scenes.render(scenes.sample_semantic(idx), scenes.sample_residual(donors))["image"].to(device)
+        x = x.float()
+        k = scenes.task_info["segmentation"]["num_classes"]
+
+        def miou(images: Tensor, labels: Tensor) -> float:
+            meter = SegmentationMeter(k)
+            meter.update(model_output(model, images)["preds"]["segmentation"].float(), labels.to(device))
+            return meter.compute()["mIoU"]
+
+        own_mean = x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+        colour = lambda a: a.mean(dim=(2, 3))  # noqa: E731 - (B, 3) mean colour
+        scores = {
+            "psnr_recon": psnr(recon, x),
+            "psnr_mean_image": psnr(mean_image.to(device).float().expand_as(x), x),
+            "psnr_own_mean": psnr(own_mean, x),
+            "psnr_cf_true": psnr(cf, truth),
+            "psnr_recon_true": psnr(recon, truth),
+            "cf_miou_content": miou(cf, batch["segmentation"]),
+            "recon_miou_content": miou(recon, batch["segmentation"]),
+            "cf_miou_donor": miou(cf, donor_batch["segmentation"]),
+            "cf_colour_err": float((colour(cf) - colour(truth)).abs().mean()),
+            "recon_colour_err": float((colour(recon) - colour(truth)).abs().mean()),
+        }
+        scores["cf_gain_db"] = scores["psnr_cf_true"] - scores["psnr_recon_true"]
+    finally:
+        model.train(was_training)
+    return scores

@@ -27,6 +27,7 @@ __all__ = ["VARIANTS", "load_or_train", "probe_batch", "run_dir", "tutorial_conf
 #: overrides that turn a profile into each compared run
 VARIANTS: dict[str, tuple[str, ...]] = {
     "core_mtl": ("model.dual_stream=true", "train.method=ew"),
+    "core_mtl_soft": ("model.dual_stream=true", "model.grounding=soft", "train.method=ew"),
     "ew": ("model.dual_stream=false", "model.grounding=none", "train.method=ew"),
     "pcgrad": ("model.dual_stream=false", "model.grounding=none", "train.method=pcgrad"),
 }
