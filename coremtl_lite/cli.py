@@ -193,6 +193,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from coremtl_lite.evaluate import format_results, save_results
+    from coremtl_lite.metrics import below_trivial
     from coremtl_lite.train import CheckpointError, Trainer
     from coremtl_lite.train.run_dir import (
         RunDirError,
@@ -237,12 +238,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer.fit(resume=args.resume, overwrite=args.overwrite)
     seconds = time.perf_counter() - start
     results = trainer.evaluate(split="test", use_best=True)
+    trivial = trainer.evaluate_trivial()
     if trainer.is_main:
         cfg.to_json(out / "config.json")
-        save_results(out / "results.json", {"results": results, "best_epoch": trainer.best_epoch,
+        save_results(out / "results.json", {"results": results, "trivial": trivial, "best_epoch": trainer.best_epoch,
                                             "seconds": seconds, "config": cfg.to_dict()})
     _say(f"done in {seconds:.1f} s; best validation epoch {trainer.best_epoch}")
-    _say(format_results(results))
+    _say(format_results(results, trivial=trivial))
+    for domain, task, delta in below_trivial(results, trivial, trainer.tasks):
+        _say(f"warning: the model does not beat the trivial predictor on {domain} {task} ({delta:+.1f} % over it)")
     return 0
 
 
@@ -252,7 +256,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     domains = [d for d in args.domains.split(",") if d] if args.domains else None
     payload = evaluate_checkpoint(args.checkpoint, domains=domains, split=args.split, reference=args.reference,
                                   output=args.output, overrides=args.overrides)
-    _say(format_results(payload["results"], payload.get("delta_m")))
+    _say(format_results(payload["results"], payload.get("delta_m"), payload.get("trivial")))
+    for domain, task, delta in payload.get("below_trivial", []):
+        _say(f"warning: the model does not beat the trivial predictor on {domain} {task} ({delta:+.1f} % over it)")
     if args.output:
         _say(f"wrote {args.output}")
     return 0

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from coremtl_lite.metrics import delta_m
+from coremtl_lite.metrics import below_trivial, delta_m
 from coremtl_lite.train import Trainer, atomic_write, evaluate_datasets
 from coremtl_lite.train.evaluation import Results
 
@@ -85,8 +85,11 @@ def _jsonable(value: Any) -> Any:
 def evaluate_checkpoint(checkpoint: str | os.PathLike, domains: Sequence[str] | None = None, split: str = "test",
                         reference: str | os.PathLike | Mapping[str, Any] | None = None,
                         output: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Evaluate the weights of ``checkpoint`` and return ``{"results", "delta_m"?, "checkpoint", "epoch", "split",
-    "config"}`` (also written to ``output`` as JSON when given, by rank 0).
+    """Evaluate the weights of ``checkpoint`` and return ``{"results", "trivial", "below_trivial",
+    "delta_m"?, "checkpoint", "epoch", "split", "config"}`` (also written to ``output`` as JSON when
+    given, by rank 0). ``trivial`` holds the trivial predictors' results on the same data (majority
+    class, mean depth, mean normal of the run's training split) and ``below_trivial`` the
+    ``(domain, task, delta%)`` where the model does not beat them.
 
     ``domains`` default to the run's ``data.eval_domains``; any ShadedScenes domain (``target``,
     ``corrupt:fog:3``, ...) works. ``reference`` (a results file or dict of a single-task run) adds
@@ -94,7 +97,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, domains: Sequence[str] | 
     """
     trainer = Trainer.from_checkpoint(checkpoint, overrides=["train.progress=false", *overrides])
     results = trainer.evaluate(domains=domains, split=split, use_best=False)
-    payload: dict[str, Any] = {"results": results, "checkpoint": str(checkpoint), "epoch": trainer.epoch,
+    trivial = trainer.evaluate_trivial(domains=domains, split=split)  # the constants the model must beat
+    payload: dict[str, Any] = {"results": results, "trivial": trivial,
+                               "below_trivial": [list(f) for f in below_trivial(results, trivial, trainer.tasks)],
+                               "checkpoint": str(checkpoint), "epoch": trainer.epoch,
                                "split": split, "config": trainer.cfg.to_dict()}
     if reference is not None:
         ref = load_results(reference)["results"] if not isinstance(reference, Mapping) else dict(reference)
@@ -105,8 +111,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, domains: Sequence[str] | 
     return payload
 
 
-def format_results(results: Results, delta: Mapping[str, float] | None = None) -> str:
-    """A text table: one row per domain, one column per task metric (and Δm% when given)."""
+def format_results(results: Results, delta: Mapping[str, float] | None = None,
+                   trivial: Results | None = None) -> str:
+    """A text table: one row per domain, one column per task metric (and Δm% when given); with
+    ``trivial``, each domain's row is followed by the trivial predictors' row on the same data."""
     if not results:
         return "(no results)"
     cols = [(t, m) for t, ms in next(iter(results.values())).items() for m in ms]
@@ -117,6 +125,9 @@ def format_results(results: Results, delta: Mapping[str, float] | None = None) -
         if delta:
             row.append(_num(delta.get(domain, math.nan)))
         rows.append(row)
+        if trivial and domain in trivial:
+            rows.append([f"  trivial ({domain})"] + [_num(trivial[domain].get(t, {}).get(m, math.nan))
+                                                      for t, m in cols] + ([""] if delta else []))
     width = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, width)))
     return "\n".join([fmt(header), "-" * sum(w + 2 for w in width), *map(fmt, rows)])

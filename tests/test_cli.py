@@ -50,7 +50,10 @@ def test_train_then_evaluate(tmp_path, capsys):
     saved = json.loads((out / "results.json").read_text())
     assert set(saved["results"]) == {"source", "target"}
     assert 0.0 <= saved["results"]["source"]["segmentation"]["mIoU"] <= 1.0
-    assert "segmentation/mIoU" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "segmentation/mIoU" in printed and "trivial (source)" in printed  # the constants next to the model
+    assert set(saved["trivial"]) == {"source", "target"}
+    assert saved["trivial"]["source"] == saved["trivial"]["target"]  # constants: the same labels in both domains
 
     # the same run from its config file; --resume finds the finished run and does not train again
     cfg_file = out / "config.json"
@@ -66,6 +69,7 @@ def test_train_then_evaluate(tmp_path, capsys):
                  "--reference", str(out / "results.json")]) == 0
     payload = json.loads(ev.read_text())
     assert payload["results"]["source"] == saved["results"]["source"]
+    assert payload["trivial"]["source"] == saved["trivial"]["source"] and isinstance(payload["below_trivial"], list)
     assert payload["delta_m"]["source"] == pytest.approx(0.0, abs=1e-9)
     assert main(["evaluate", str(tmp_path / "nope.pt")]) == 2
     (tmp_path / "list.json").write_text("[1, 2]")  # a reference that is no results file: one error line
