@@ -51,9 +51,10 @@ MTCRL_PAPER_TABLE5 = {2: (0.846, 0.328, 0.874, 0.261), 3: (0.838, 0.357, 0.861, 
                       8: (0.719, 0.594, 0.797, 0.435)}
 
 #: every study run: test domains evaluated once at the end (by :func:`run_spurious`), no checkpoints, and
-#: the optimiser of MT-CRL's experiments -- a constant learning rate (Adam, 3e-3), no weight decay
+#: the optimiser of MT-CRL's experiments for every method -- Adam at a constant learning rate (3e-3), no
+#: weight decay and no gradient clipping (the clip at norm 10 is CORE-MTL's, not MT-CRL's)
 STUDY_BASE = ("data.eval_domains=", "train.checkpoint_every=0", "train.progress=false", "optim.lr=3e-3",
-              "optim.warmup_epochs=0", "optim.min_lr_ratio=1", "optim.weight_decay=0")
+              "optim.warmup_epochs=0", "optim.min_lr_ratio=1", "optim.weight_decay=0", "optim.grad_clip=0")
 
 #: the data of each study (the ``cpu`` sizes) ...
 STUDIES: dict[str, tuple[str, ...]] = {
@@ -73,11 +74,14 @@ CI_SIZES: dict[str, tuple[str, ...]] = {
                           "optim.epochs=2"),
 }
 
-#: the compared models: MT-CRL's shared-bottom model (one module with the width of several) and its
-#: modular model (K = 8), CORE-MTL's vanilla shared encoder and its dual-stream model
+#: the compared models: MT-CRL's shared-bottom model and its modular model, with the same capacity --
+#: the representation size d = K x D = 128 fixed and each of the K modules D = d/K dimensions (MT-CRL
+#: appendix F), the same total width (K x module_width = 64 channels or 256 hidden units); CORE-MTL's
+#: vanilla shared encoder and its dual-stream model
 MODELS: dict[str, tuple[str, ...]] = {
-    "shared_bottom": ("model.architecture=mtcrl", "model.num_modules=1", "model.module_width=32"),
-    "modules": ("model.architecture=mtcrl", "model.num_modules=8", "model.module_width=8"),
+    "shared_bottom": ("model.architecture=mtcrl", "model.num_modules=1", "model.module_dim=128",
+                      "model.module_width=64"),
+    "modules": ("model.architecture=mtcrl", "model.num_modules=8", "model.module_dim=16", "model.module_width=8"),
     "vanilla": ("model.architecture=vanilla", "model.grounding=none"),
     "core_mtl": ("model.architecture=dual_stream", "model.grounding=hard", "loss.perceptual=ssim"),
 }
