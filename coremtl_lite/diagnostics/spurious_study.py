@@ -225,18 +225,24 @@ def mean_rows(rows: Sequence[dict[str, float]], with_std: bool = False) -> dict[
     return out
 
 
-def stl_vs_mtl(cfg: Config, **kwargs: Any) -> dict[str, dict[str, float]]:
+def stl_vs_mtl(cfg: Config, runs: dict[str, SpuriousRun] | None = None, **kwargs: Any) -> dict[str, dict[str, float]]:
     """One row of MT-CRL's Table 1: ``{"MTL": row, "STL": row}``.
 
     MTL trains ``cfg`` (all of ``cfg.data.tasks`` in one model); STL trains one model per task
     (:func:`~coremtl_lite.methods.stl.single_task_configs`, same data, architecture and schedule) and
-    averages the per-task rows. ``kwargs`` go to :func:`run_spurious`.
+    averages the per-task rows. Both use the same selection rule (:func:`run_spurious`). ``runs``, if
+    given, receives the trained runs (``"MTL"`` and ``"STL <task>"``), e.g. for saliency figures;
+    ``kwargs`` go to :func:`run_spurious`.
     """
     from coremtl_lite.methods.stl import single_task_configs
 
-    mtl = run_spurious(cfg, **kwargs).row
-    stl = mean_rows([run_spurious(c, **kwargs).row for _, c in single_task_configs(cfg)])  # drops rho_<task>
-    return {"MTL": {k: mtl[k] for k in stl}, "STL": stl}
+    mtl_run = run_spurious(cfg, **kwargs)
+    stl_runs = {task: run_spurious(c, **kwargs) for task, c in single_task_configs(cfg)}
+    if runs is not None:
+        runs["MTL"] = mtl_run
+        runs.update({f"STL {task}": r for task, r in stl_runs.items()})
+    stl = mean_rows([r.row for r in stl_runs.values()])  # drops the per-task keys
+    return {"MTL": {k: mtl_run.row[k] for k in stl}, "STL": stl}
 
 
 def format_rows(rows: dict[str, dict[str, float]], keys: Sequence[str] | None = None, label: str = "run") -> str:
