@@ -255,3 +255,26 @@ def test_imtl_g_rank_deficient_keeps_equal_projections():
     assert float(d.norm()) > 0.1
     torch.testing.assert_close(proj, proj[0].expand(3))
     torch.testing.assert_close(m.weights(j).sum(), torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_fair_weights_zero_step_exactly_when_no_direction_helps_every_task():
+    """Rank-deficient Jacobians: the step is zero iff no d has J d > 0 (Gordan), checked by an LP; otherwise
+    the equation is solved to 1e-9."""
+    from scipy.optimize import linprog
+
+    rng = np.random.default_rng(1)
+    solved = zero = 0
+    for _ in range(60):
+        t = int(rng.integers(3, 6))
+        r = int(rng.integers(1, t))
+        j = rng.standard_normal((t, r)) @ rng.standard_normal((r, 12))
+        g = j @ j.T
+        w = fair_weights(g, 1.0)
+        lp = linprog(np.zeros(12), A_ub=-j, b_ub=-np.ones(t), bounds=[(None, None)] * 12, method="highs")
+        assert (lp.status == 0) == bool(w.any())  # a common ascent direction exists <=> a non-zero step
+        if w.any():
+            solved += 1
+            assert np.max(np.abs(g @ w - 1.0 / w) * w) < 1e-9
+        else:
+            zero += 1
+    assert solved > 10 and zero > 10  # both cases occur
