@@ -250,7 +250,8 @@ def test_run_spurious_rows_and_determinism():
     run = run_spurious(cfg)
     row = run.row
     assert {"acc_train", "acc_source", "acc_target", "rho_spur", "rho_chance", "rho_task_c"} <= set(row)
-    assert all(0.0 <= v <= 1.0 for v in row.values())
+    assert all(0.0 <= v <= 1.0 for k, v in row.items() if k != "sel_epoch")
+    assert row["acc_chance"] == 0.5 and 1 <= row["sel_epoch"] <= cfg.optim.epochs
     assert row["rho_chance"] == pytest.approx(2 / 3)
     assert row["acc_source"] > 0.7  # the in-distribution split is easy ...
     assert row["acc_target"] < row["acc_source"]  # ... the confounder shift costs accuracy
@@ -280,3 +281,64 @@ def test_stl_vs_mtl_and_mtcrl_on_confounded_scenes():
     assert run.trainer.method.name == "mtcrl" and 0.0 <= run.row["do_other"] <= 1.0
     assert any("method/mtcrl/girm" in r for r in run.trainer.history.steps)
     assert all(math.isfinite(r["loss/total"]) for r in run.trainer.history.steps)
+
+
+def test_per_task_selection_picks_each_tasks_best_validation_epoch():
+    """The same rule for MTL and STL: every task is scored at the epoch of its own best validation accuracy."""
+    from coremtl_lite.diagnostics.spurious_study import PerTaskSelection
+    from coremtl_lite.train import Trainer
+
+    cfg = study_config("multisem", profile="ci")
+    picker = PerTaskSelection(cfg.data.tasks)
+    trainer = Trainer(cfg, callbacks=[picker])
+    trainer.fit()
+    for t in cfg.data.tasks:
+        accs = [r["val"][t]["acc"] for r in trainer.history.epochs]
+        assert picker.epoch[t] == 1 + accs.index(max(accs))  # the first epoch reaching the maximum
+        trainer.model.load_state_dict(picker.state[t])
+        assert trainer.evaluate(split="val", use_best=False)["val"][t]["acc"] == pytest.approx(max(accs))
+    last = run_spurious(cfg, selection="last").row
+    assert last["sel_epoch"] == cfg.optim.epochs
+    with pytest.raises(ValueError, match="selection"):
+        run_spurious(cfg, selection="best")
+
+
+def test_digit_pairs_factor_gradients_are_the_chain_rule():
+    """d <w, image> / d factor from factor_gradients equals a finite difference through the image formation."""
+    from coremtl_lite.data.digits import DigitPairs
+
+    ds = DigitPairs("test", size=8, length=4, seed=0)
+    b = ds.get_batch(torch.arange(4))
+    w = torch.randn(b["image"].shape, generator=torch.Generator().manual_seed(0))
+    grads = ds.factor_gradients(b, w)
+    assert {k: tuple(v.shape) for k, v in grads.items()} == {
+        "left_digit": (4, 64), "right_digit": (4, 64), "foreground_rgb": (4, 3), "background_rgb": (4, 3)}
+    sem, res = b["factors"]["semantic"], b["factors"]["residual"]
+    left, right = ds._images[sem["left_image"]], ds._images[sem["right_image"]]
+    fg, bg = res["foreground_rgb"], res["background_rgb"]
+    torch.testing.assert_close(ds.compose(left, right, fg, bg), b["image"])
+    eps = 1e-3
+    bumped = fg.clone()
+    bumped[:, 1] += eps
+    fd = ((ds.compose(left, right, bumped, bg) - b["image"]) * w).flatten(1).sum(1) / eps
+    torch.testing.assert_close(fd, grads["foreground_rgb"][:, 1], rtol=1e-2, atol=1e-3)
+    with pytest.raises(ValueError, match="input_grad has shape"):
+        ds.factor_gradients(b, w[:, :, :4])
+
+
+def test_digit_pairs_spurious_score_counts_colour_and_other_digit_as_non_causal():
+    """A left-digit head that reads only right-half pixels (away from the seam) scores rho = 1: on the
+    factors, none of its gradient reaches the left digit; the half-image mask would have said 0."""
+    from coremtl_lite.data.digits import DigitPairs
+
+    class RightHalfReader(nn.Module):
+        def forward(self, x):
+            z = x[..., 10:].flatten(1).sum(1, keepdim=True)
+            return {"preds": {"left": z.expand(-1, 10) * torch.arange(10.0)}}
+
+    ds = DigitPairs("test", size=8, length=16, seed=0)
+    b = ds.get_batch(torch.arange(16))
+    assert spurious.factor_spurious_score(RightHalfReader(), ds, b, "left") == pytest.approx(1.0)
+    scores = spurious.spurious_scores_for(RightHalfReader(), ds, b, ["left"])
+    assert scores["left"] == pytest.approx(1.0) and 0.0 < scores["chance"] < 1.0
+    assert ds.causal_factors == {"left": ("left_digit",), "right": ("right_digit",)}

@@ -123,7 +123,7 @@ def _loss_fn(model):
 def test_girm_routing_gradients_match_autograd_on_A():
     model = build_mtcrl_model((6,), {t: 2 for t in TASKS}, num_modules=4, module_dim=3, seed=0)
     with torch.no_grad():
-        model.theta.copy_(torch.randn(2, 4, generator=torch.Generator().manual_seed(5)))
+        model.theta.copy_(torch.randn(2, 4, generator=torch.Generator().manual_seed(5)) / model.routing_scale)
     batch = _toy_batch(32, 0.9, 0)
     method = build_method("mtcrl", TASKS)
     losses = method._ordered(_loss_fn(model)(batch))
@@ -214,7 +214,8 @@ def test_task_module_gradients_and_similarity():
     batch = _toy_batch(32, 0.9, 3)
     g = spurious.task_module_gradients(model, batch)
     assert g.shape == (2, 4) and torch.isfinite(g).all()
-    # it is A * d(out)/dA
+    # it is A * d(out)/dA (in eval mode: the module outputs use the running statistics)
+    model.eval()
     z = model.experts(batch["image"])
     a = model.routing().detach().requires_grad_(True)
     mixed = torch.einsum("tk,bkd->tbd", a, z)
@@ -286,3 +287,97 @@ def test_methods_train_through_the_one_training_loop(method, arch, tmp_path):
     assert len(losses) == trainer.step > 0 and all(math.isfinite(v) for v in losses)
     results = trainer.evaluate()
     assert set(results) == {"source", "target"} and 0.0 <= results["target"]["left"]["acc"] <= 1.0
+
+
+# ------------------------------------------------------------ scale, mean decorrelation, logging
+def test_decorrelation_mean_and_sampling_floor():
+    """The mean is the sum over K(K-1)/2 x D^2 entries; independent modules sit at the floor 1/(B-1)."""
+    z = torch.randn(64, 8, 16, generator=torch.Generator().manual_seed(0))
+    total = mtcrl.decorrelation_loss(z)
+    mean = mtcrl.decorrelation_loss(z, reduction="mean")
+    assert mean.item() == pytest.approx(total.item() / (28 * 256), rel=1e-6)
+    assert mean.item() == pytest.approx(1 / 63, rel=0.1)  # E[rho^2] = 1/(B-1) for independent columns
+    floored = mtcrl.decorrelation_loss(z, reduction="mean", subtract_floor=True)
+    assert abs(floored.item()) < 0.1 / 63
+    correlated = z[:, :1].expand(64, 8, 16)  # every module the same: rho = 1 for the D matching columns
+    expected = 1 / 16 + (1 - 1 / 16) / 63  # D of the D^2 entries are 1, the others at the floor
+    assert mtcrl.decorrelation_loss(correlated, reduction="mean").item() == pytest.approx(expected, rel=0.1)
+    assert mtcrl.decorrelation_loss(torch.randn(10, 1, 4)).item() == 0.0  # K = 1: no pairs
+    with pytest.raises(ValueError, match="reduction"):
+        mtcrl.decorrelation_loss(z, reduction="max")
+
+
+@pytest.mark.parametrize("shape", [(6,), (3, 16, 32)])
+def test_module_outputs_have_unit_scale(shape):
+    """ModuleNorm: every module output dimension has unit batch std in training (not ~0.01)."""
+    model = build_mtcrl_model(shape, {"a": 2, "b": 2}, num_modules=4, module_dim=4, seed=0)
+    x = torch.rand(64, *shape, generator=torch.Generator().manual_seed(1))
+    z = model(x)["features"]
+    assert torch.allclose(z.std(0, unbiased=False), torch.ones(4, 4), atol=0.01)
+    model.eval()
+    assert torch.isfinite(model(x[:1])["features"]).all()  # eval / one sample: running statistics
+
+
+def test_routing_scale_is_the_graphs_own_learning_rate():
+    """theta = s phi: an Adam step moves theta by s x lr, so A can leave [0.27, 0.73] in a short run."""
+    model = build_mtcrl_model((6,), {"a": 2, "b": 2}, num_modules=4, module_dim=4, seed=0, routing_scale=10.0)
+    opt = torch.optim.Adam([model.theta], lr=3e-3)
+    for step in range(200):  # a constant push on A (the L1 sparsity term alone)
+        opt.zero_grad()
+        model.routing().sum().backward()
+        opt.step()
+        if step == 0:  # Adam's first step is lr x sign(gradient) on phi
+            theta = model.routing_scale * model.theta.detach()
+            torch.testing.assert_close(theta, torch.full_like(theta, -10 * 3e-3), rtol=1e-3, atol=1e-6)
+    assert model.routing().max().item() < 0.05  # theta < -3: with s = 1 it could not pass -0.6
+    with pytest.raises(ValueError, match="routing_scale"):
+        build_mtcrl_model((6,), {"a": 2}, routing_scale=0.0)
+
+
+def test_step_logs_give_terms_and_gradient_shares():
+    assert build_method("ew", TASKS).step_logs() == {}
+    _, _, _, logs = _train("mtcrl", steps=3)
+    method = build_method("mtcrl", TASKS)
+    assert method.step_logs() == {}
+    model = build_mtcrl_model((6,), {t: 2 for t in TASKS}, num_modules=4, module_dim=4, seed=0)
+    train, val = _toy_batch(64, 0.9, 10), _toy_batch(64, 0.5, 11)
+    method.meta_step(_loss_fn(model), train, val, list(model.parameters()))
+    out = model(train["image"])
+    losses = {t: F.cross_entropy(out["preds"][t], train[t]) for t in TASKS}
+    returned = method.backward(losses, shared_params=model.shared_parameters(), features=out["features"])
+    got = method.step_logs()
+    assert got == returned
+    for where, terms in (("modules", ("task", "decor", "girm")), ("routing", ("task", "graph", "girm"))):
+        shares = [got[f"mtcrl/share_{where}/{t}"] for t in terms]
+        assert sum(shares) == pytest.approx(1.0) and all(0 <= s <= 1 for s in shares)
+    assert got["mtcrl/gnorm_modules/decor"] > 0 and got["mtcrl/gnorm_routing/graph"] > 0
+    assert got["mtcrl/task"] == pytest.approx(sum(v.item() for v in losses.values()), rel=1e-6)
+
+
+def test_mtcrl_backward_fills_the_same_gradient_as_one_backward():
+    """The per-term gradients (for the shares) add up to the gradient of the whole Eq. 4 objective."""
+    model = build_mtcrl_model((6,), {t: 2 for t in TASKS}, num_modules=4, module_dim=4, seed=0)
+    method = build_method("mtcrl", TASKS, lambda_girm=0.0)
+    train = _toy_batch(64, 0.9, 10)
+    method.meta_step(_loss_fn(model), train, train, list(model.parameters()))
+    out = model(train["image"])
+    losses = {t: F.cross_entropy(out["preds"][t], train[t]) for t in TASKS}
+    method.backward(losses, shared_params=model.shared_parameters(), features=out["features"])
+    got = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    out = model(train["image"])
+    a = model.routing()
+    total = (sum(F.cross_entropy(out["preds"][t], train[t]) for t in TASKS)
+             + 20.0 * mtcrl.decorrelation_loss(out["features"], reduction="mean") + mtcrl.graph_loss(a, 0.2, 5.0))
+    total.backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(got[n], p.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_mtcrl_with_the_paper_weights_trains_and_sparsifies_the_graph():
+    """Appendix H's weights (lambda_decor 20, sps 0.2, bal 5, G-IRM 5): the task loss falls and the graph
+    switches modules off (A < 0.1 somewhere) within 150 steps."""
+    first, last, model, logs = _train("mtcrl", steps=150)
+    assert last < 0.8 * first, (first, last)
+    assert model.routing().min().item() < 0.1, model.routing()
+    assert logs["mtcrl/A_off"] > 0

@@ -8,8 +8,16 @@ way, so no image is shared between splits.
 
 Nuisance factors: the digit (foreground) colour and the background colour. In training they are
 spurious shortcuts -- with probability ``spurious_prob`` the foreground hue encodes the left label
-and the background hue the right label; at test time they are random. ``causal_mask[task]`` marks the
-input region causal for each task (its half of the image), for MT-CRL's spurious score.
+and the background hue the right label; at test time they are random.
+
+Causal structure, for MT-CRL's spurious score. The generative factors of an image are the two 8x8
+digit images (``left_digit``, ``right_digit``) and the two colours (``foreground_rgb``,
+``background_rgb``); only a task's own digit is causal for it (``causal_factors``), the other digit
+and both colours are not. The colours fill the same pixels as the digits, so no pixel mask can
+separate them: :meth:`DigitPairs.factor_gradients` maps an input gradient to the gradient with
+respect to every factor (the chain rule through the image formation), and the score is computed on
+the factors, as MT-CRL §2.2 defines Grad(F). ``causal_mask[task]`` (the task's half of the image) is
+kept for saliency figures; on pixels it would count the colour shortcut as causal.
 """
 
 from __future__ import annotations
@@ -59,6 +67,9 @@ class DigitPairs:
 
     task_info = {"left": {"kind": "classification", "num_classes": 10},
                  "right": {"kind": "classification", "num_classes": 10}}
+    #: the generative factors that cause each task's label (see the module docstring)
+    causal_factors = {"left": ("left_digit",), "right": ("right_digit",)}
+    factor_names = ("left_digit", "right_digit", "foreground_rgb", "background_rgb")
 
     def __init__(self, split: str = "train", size: int = 32, length: int = 2048, seed: int = 0,
                  spurious_prob: float = 0.9):
@@ -102,18 +113,43 @@ class DigitPairs:
             counts = torch.tensor([len(self.image_ids[c]) for c in range(10)])[lab]
             j = (u[:, side] * counts).long().clamp_max(counts - 1)
             ids.append(torch.stack([self.image_ids[c][k] for c, k in zip(lab.tolist(), j.tolist())]))
-        digits = torch.cat([self._images[ids[0]], self._images[ids[1]]], dim=2)[:, None]  # (B,1,8,16)
-        ink = F.interpolate(digits, size=(self.size, 2 * self.size), mode="bilinear", align_corners=False)
         spurious = u[:, 3] < self.spurious_prob
         fg_hue = torch.where(spurious, left.float() / 10 + 0.02 * (u[:, 4] - 0.5), u[:, 5])
         bg_hue = torch.where(spurious, right.float() / 10 + 0.02 * (u[:, 6] - 0.5), u[:, 7])
         fg = hsv_to_rgb(fg_hue % 1.0, 0.6 + 0.3 * u[:, 8], 0.85 + 0.15 * u[:, 9])
         bg = hsv_to_rgb(bg_hue % 1.0, 0.4 + 0.3 * u[:, 10], 0.15 + 0.25 * u[:, 11])
-        image = bg[:, :, None, None] * (1 - ink) + fg[:, :, None, None] * ink
-        return {"image": image.clamp(0, 1), "left": left, "right": right,
+        image = self.compose(self._images[ids[0]], self._images[ids[1]], fg, bg)
+        return {"image": image, "left": left, "right": right,
                 "factors": {"semantic": {"left_label": left, "right_label": right, "left_image": ids[0],
                                          "right_image": ids[1]},
                             "residual": {"foreground_rgb": fg, "background_rgb": bg, "spurious": spurious}}}
+
+    def compose(self, left_digit: torch.Tensor, right_digit: torch.Tensor, fg: torch.Tensor,
+                bg: torch.Tensor) -> torch.Tensor:
+        """The image (B, 3, size, 2 size) from its generative factors: two (B, 8, 8) digit images in [0, 1]
+        (the ink), and the (B, 3) foreground and background colours."""
+        digits = torch.cat([left_digit, right_digit], dim=2)[:, None]  # (B,1,8,16)
+        ink = F.interpolate(digits, size=(self.size, 2 * self.size), mode="bilinear", align_corners=False)
+        return (bg[:, :, None, None] * (1 - ink) + fg[:, :, None, None] * ink).clamp(0, 1)
+
+    def factor_gradients(self, batch: dict[str, Any], input_grad: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{factor: (B, n) d out / d factor}`` for a (signed) input gradient ``input_grad = d out / d image``.
+
+        The chain rule through :meth:`compose`: the factors are the batch's own digit images and colours
+        (``batch["factors"]``), so this is exact. Factor dimensions: 64 per digit, 3 per colour.
+        """
+        image = batch["image"]
+        if tuple(input_grad.shape) != tuple(image.shape):
+            raise ValueError(f"DigitPairs.factor_gradients: input_grad has shape {tuple(input_grad.shape)}, the "
+                             f"batch's images {tuple(image.shape)}")
+        sem, res = batch["factors"]["semantic"], batch["factors"]["residual"]
+        dev = input_grad.device
+        leaves = [self._images[sem["left_image"].cpu()].to(dev), self._images[sem["right_image"].cpu()].to(dev),
+                  res["foreground_rgb"].to(dev), res["background_rgb"].to(dev)]
+        leaves = [t.detach().clone().float().requires_grad_(True) for t in leaves]
+        with torch.enable_grad():
+            grads = torch.autograd.grad(self.compose(*leaves), leaves, grad_outputs=input_grad.float())
+        return {name: g.reshape(g.shape[0], -1) for name, g in zip(self.factor_names, grads)}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         b = self.get_batch([int(index)])

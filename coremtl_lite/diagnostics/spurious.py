@@ -11,9 +11,12 @@
   Fig. 10 and 17);
 * plotly figures of all of these (``plot_*``).
 
-Datasets with known causal structure (``DigitPairs``, ``MultiSEM``) carry ``causal_mask[task]``: a
-boolean mask over the input marking the task's causal factors; everything else is non-causal.
-``ConfoundedScenes`` gives one mask per sample (``causal_masks_for(batch)``): its objects move.
+Datasets with known causal structure (``MultiSEM``) carry ``causal_mask[task]``: a boolean mask over
+the input marking the task's causal factors; everything else is non-causal. ``ConfoundedScenes`` gives
+one mask per sample (``causal_masks_for(batch)``): its objects move. Where the factors are not
+separate inputs (``DigitPairs``: the colours fill the digits' pixels), the dataset maps an input
+gradient to its generative factors (``factor_gradients``, ``causal_factors``) and the score is taken
+on the factors (:func:`factor_spurious_score`). :func:`spurious_scores_for` picks the right one.
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ def true_class_output(pred: Tensor, target: Tensor, task: str) -> Tensor:
     return pred.gather(1, target[:, None]).squeeze(1)
 
 
-def input_saliency(model: nn.Module, batch: dict, task: str) -> Tensor:
-    """``|d f_t(Phi(x))[y] / dx|`` for every sample and input element, shaped like ``batch['image']``.
+def input_saliency(model: nn.Module, batch: dict, task: str, signed: bool = False) -> Tensor:
+    """``|d f_t(Phi(x))[y] / dx|`` for every sample and input element, shaped like ``batch['image']``
+    (``signed=True``: the gradient itself, for the chain rule to generative factors).
 
     The model is put in eval mode for the pass and restored afterwards.
     """
@@ -60,7 +64,7 @@ def input_saliency(model: nn.Module, batch: dict, task: str) -> Tensor:
             (grad,) = torch.autograd.grad(out.sum(), x)
     finally:
         model.train(was_training)
-    return grad.abs()
+    return grad if signed else grad.abs()
 
 
 def _expand_mask(mask: Tensor, like: Tensor) -> Tensor:
@@ -118,6 +122,49 @@ def spurious_scores(model: nn.Module, batch: dict, causal_masks: dict[str, Tenso
     tasks = list(tasks or causal_masks)
     out = {t: spurious_score(model, batch, t, causal_masks[t]) for t in tasks}
     out["mean"] = sum(out[t] for t in tasks) / len(tasks)
+    return out
+
+
+def _factor_share(grads: dict[str, Tensor], causal: Sequence[str]) -> float:
+    """sum_{F non-causal} Grad(F) / sum_F Grad(F) for ``{factor: (B, n)}`` signed gradients."""
+    totals = {name: float(g.abs().sum()) for name, g in grads.items()}
+    total = sum(totals.values())
+    if total == 0.0:
+        return 0.0
+    return sum(v for name, v in totals.items() if name not in causal) / total
+
+
+def factor_spurious_score(model: nn.Module, dataset, batch: dict, task: str) -> float:
+    """rho_spur on generative factors (MT-CRL §2.2): Grad(F) = sum_x |d f_t(Phi(x))[y] / dF| for every
+    factor dimension F of ``dataset.factor_gradients`` (the chain rule from the input gradient), the
+    causal ones being ``dataset.causal_factors[task]``."""
+    grads = dataset.factor_gradients(batch, input_saliency(model, batch, task, signed=True))
+    return _factor_share(grads, dataset.causal_factors[task])
+
+
+def factor_chance_score(dataset, batch: dict, task: str, seed: int = 0) -> float:
+    """The factor-space rho_spur of an input gradient that is isotropic noise (one seeded standard-normal
+    draw per input element): the level to read :func:`factor_spurious_score` against. It weighs each
+    factor by how strongly it moves the image, as a model that has learnt nothing would."""
+    noise = torch.randn(batch["image"].shape, generator=torch.Generator().manual_seed(seed))
+    return _factor_share(dataset.factor_gradients(batch, noise.to(batch["image"].device)),
+                         dataset.causal_factors[task])
+
+
+def spurious_scores_for(model: nn.Module, dataset, batch: dict, tasks: Sequence[str]) -> dict[str, float]:
+    """``{task: rho_spur, "mean": ..., "chance": ...}`` on ``batch`` of ``dataset``: on the generative
+    factors when the dataset has ``factor_gradients`` (DigitPairs), else on the input elements with its
+    causal masks (:func:`causal_masks_of`). ``chance`` is the mean chance level over the tasks."""
+    tasks = list(tasks)
+    if hasattr(dataset, "factor_gradients"):
+        out = {t: factor_spurious_score(model, dataset, batch, t) for t in tasks}
+        chance = [factor_chance_score(dataset, batch, t) for t in tasks]
+    else:
+        masks = causal_masks_of(dataset, batch)
+        out = {t: spurious_score(model, batch, t, masks[t]) for t in tasks}
+        chance = [chance_spurious_score(masks[t], batch["image"]) for t in tasks]
+    out["mean"] = sum(out[t] for t in tasks) / len(tasks)
+    out["chance"] = sum(chance) / len(chance)
     return out
 
 

@@ -7,9 +7,13 @@ the weights selected on the validation split:
 
 * ``acc_train``, ``acc_source``, ``acc_target``: mean accuracy over the tasks on (a part of) the
   training set, on the in-distribution test split (training correlations) and on the shifted one;
-* ``rho_spur``: MT-CRL's spurious score (share of input-gradient saliency on non-causal inputs,
-  :func:`~coremtl_lite.diagnostics.spurious.spurious_score`) on the shifted test split, and
-  ``rho_chance``, the score of a uniform saliency (the share of non-causal inputs) to read it against;
+* ``acc_chance``: the trivial baseline, the expected accuracy of a uniform random guess (1 / number
+  of classes; 0.5 for the binary tasks, 0.1 for a digit);
+* ``rho_spur``: MT-CRL's spurious score (share of input-gradient saliency on non-causal factors,
+  :func:`~coremtl_lite.diagnostics.spurious.spurious_scores_for`: on the generative factors for
+  DigitPairs, whose colour shortcut is not causal, on the input elements elsewhere) on the shifted
+  test split, and ``rho_chance``, the score of a model that has learnt nothing (uniform or isotropic
+  saliency) to read it against;
 * ``do_other`` (datasets with an intervention, ``confounded_scenes``): how much a task's predicted
   probability moves when only the other task's factor is intervened on
   (:func:`~coremtl_lite.diagnostics.spurious.intervention_sensitivity`).
@@ -27,13 +31,7 @@ from typing import Any
 import torch
 
 from coremtl_lite.config import Config, apply_overrides, get_config
-from coremtl_lite.diagnostics.spurious import (
-    accuracy,
-    causal_masks_of,
-    chance_spurious_score,
-    intervention_sensitivity,
-    spurious_scores,
-)
+from coremtl_lite.diagnostics.spurious import accuracy, intervention_sensitivity, spurious_scores_for
 
 __all__ = ["METHODS", "MODELS", "MTCRL_PAPER_TABLE1", "MTCRL_PAPER_TABLE5", "ROW_KEYS", "STUDIES", "SpuriousRun",
            "format_rows", "mean_rows", "over_seeds", "run_spurious", "stl_vs_mtl", "study_config"]
@@ -45,15 +43,18 @@ ROW_KEYS = ("acc_train", "acc_source", "acc_target", "rho_spur")
 #: Table 1: ``{dataset: {model: (acc_train, acc_val, rho_spur)}}``; its Multi-MNIST is our DigitPairs' model.
 MTCRL_PAPER_TABLE1 = {"Multi-SEM": {"STL": (0.931, 0.906, 0.128), "MTL": (0.936, 0.882, 0.246)},
                       "Multi-MNIST": {"STL": (0.981, 0.874, 0.261), "MTL": (0.987, 0.846, 0.328)}}
-#: Table 5 (appendix B), Multi-SEM with T tasks: ``{T: (MTL acc_val, MTL rho_spur, STL acc_val, STL rho_spur)}``
+#: Table 5 (appendix B, captioned "Results on Multi-SEM with more than 2 tasks"):
+#: ``{T: (MTL acc_val, MTL rho_spur, STL acc_val, STL rho_spur)}``. As printed in the paper, its T = 2
+#: column repeats Table 1's *Multi-MNIST* numbers (0.846, 0.328, 0.874, 0.261), not its Multi-SEM ones.
 MTCRL_PAPER_TABLE5 = {2: (0.846, 0.328, 0.874, 0.261), 3: (0.838, 0.357, 0.861, 0.289), 4: (0.824, 0.391, 0.848, 0.314),
                       5: (0.809, 0.429, 0.836, 0.354), 6: (0.785, 0.475, 0.827, 0.385), 7: (0.752, 0.530, 0.810, 0.407),
                       8: (0.719, 0.594, 0.797, 0.435)}
 
 #: every study run: test domains evaluated once at the end (by :func:`run_spurious`), no checkpoints, and
-#: the optimiser of MT-CRL's experiments -- a constant learning rate (Adam, 3e-3), no weight decay
+#: the optimiser of MT-CRL's experiments for every method -- Adam at a constant learning rate (3e-3), no
+#: weight decay and no gradient clipping (the clip at norm 10 is CORE-MTL's, not MT-CRL's)
 STUDY_BASE = ("data.eval_domains=", "train.checkpoint_every=0", "train.progress=false", "optim.lr=3e-3",
-              "optim.warmup_epochs=0", "optim.min_lr_ratio=1", "optim.weight_decay=0")
+              "optim.warmup_epochs=0", "optim.min_lr_ratio=1", "optim.weight_decay=0", "optim.grad_clip=0")
 
 #: the data of each study (the ``cpu`` sizes) ...
 STUDIES: dict[str, tuple[str, ...]] = {
@@ -73,11 +74,14 @@ CI_SIZES: dict[str, tuple[str, ...]] = {
                           "optim.epochs=2"),
 }
 
-#: the compared models: MT-CRL's shared-bottom model (one module with the width of several) and its
-#: modular model (K = 8), CORE-MTL's vanilla shared encoder and its dual-stream model
+#: the compared models: MT-CRL's shared-bottom model and its modular model, with the same capacity --
+#: the representation size d = K x D = 128 fixed and each of the K modules D = d/K dimensions (MT-CRL
+#: appendix F), the same total width (K x module_width = 64 channels or 256 hidden units); CORE-MTL's
+#: vanilla shared encoder and its dual-stream model
 MODELS: dict[str, tuple[str, ...]] = {
-    "shared_bottom": ("model.architecture=mtcrl", "model.num_modules=1", "model.module_width=32"),
-    "modules": ("model.architecture=mtcrl", "model.num_modules=8", "model.module_width=8"),
+    "shared_bottom": ("model.architecture=mtcrl", "model.num_modules=1", "model.module_dim=128",
+                      "model.module_width=64"),
+    "modules": ("model.architecture=mtcrl", "model.num_modules=8", "model.module_dim=16", "model.module_width=8"),
     "vanilla": ("model.architecture=vanilla", "model.grounding=none"),
     "core_mtl": ("model.architecture=dual_stream", "model.grounding=hard", "loss.perceptual=ssim"),
 }
@@ -111,8 +115,9 @@ def study_config(study: str, model: str = "shared_bottom", method: str = "EW", p
 
 @dataclasses.dataclass
 class SpuriousRun:
-    """One trained run: its ``row`` (:data:`ROW_KEYS`, ``rho_chance``, ``do_other`` where the data allow;
-    means over tasks; ``rho_<task>`` per task too) and the ``trainer`` (model with the selected weights
+    """One trained run: its ``row`` (:data:`ROW_KEYS`, ``acc_chance``, ``rho_chance``, ``sel_epoch`` (the
+    selected epoch), ``do_other`` where the data allow; means over tasks; ``rho_<task>`` and
+    ``acc_target_<task>`` per task too) and the ``trainer`` (model with the trainer's selected weights
     loaded, splits, history)."""
 
     row: dict[str, float]
@@ -123,35 +128,86 @@ def _head(dataset: Any, n: int) -> dict:
     return dataset.get_batch(torch.arange(min(n, len(dataset))))
 
 
+SELECTIONS = ("per_task", "joint", "last")
+
+
+class PerTaskSelection:
+    """Trainer callback: after every validation pass, keep a copy of the weights for each task whose own
+    validation accuracy improved (ties keep the earlier epoch). ``state[task]``, ``epoch[task]``."""
+
+    def __init__(self, tasks: Sequence[str]):
+        self.tasks = list(tasks)
+        self.best = {t: -float("inf") for t in self.tasks}
+        self.state: dict[str, dict | None] = {t: None for t in self.tasks}
+        self.epoch: dict[str, int] = {t: 0 for t in self.tasks}
+
+    def on_epoch_end(self, trainer: Any, history: Any) -> None:
+        val = history.epochs[-1].get("val")
+        if not val:
+            return
+        for t in self.tasks:
+            acc = float(val[t]["acc"])
+            if acc > self.best[t]:
+                self.best[t], self.epoch[t] = acc, trainer.epoch
+                self.state[t] = {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()}
+
+
 def run_spurious(cfg: Config, score_samples: int = 256, train_samples: int = 512,
-                 callbacks: Sequence[Any] = ()) -> SpuriousRun:
+                 callbacks: Sequence[Any] = (), selection: str = "per_task") -> SpuriousRun:
     """Train ``cfg`` with the one loop and score it (module docstring).
+
+    ``selection`` picks the weights each task is scored with, the same rule for a multi-task and a
+    single-task run so that STL and MTL are compared fairly:
+
+    * ``"per_task"`` (default): for each task, the epoch of its own best validation accuracy -- what
+      one model per task (STL) gets by construction, given to the multi-task model too;
+    * ``"joint"``: the trainer's one selected epoch for all tasks (best mean validation score);
+    * ``"last"``: the final weights.
 
     ``acc_source``/``acc_target`` use the whole ``source``/``target`` test splits (built on demand, so
     ``data.eval_domains`` may be empty to skip per-epoch test evaluations); ``acc_train`` the first
-    ``train_samples`` training samples; ``rho_spur`` the first ``score_samples`` target samples. The
-    trainer's model keeps the weights selected on the validation split afterwards.
+    ``train_samples`` training samples; ``rho_spur`` (and its chance level ``rho_chance``) the first
+    ``score_samples`` target samples, on the generative factors where the dataset gives them
+    (:func:`~coremtl_lite.diagnostics.spurious.spurious_scores_for`). Afterwards the trainer's model
+    holds the weights of the trainer's own (joint) selection, for figures.
     """
     from coremtl_lite.train import Trainer
     from coremtl_lite.train.evaluation import to_device
 
-    trainer = Trainer(cfg, callbacks=callbacks)
+    if selection not in SELECTIONS:
+        raise ValueError(f"run_spurious: selection must be one of {SELECTIONS}, got {selection!r}")
+    picker = PerTaskSelection(cfg.data.tasks)
+    trainer = Trainer(cfg, callbacks=[*callbacks, picker])
     trainer.fit()
     tasks = trainer.task_names
-    results = trainer.evaluate(domains=("source", "target"))
-    row = {f"acc_{d}": sum(results[d][t]["acc"] for t in tasks) / len(tasks) for d in ("source", "target")}
-    trainer.load_selected_weights().eval()
+    final = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    if selection == "joint":
+        trainer.load_selected_weights()
+    joint = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     train_batch = to_device(_head(trainer.splits.train, train_samples), trainer.device)
-    row["acc_train"] = accuracy(trainer.model, train_batch, tasks)["mean"]
-    target = trainer.splits.test["target"]
-    batch = to_device(_head(target, score_samples), trainer.device)
-    masks = causal_masks_of(target, batch)
-    scores = spurious_scores(trainer.model, batch, masks, tasks)
-    row["rho_spur"] = scores["mean"]
-    row["rho_chance"] = sum(chance_spurious_score(masks[t], batch["image"]) for t in tasks) / len(tasks)
-    row.update({f"rho_{t}": scores[t] for t in tasks})
-    if hasattr(target, "toggle"):
-        row["do_other"] = intervention_sensitivity(trainer.model, target, tasks, score_samples)["mean"]
+    classes = {task.name: task.channels for task in trainer.tasks}
+    per_task: dict[str, dict[str, float]] = {}
+    for t in tasks:
+        state = picker.state[t] if selection == "per_task" and picker.state[t] is not None else joint
+        trainer.model.load_state_dict(state)
+        trainer.model.eval()
+        results = trainer.evaluate(domains=("source", "target"), use_best=False)  # builds the test sets
+        target = trainer.splits.test["target"]
+        batch = to_device(_head(target, score_samples), trainer.device)
+        scores = spurious_scores_for(trainer.model, target, batch, [t])
+        per_task[t] = {"acc_source": results["source"][t]["acc"], "acc_target": results["target"][t]["acc"],
+                       "acc_chance": 1.0 / classes[t],
+                       "acc_train": accuracy(trainer.model, train_batch, [t])[t],
+                       "rho_spur": scores[t], "rho_chance": scores["chance"],
+                       "sel_epoch": float(picker.epoch[t] if selection == "per_task" else
+                                      (trainer.best_epoch if selection == "joint" else trainer.epoch))}
+        if hasattr(target, "toggle"):
+            per_task[t]["do_other"] = intervention_sensitivity(trainer.model, target, [t], score_samples)[t]
+    row = {k: sum(per_task[t][k] for t in tasks) / len(tasks) for k in per_task[tasks[0]]}
+    row.update({f"rho_{t}": per_task[t]["rho_spur"] for t in tasks})
+    row.update({f"acc_target_{t}": per_task[t]["acc_target"] for t in tasks})
+    trainer.model.load_state_dict(final)
+    trainer.load_selected_weights()
     return SpuriousRun(row, trainer)
 
 
@@ -169,18 +225,24 @@ def mean_rows(rows: Sequence[dict[str, float]], with_std: bool = False) -> dict[
     return out
 
 
-def stl_vs_mtl(cfg: Config, **kwargs: Any) -> dict[str, dict[str, float]]:
+def stl_vs_mtl(cfg: Config, runs: dict[str, SpuriousRun] | None = None, **kwargs: Any) -> dict[str, dict[str, float]]:
     """One row of MT-CRL's Table 1: ``{"MTL": row, "STL": row}``.
 
     MTL trains ``cfg`` (all of ``cfg.data.tasks`` in one model); STL trains one model per task
     (:func:`~coremtl_lite.methods.stl.single_task_configs`, same data, architecture and schedule) and
-    averages the per-task rows. ``kwargs`` go to :func:`run_spurious`.
+    averages the per-task rows. Both use the same selection rule (:func:`run_spurious`). ``runs``, if
+    given, receives the trained runs (``"MTL"`` and ``"STL <task>"``), e.g. for saliency figures;
+    ``kwargs`` go to :func:`run_spurious`.
     """
     from coremtl_lite.methods.stl import single_task_configs
 
-    mtl = run_spurious(cfg, **kwargs).row
-    stl = mean_rows([run_spurious(c, **kwargs).row for _, c in single_task_configs(cfg)])  # drops rho_<task>
-    return {"MTL": {k: mtl[k] for k in stl}, "STL": stl}
+    mtl_run = run_spurious(cfg, **kwargs)
+    stl_runs = {task: run_spurious(c, **kwargs) for task, c in single_task_configs(cfg)}
+    if runs is not None:
+        runs["MTL"] = mtl_run
+        runs.update({f"STL {task}": r for task, r in stl_runs.items()})
+    stl = mean_rows([r.row for r in stl_runs.values()])  # drops the per-task keys
+    return {"MTL": {k: mtl_run.row[k] for k in stl}, "STL": stl}
 
 
 def format_rows(rows: dict[str, dict[str, float]], keys: Sequence[str] | None = None, label: str = "run") -> str:

@@ -96,41 +96,96 @@ def dual_cone_weights(g: np.ndarray, u: np.ndarray, reg_eps: float = 1e-4) -> np
     return quadprog.solve_qp(q, np.zeros(t), np.eye(t), np.asarray(u, dtype=np.float64), meq=0)[0]
 
 
-def fair_weights(g: np.ndarray, alpha: float, ridge: float = 1e-8, tol: float = 1e-10,
-                 max_iters: int = 100) -> np.ndarray:
-    """Positive ``w`` solving ``G w = w^(-1/alpha)`` elementwise (FairGrad Eq. 4; Nash-MTL for alpha=1).
+def cosine_gramian(g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split the Gramian as ``G = N C N``: row norms ``n`` (``N = diag(n)``), cosines ``C`` and a mask.
 
-    The equation is the stationarity condition of the strictly convex function
-    ``F(w) = 1/2 w^T G w - sum_i h(w_i)`` with ``h' = w^(-1/alpha)`` (``h = log`` for alpha = 1,
-    Navon et al. 2022, Claim 3.1 / Ban & Ji 2024, §3), so damped Newton with a backtracking line
-    search that keeps ``w > 0`` finds the unique solution. G is first divided by
-    ``s = trace(G)/T`` for conditioning and the solution rescaled by ``s^(-alpha/(1+alpha))``; a
-    ``ridge * I`` keeps the problem bounded when the gradients are linearly dependent.
+    Returns ``(n, c, nonzero)``: ``c`` is the cosine matrix of the *non-zero* task gradients only
+    (``nonzero`` marks them; a task whose gradient is exactly zero has no direction). Working with
+    C instead of G removes the scale of each gradient, so task-gradient norms that span many
+    orders of magnitude do not spoil the conditioning of the solves below.
+    """
+    if g.ndim != 2 or g.shape[0] != g.shape[1]:
+        raise ValueError(f"expected a square (T, T) Gramian, got shape {g.shape}")
+    if not np.all(np.isfinite(g)):
+        raise FloatingPointError("the Gramian has non-finite entries (NaN/inf gradients)")
+    n = np.sqrt(np.clip(np.diag(g), 0.0, None))
+    nonzero = n > 0.0
+    m = n[nonzero]
+    c = g[np.ix_(nonzero, nonzero)] / np.outer(m, m)
+    c = np.clip(0.5 * (c + c.T), -1.0, 1.0)
+    np.fill_diagonal(c, 1.0)
+    return n, c, nonzero
+
+
+def is_pareto_stationary(c: np.ndarray, tol: float = 1e-9) -> bool:
+    """True when some convex combination of the unit gradients (cosine matrix ``c``) vanishes.
+
+    By Gordan's alternative this is exactly the case where *no* direction d has ``<g_t, d> > 0`` for
+    every task t. ``tol`` bounds the squared norm of the min-norm point of the unit gradients' hull.
+    """
+    if c.shape[0] == 0:
+        return True
+    a = min_norm_simplex(c)
+    return float(a @ c @ a) <= tol
+
+
+def fair_weights(g: np.ndarray, alpha: float, tol: float = 1e-12, max_iters: int = 200) -> np.ndarray:
+    """Positive ``w`` solving ``G w = w^(-1/alpha)`` elementwise (FairGrad Eq. 4; Nash-MTL Eq. 2 for alpha=1).
+
+    Every task's benefit ``<g_t, d>`` of the update ``d = J^T w`` equals ``w_t^(-1/alpha)``. With
+    ``p = 1/alpha`` and ``G = N C N`` (:func:`cosine_gramian`), the substitution ``u = N w`` turns the
+    equation into ``C u = c * u^(-p)`` with coefficients ``c_t = n_t^(p-1)``: for Nash-MTL (p = 1)
+    the gradient norms drop out entirely. That is the stationarity condition of the strictly convex
+
+        F(u) = 1/2 u^T C u - sum_t c_t h(u_t),   h' = u^(-p)   (h = log for p = 1)
+
+    (Navon et al. 2022, Claim 3.1 / Ban & Ji 2024, §3), minimised by damped Newton with a
+    backtracking line search that keeps ``u > 0``. Its Hessian ``C + diag(p c u^(-p-1))`` is positive
+    definite even when the gradients are linearly dependent, so no ridge is added to G: the
+    equation itself is solved (componentwise relative residual below ``tol`` when it converges).
+
+    Degenerate cases, where the equation has no positive solution:
+
+    * a task whose gradient is exactly zero gets weight 0 (it has nothing to gain from any update);
+      the others are solved among themselves;
+    * if the remaining unit gradients are Pareto-stationary (some convex combination vanishes,
+      e.g. two opposite gradients, or all gradients zero), no update improves every task (Gordan's
+      alternative), the bargaining problem has no solution and all weights are 0: a zero step.
     """
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
-    t = g.shape[0]
-    gn, scale = _normalised(g)
-    if scale == 0.0:
-        raise FloatingPointError("all task gradients are zero: the fair weights are undefined")
-    gn = gn + ridge * np.eye(t)
+    n, cos, nonzero = cosine_gramian(g)
+    w = np.zeros(g.shape[0])
+    if not nonzero.any() or is_pareto_stationary(cos):
+        return w
     p = 1.0 / alpha
+    coef = n[nonzero] ** (p - 1.0)
 
-    def objective(w: np.ndarray) -> float:
-        h = np.log(w).sum() if alpha == 1.0 else (w ** (1.0 - p)).sum() / (1.0 - p)
-        return 0.5 * w @ gn @ w - h
+    def h(u: np.ndarray) -> np.ndarray:
+        return np.log(u) if p == 1.0 else u ** (1.0 - p) / (1.0 - p)
 
-    w = np.ones(t)
+    def objective(u: np.ndarray) -> float:
+        return 0.5 * u @ cos @ u - coef @ h(u)
+
+    def residual(u: np.ndarray) -> np.ndarray:  # relative: (C u)_t / (c_t u_t^-p) - 1
+        benefit = coef * u ** (-p)
+        return (cos @ u - benefit) / benefit
+
+    u = coef ** (1.0 / (1.0 + p))  # exact when the gradients are orthogonal (C = I)
     for _ in range(max_iters):
-        grad = gn @ w - w ** (-p)
-        if np.linalg.norm(grad) < tol:
+        r = residual(u)
+        if np.max(np.abs(r)) < tol:
             break
-        hess = gn + np.diag(p * w ** (-p - 1.0))
+        grad = cos @ u - coef * u ** (-p)
+        hess = cos + np.diag(p * coef * u ** (-p - 1.0))
         step = -np.linalg.solve(hess, grad)
-        f0, slope, s = objective(w), grad @ step, 1.0
-        while np.any(w + s * step <= 0.0) or objective(w + s * step) > f0 + 1e-4 * s * slope:
-            s *= 0.5
-            if s < 1e-12:
+        f0, slope, s = objective(u), grad @ step, 1.0
+        while s > 1e-12:  # backtrack: stay in u > 0, and decrease F (or, near the end, the residual)
+            new = u + s * step
+            if np.all(new > 0.0) and (objective(new) <= f0 + 1e-4 * s * slope
+                                      or np.linalg.norm(residual(new)) < np.linalg.norm(r)):
                 break
-        w = w + s * step
-    return w * scale ** (-alpha / (1.0 + alpha))
+            s *= 0.5
+        u = u + s * step
+    w[nonzero] = u / n[nonzero]
+    return w

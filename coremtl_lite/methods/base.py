@@ -11,7 +11,9 @@ never looks at a method's name. Two families:
   into one update direction (MGDA, PCGrad, CAGrad, ...). This is the class 𝒜 of paper Def. 2.1.
 
 Optional hooks: :meth:`Method.parameters` (learnable weights the optimiser must update, e.g. UW's
-log-variances), :meth:`Method.on_epoch_end`, and ``state_dict``/``load_state_dict`` for exact resume.
+log-variances), :meth:`Method.on_epoch_end`, :meth:`Method.step_logs` (per-term values of the last
+backward, e.g. MT-CRL's regularisers and their gradient shares), and ``state_dict``/``load_state_dict``
+for exact resume.
 
 Held-out (bi-level) hook, generic so the trainer never branches on a name: a method whose class
 attribute ``uses_validation_batch`` is True (MOML) wants one held-out batch per training step. The
@@ -68,6 +70,11 @@ class Method(nn.Module):
 
     def on_epoch_end(self, stats: dict[str, float]) -> None:
         """Called by the trainer after each epoch with the mean training loss per task."""
+
+    def step_logs(self) -> dict[str, float]:
+        """Per-term values recorded during the last :meth:`backward` (e.g. each regulariser's value and
+        its share of the gradient), read by the trainer every log step; empty by default."""
+        return {}
 
     def meta_step(self, loss_fn: Callable[[dict], dict[str, Tensor]], train_batch: dict,
                   val_batch: dict, params: Sequence[Tensor]) -> dict[str, float]:

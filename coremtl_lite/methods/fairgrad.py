@@ -19,7 +19,9 @@ class FairGrad(WeightedAggregator):
     is proportional fairness (the Nash-MTL weights), alpha -> inf max-min fairness. The paper and
     torchjd solve the equation with ``scipy.optimize.least_squares``; here it is solved as the
     stationary point of a strictly convex function by damped Newton (``_solvers.fair_weights``),
-    which reaches the same solution to high precision (tested). ``alpha`` defaults to 2.0 (a choice
+    which reaches the same solution to high precision (tested against scipy), with no ridge. An
+    all-zero Jacobian gives a zero step (any weights give d = 0), as does a Pareto-stationary one;
+    a task with a zero gradient gets weight 0 (see ``fair_weights``). ``alpha`` defaults to 2.0 (a choice
     of this package; the paper tunes alpha per benchmark).
     """
 

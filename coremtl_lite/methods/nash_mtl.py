@@ -17,8 +17,11 @@ class NashMTL(WeightedAggregator):
     ``d = J^T a`` where ``a > 0`` solves ``G a = 1 / a`` elementwise (``G = J J^T``).
 
     Solver: ``a`` is the unique minimiser of the strictly convex ``1/2 a^T G a - sum_t log a_t``
-    (its gradient is ``G a - 1/a``), found by damped Newton in float64 (``_solvers.fair_weights``
-    with alpha = 1). The paper's Algorithm 1 instead runs a few sequential convex (CCP) steps with
+    (its gradient is ``G a - 1/a``), found by damped Newton in float64 on the cosine matrix of the
+    gradients, without a ridge (``_solvers.fair_weights`` with alpha = 1; tested against scipy on
+    Jacobians whose gradient norms span four orders of magnitude). Degenerate Jacobians: a task with
+    a zero gradient gets weight 0; if no direction improves every task (Pareto-stationary, e.g.
+    opposite gradients) the bargaining problem has no solution and the step is zero. The paper's Algorithm 1 instead runs a few sequential convex (CCP) steps with
     cvxpy; both target the same fixed point, which the tests check against torchjd's port of the
     official code. The solution has ``||d||^2 = a^T G a = T``. As in the official code (and
     torchjd), the update is then clipped to norm ``max_norm`` (default 1; 0 disables), and
@@ -42,7 +45,7 @@ class NashMTL(WeightedAggregator):
         self.step += 1
         a = self.alpha.clone()
         if self.max_norm > 0:
-            norm = float(a @ torch.from_numpy(g) @ a) ** 0.5  # ||J^T a||
+            norm = max(float(a @ torch.from_numpy(g) @ a), 0.0) ** 0.5  # ||J^T a|| (rounding can give -0)
             if norm > self.max_norm:
                 a = a * (self.max_norm / norm)
         return a

@@ -12,7 +12,7 @@ from coremtl_lite.methods.base import EqualWeighting, register
 class SingleTask(EqualWeighting):
     """The single-task baseline: plain gradient descent on one task's loss.
 
-    STL trains one separate model per task (the ``M_STL`` reference of Delta_m, SPEC §4), so the
+    STL trains one separate model per task (the ``M_STL`` reference of the relative score Delta_m), so the
     method itself is EW over exactly one task. Run all of them with :func:`single_task_configs`,
     which yields one config per task with ``data.tasks=(t,)``; giving this method several tasks is
     an error, since that would silently be multi-task EW.
