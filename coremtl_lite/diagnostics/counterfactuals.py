@@ -83,16 +83,18 @@ def true_counterfactual_grid(scenes, indices: Sequence[int], donor_indices: Sequ
     return img.view(b, bd, *img.shape[1:])
 
 
-def default_perceptual() -> tuple[str, Callable[[Tensor, Tensor], Tensor]] | None:
-    """The package's perceptual loss if :mod:`coremtl_lite.losses` provides one, else 1 - SSIM.
+def default_perceptual(kind: str | None = None) -> tuple[str, Callable[[Tensor, Tensor], Tensor]] | None:
+    """The perceptual distance the training uses (``loss.perceptual`` of the active profile, or ``kind``:
+    auto | lpips | ssim), else 1 - SSIM.
 
     Returns ``(name, fn)`` with ``fn(a, b) -> (N,)`` per-image distances of ``(N, 3, H, W)`` images in
     [0, 1], or ``None`` when neither is available.
     """
     try:
-        from coremtl_lite.losses import build_perceptual  # type: ignore[attr-defined]
+        from coremtl_lite.config import get_config
+        from coremtl_lite.losses import build_perceptual
 
-        loss = build_perceptual("auto")
+        loss = build_perceptual(kind or get_config().loss.perceptual)
         if loss is not None:
             name = getattr(loss, "name", type(loss).__name__)
 
