@@ -174,6 +174,9 @@ def plot_counterfactual_gallery(grid: Tensor, contents: Tensor | None = None, do
     from coremtl_lite.viz import image_grid
 
     b, bd = grid.shape[:2]
+    # the diagonal is a reconstruction only when the donors are the contents themselves
+    self_donors = donors is None or (contents is not None and donors.shape == contents.shape
+                                     and torch.equal(donors, contents))
     panels, titles = [], []
     blank = torch.ones(3, *grid.shape[-2:])
     if donors is not None:
@@ -188,7 +191,7 @@ def plot_counterfactual_gallery(grid: Tensor, contents: Tensor | None = None, do
             titles.append(f"content {i}")
         for j in range(bd):
             panels.append(grid[i, j])
-            titles.append("recon" if i == j else f"s{i} + r{j}")
+            titles.append("recon" if i == j and self_donors else f"s{i} + r{j}")
     cols = bd + (1 if contents is not None else 0)
     if donors is not None and contents is None:
         panels, titles = panels[1:], titles[1:]
