@@ -200,7 +200,8 @@ def plot_counterfactual_gallery(grid: Tensor, contents: Tensor | None = None, do
 
 def plot_true_vs_model(model_grid: Tensor, true_grid: Tensor, pairs: Sequence[tuple[int, int]],
                        errors: dict | None = None, panel_size: int = 120):
-    """For each ``(i, j)``: the true counterfactual ``render(s_i, r_j)``, the model's, and |difference|."""
+    """For each ``(i, j)``: the true counterfactual ``render(s_i, r_j)`` ("true si+rj"), the model's
+    ``D(z_s(x_i), z_p(x_j))`` ("model si+rj"), and |difference|."""
     from coremtl_lite.viz import image_grid
 
     panels, titles = [], []
@@ -209,7 +210,7 @@ def plot_true_vs_model(model_grid: Tensor, true_grid: Tensor, pairs: Sequence[tu
         diff = diff / diff.max().clamp_min(1e-6)
         l1 = float((model_grid[i, j] - true_grid[i, j]).abs().mean())
         panels += [true_grid[i, j], model_grid[i, j], diff]
-        titles += [f"true render(s{i}, r{j})", f"model D(z_s{i}, z_p{j})", f"|diff| (L1 {l1:.3f})"]
+        titles += [f"true s{i}+r{j}", f"model s{i}+r{j}", f"|diff|, L1 {l1:.3f}"]
     title = "True vs model counterfactuals"
     if errors:
         title += f" -- mean L1 {errors['l1']:.3f}"
