@@ -271,20 +271,22 @@ def _names(prefix: str, n: int) -> list[str]:
 
 
 def plot_heatmap(values: Tensor, row_names: Sequence[str], col_names: Sequence[str], title: str,
-                 diverging: bool = False):
-    """A plotly heatmap of a (rows, cols) tensor."""
+                 diverging: bool = False, zrange: tuple[float, float] | None = None):
+    """A plotly heatmap of a (rows, cols) tensor; ``zrange`` fixes the colour scale (e.g. (0, 1))."""
     import plotly.graph_objects as go
 
     v = values.detach().cpu().float()
     kwargs = {"colorscale": "RdBu", "zmid": 0.0} if diverging else {"colorscale": "Viridis"}
+    if zrange is not None:
+        kwargs.update(zmin=float(zrange[0]), zmax=float(zrange[1]))
     fig = go.Figure(go.Heatmap(z=v.tolist(), x=list(col_names), y=list(row_names), **kwargs))
     fig.update_layout(title=title, height=120 + 40 * len(row_names), margin={"l": 60, "r": 20, "t": 50, "b": 40})
     return fig
 
 
 def plot_routing(routing: Tensor, task_names: Sequence[str], title: str = "Task-to-module graph A"):
-    """Heatmap of the learned routing graph A (T, K) (MT-CRL Fig. 16)."""
-    return plot_heatmap(routing, task_names, _names("module", routing.shape[1]), title)
+    """Heatmap of the learned routing graph A (T, K) (MT-CRL Fig. 16), on the fixed colour scale [0, 1]."""
+    return plot_heatmap(routing, task_names, _names("module", routing.shape[1]), title, zrange=(0.0, 1.0))
 
 
 def plot_task_module_gradients(diff: Tensor, task_names: Sequence[str],

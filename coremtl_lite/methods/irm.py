@@ -97,7 +97,7 @@ class EnvironmentPenaltyMethod(Weighting):
 
     def extra_terms(self, losses: Tensor, shared_params: Sequence[Tensor],
                     features: Tensor | None) -> tuple[Tensor | None, dict[str, float]]:
-        """Further loss terms of the training batch (MT-CRL's regularisers); none by default."""
+        """Further loss terms of the training batch for subclasses (none by default; MT-CRL overrides backward)."""
         return None, {}
 
     def backward(self, losses, *, shared_params, features=None, extra_loss=None):
