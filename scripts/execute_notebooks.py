@@ -75,6 +75,7 @@ def execute(nb, workdir: Path, profile: str, timeout: int):
 
 # ----------------------------------------------------------------------------------------- widgets
 _MODEL_REF = re.compile(r"IPY_MODEL_([0-9a-f]{32})")
+_WIDGET_NOTE = "(an interactive widget: open the notebook in JupyterLab)"
 _TAGS = re.compile(r"<[^>]+>")
 
 
@@ -136,7 +137,7 @@ def tidy_widgets(nb, closed: Iterable[str]) -> None:
             view = out.get("data", {}).get(WIDGET_VIEW)
             if view is not None:
                 text = widget_text(view["model_id"], state)
-                out["data"]["text/plain"] = text or "(an interactive widget: open the notebook in JupyterLab)"
+                out["data"]["text/plain"] = text or _WIDGET_NOTE
 
 
 # ------------------------------------------------------------------------------------ PNG fallback
@@ -229,6 +230,12 @@ def hygiene_problems(nb) -> list[str]:
             view = data.get(WIDGET_VIEW)
             if view is not None and view.get("model_id") not in state:
                 problems.append(f"{where}: a widget output without stored widget state (shows as text)")
+            elif view is not None:
+                plain = data.get("text/plain", "")
+                plain = plain if isinstance(plain, str) else "".join(plain)
+                if plain not in (widget_text(view["model_id"], state), _WIDGET_NOTE):
+                    problems.append(f"{where}: a widget's text fallback is stale (e.g. a progress bar frozen at "
+                                    f"its first value): {plain[:60]!r}")
         problems.extend(f"{where}: {n} copies of the figure {t[:60]!r}" for t, n in titles.items() if n > 1)
     counts: dict[str, int] = {}
     for p in problems:
