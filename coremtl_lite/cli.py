@@ -154,11 +154,9 @@ def _terminal_overrides(overrides: Sequence[str]) -> list[str]:
     return (["train.progress=true"] if sys.stderr.isatty() else []) + list(overrides)
 
 
-def _plain_warnings() -> None:
-    """Show warnings as one line without the source path (``warning: ...``), said once each."""
-    import warnings
-
-    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+def _plain_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the command line shows it: one line, without the source path."""
+    return f"warning: {message}\n"
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -330,13 +328,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo, "bench": cmd_bench,
                 "assignments": cmd_assignments, "tutorials": cmd_tutorials}
-    _plain_warnings()
+    import warnings
+
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _plain_warning
     try:
         return handlers[args.command](args)
     except (ConfigError, CheckpointError, KeyError, ValueError, FileNotFoundError, FileExistsError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"coremtl-lite {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":
