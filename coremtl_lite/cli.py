@@ -170,11 +170,9 @@ def _terminal_overrides(overrides: Sequence[str]) -> list[str]:
     return (["train.progress=true"] if sys.stderr.isatty() else []) + list(overrides)
 
 
-def _plain_warnings() -> None:
-    """Show warnings as one line without the source path (``warning: ...``), said once each."""
-    import warnings
-
-    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+def _plain_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the command line shows it: one line, without the source path."""
+    return f"warning: {message}\n"
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -426,7 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo, "bench": cmd_bench,
                 "methods": cmd_methods, "assignments": cmd_assignments, "tutorials": cmd_tutorials}
     known = (ConfigError, CheckpointError, RunDirError, NonFiniteLossError, KeyError, ValueError, OSError)
-    _plain_warnings()
+    import warnings
+
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _plain_warning
     try:
         return handlers[args.command](args)
     except known as err:  # a failure the user can act on: one line naming the file or key, exit status 2
@@ -436,6 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"coremtl-lite {args.command}: interrupted; continue a training run with --resume", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

@@ -61,37 +61,45 @@ def curves_figure(histories: Mapping[str, History] | History, smooth_window: int
                   title: str = "Training curves") -> go.Figure:
     """Four panels per figure: total loss per step, task losses per step, the objective's extra terms
     (e.g. ``obj/cka`` -- linear CKA(z_s, z_p), Eq. 11 -- and ``obj/rec``, the reconstruction loss) and
-    the validation score per epoch (Δm% against the first validation pass). One colour per run."""
+    the validation score per epoch (Δm% against the first validation pass).
+
+    One colour per quantity (a task loss or a term, the same in every run) and one line style per
+    run; the legend lists the quantities under one heading per run, and a click on a run's heading
+    hides or shows that run."""
     if isinstance(histories, History):
         histories = {"run": histories}
     fig = make_subplots(rows=2, cols=2, subplot_titles=("total loss (per step)", "task losses (per step)",
                                                         "extra terms: CKA, reconstruction, ...",
                                                         "validation score: Δm% vs epoch 1"))
+    colours: dict[str, str] = {}
+
+    def colour(key: str) -> str:
+        return colours.setdefault(key, _COLORS[len(colours) % len(_COLORS)])
+
     for r, (name, hist) in enumerate(histories.items()):
-        color = _COLORS[r % len(_COLORS)]
+        dash = _DASHES[r % len(_DASHES)]
+
+        def line(key: str, label: str, x, y, row: int, col: int, name=name, dash=dash, **kw) -> None:
+            fig.add_trace(go.Scatter(x=x, y=y, name=label, legendgroup=name, legendgrouptitle_text=name,
+                                     line=dict(color=colour(key), dash=dash), **kw), row=row, col=col)
+
         x, y = hist.step_series("loss/total")
-        fig.add_trace(go.Scatter(x=x, y=smooth(y, smooth_window) if y else y, name=name, legendgroup=name,
-                                 line=dict(color=color)), row=1, col=1)
+        line("total", "total", x, smooth(y, smooth_window) if y else y, 1, 1)
         keys = curve_keys(hist)
-        for j, key in enumerate(keys["tasks"]):
+        for key in keys["tasks"]:
             x, y = hist.step_series(key)
-            fig.add_trace(go.Scatter(x=x, y=smooth(y, smooth_window) if y else y, name=f"{name}: {key[5:]}",
-                                     legendgroup=name, showlegend=True,
-                                     line=dict(color=color, dash=_DASHES[j % len(_DASHES)])), row=1, col=2)
-        for j, key in enumerate(keys["extra"]):
+            line(key, key[5:], x, smooth(y, smooth_window) if y else y, 1, 2)
+        for key in keys["extra"]:
             x, y = hist.step_series(key)
-            fig.add_trace(go.Scatter(x=x, y=smooth(y, smooth_window) if y else y, name=f"{name}: {key[4:]}",
-                                     legendgroup=name, line=dict(color=color, dash=_DASHES[j % len(_DASHES)])),
-                          row=2, col=1)
+            line(key, key[4:], x, smooth(y, smooth_window) if y else y, 2, 1)
         x, y = hist.epoch_series("score")
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{name}: val score", legendgroup=name,
-                                 showlegend=False, line=dict(color=color)), row=2, col=2)
+        line("score", "val score", x, y, 2, 2, mode="lines+markers")
     fig.update_xaxes(title_text="step", row=1, col=1)
     fig.update_xaxes(title_text="step", row=1, col=2)
     fig.update_xaxes(title_text="step", row=2, col=1)
     fig.update_xaxes(title_text="epoch", row=2, col=2)
     fig.update_yaxes(type="log", row=1, col=1)
-    fig.update_layout(title=title, height=650, legend=dict(groupclick="toggleitem"))
+    fig.update_layout(title=title, height=650, legend=dict(groupclick="togglegroup", tracegroupgap=12))
     return fig
 
 

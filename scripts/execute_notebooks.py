@@ -23,7 +23,7 @@ For each notebook, in order:
    without stored state. The notebook is written anyway (so you can look at it) but the command exits
    with status 1 and prints the problems: fix them at their source and run it again;
 5. **sign** the notebook (as ``jupyter trust``) and write it (nbformat 4.5, cell ids, no timing metadata,
-   so opening it in JupyterLab does not mark it modified).
+   the kernel's own display name, so that opening it in JupyterLab does not mark it modified).
 
 ``tests/test_notebook_hygiene.py`` runs the same :func:`hygiene_problems` on every stored notebook.
 """
@@ -75,6 +75,7 @@ def execute(nb, workdir: Path, profile: str, timeout: int):
 
 # ----------------------------------------------------------------------------------------- widgets
 _MODEL_REF = re.compile(r"IPY_MODEL_([0-9a-f]{32})")
+_WIDGET_NOTE = "(an interactive widget: open the notebook in JupyterLab)"
 _TAGS = re.compile(r"<[^>]+>")
 
 
@@ -136,7 +137,7 @@ def tidy_widgets(nb, closed: Iterable[str]) -> None:
             view = out.get("data", {}).get(WIDGET_VIEW)
             if view is not None:
                 text = widget_text(view["model_id"], state)
-                out["data"]["text/plain"] = text or "(an interactive widget: open the notebook in JupyterLab)"
+                out["data"]["text/plain"] = text or _WIDGET_NOTE
 
 
 # ------------------------------------------------------------------------------------ PNG fallback
@@ -145,10 +146,10 @@ def _figure_size(fig: dict) -> tuple[int, int]:
     return int(layout.get("width") or DEFAULT_SIZE[0]), int(layout.get("height") or DEFAULT_SIZE[1])
 
 
-def add_png_fallbacks(nb) -> int:
+def add_png_fallbacks(nb, only_missing: bool = False) -> int:
     """Render every plotly output of ``nb`` to an ``image/png`` beside it (kaleido + Chromium); return the count."""
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-               if PLOTLY in o.get("data", {})]
+               if PLOTLY in o.get("data", {}) and not (only_missing and "image/png" in o["data"])]
     if not outputs:
         return 0
     import kaleido
@@ -229,6 +230,12 @@ def hygiene_problems(nb) -> list[str]:
             view = data.get(WIDGET_VIEW)
             if view is not None and view.get("model_id") not in state:
                 problems.append(f"{where}: a widget output without stored widget state (shows as text)")
+            elif view is not None:
+                plain = data.get("text/plain", "")
+                plain = plain if isinstance(plain, str) else "".join(plain)
+                if plain not in (widget_text(view["model_id"], state), _WIDGET_NOTE):
+                    problems.append(f"{where}: a widget's text fallback is stale (e.g. a progress bar frozen at "
+                                    f"its first value): {plain[:60]!r}")
         problems.extend(f"{where}: {n} copies of the figure {t[:60]!r}" for t, n in titles.items() if n > 1)
     counts: dict[str, int] = {}
     for p in problems:
@@ -247,6 +254,12 @@ def finish(nb) -> None:
     from nbformat.sign import NotebookNotary
 
     nb.nbformat, nb.nbformat_minor = 4, max(5, nb.get("nbformat_minor", 5))
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    # the kernel's own name as JupyterLab shows it: a different stored display name makes JupyterLab
+    # rewrite the metadata when the kernel connects, which marks the notebook modified on opening
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    nb.metadata["kernelspec"] = {"display_name": spec.display_name, "language": spec.language, "name": "python3"}
     for cell in nb.cells:
         cell.get("metadata", {}).pop("execution", None)
     nbformat.validator.normalize(nb)
@@ -275,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="cpu", help="COREMTL_PROFILE for the kernel (default: cpu)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds one cell may run (default: 3600)")
     parser.add_argument("--check", action="store_true", help="only report hygiene problems; change nothing")
+    parser.add_argument("--no-execute", action="store_true",
+                        help="keep the stored outputs; only add missing PNG fallbacks, normalise and sign")
     args = parser.parse_args(argv)
     failed = False
     for path in args.notebooks:
@@ -282,6 +297,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{path}: no such notebook")
         if args.check:
             problems = hygiene_problems(nbformat.read(path, as_version=4))
+        elif args.no_execute:
+            nb = nbformat.read(path, as_version=4)
+            add_png_fallbacks(nb, only_missing=True)
+            problems = hygiene_problems(nb)
+            finish(nb)
+            nbformat.write(nb, path)
+            print(f"{path}: normalised and signed (not executed), {len(problems)} problems")
         else:
             problems = process(path, args.profile, args.timeout)
         for p in problems:

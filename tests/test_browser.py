@@ -57,7 +57,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_lab(workdir: Path, log_path: Path) -> tuple[subprocess.Popen, int, str]:
+def start_lab(workdir: Path, log_path: Path, extra_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, int, str]:
     """Start JupyterLab serving ``workdir``; returns (process, port, token) once it answers."""
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, COREMTL_PROFILE="ci", JUPYTER_CONFIG_DIR=str(workdir / ".jupyter-config"),
@@ -65,7 +65,7 @@ def start_lab(workdir: Path, log_path: Path) -> tuple[subprocess.Popen, int, str
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
            "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={workdir}",
            f"--LabApp.workspaces_dir={workdir / '.ws'}", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
-           "jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly"]
+           "jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly", *extra_args]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
     log = open(log_path, "w")

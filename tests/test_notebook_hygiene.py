@@ -68,6 +68,13 @@ def test_checker_finds_each_problem():
     view = new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {
         "model_id": "0" * 32, "version_major": 2, "version_minor": 0}, "text/plain": "HBox(...)"})
     assert any("widget state" in p for p in nbtool.hygiene_problems(_nb(view)))
+    frozen = _nb(new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {
+        "model_id": "b" * 32, "version_major": 2, "version_minor": 0}, "text/plain": "epochs:   0%| | 0/6"}))
+    frozen.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {
+        "b" * 32: {"model_name": "FloatProgressModel", "state": {"value": 6, "max": 6}}}}}
+    assert any("stale" in p for p in nbtool.hygiene_problems(frozen))
+    frozen.cells[0].outputs[0]["data"]["text/plain"] = "6/6"
+    assert nbtool.hygiene_problems(frozen) == []
     error = new_output("error", ename="ValueError", evalue="bad", traceback=["ValueError: bad"])
     assert any("error output" in p for p in nbtool.hygiene_problems(_nb(error)))
 

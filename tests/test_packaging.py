@@ -45,3 +45,52 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "bash scripts/run test" in readme
     assert "bash scripts/run test" in ci
+
+
+def test_project_metadata_is_complete():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert project["keywords"] and any(c.startswith("Programming Language :: Python :: 3.1") for c in project["classifiers"])
+    for name in ("CITATION.cff", "CHANGELOG.md", "coremtl_lite/py.typed"):
+        assert (ROOT / name).is_file(), name
+    cff = (ROOT / "CITATION.cff").read_text()
+    assert "cff-version: 1.2.0" in cff and f"version: {project['version']}" in cff
+    assert f"## [{project['version']}]" in (ROOT / "CHANGELOG.md").read_text()
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_runs_in_a_fresh_venv(tmp_path):
+    """Build the wheel, install it with --no-deps into a fresh venv that sees this environment's
+    packages through a .pth file (torch and the rest are not downloaded or reinstalled: the wheel's
+    own contents are what is tested), then run the CLI from outside the repository."""
+    import os
+    import subprocess
+    import sys
+    import sysconfig
+
+    pytest.importorskip("build")
+    dist, venv, work = tmp_path / "dist", tmp_path / "venv", tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+    def run(*cmd, cwd=work):
+        proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        return proc.stdout
+
+    run(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", dist, ROOT, cwd=ROOT)
+    wheel = next(dist.glob("coremtl_lite-*.whl"))
+    run(sys.executable, "-m", "venv", venv)
+    py = venv / "bin" / "python"
+    site = run(py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip()
+    Path(site, "project-env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    run(py, "-m", "pip", "install", "--no-deps", "--no-index", "-q", wheel)
+    where = run(py, "-c", "import coremtl_lite, pathlib; print(pathlib.Path(coremtl_lite.__file__).resolve())")
+    assert where.strip().startswith(str(venv.resolve())), where  # the installed wheel, not the checkout
+    cli = venv / "bin" / "coremtl-lite"
+    assert "coremtl-lite" in run(cli, "--version")
+    assert "student notebooks are up to date" in run(cli, "assignments", "--check")
+    out = run(cli, "tutorials", work / "course")
+    assert "copied" in out and (work / "course" / "01_scm_theory.ipynb").is_file()
+    assert len(list((work / "course" / "assignments" / "student").glob("*.ipynb"))) == 4
+    assert Path(site, "coremtl_lite", "py.typed").is_file()

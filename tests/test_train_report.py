@@ -42,12 +42,15 @@ def test_smooth_is_a_trailing_mean():
 
 def test_curves_figure_has_every_series():
     fig = curves_figure({"core": _history(), "ew": _history(cka=False)}, smooth_window=1)
-    names = [t.name for t in fig.data]
-    assert names.count("core") == 1 and "core: depth" in names and "core: cka" in names and "ew: cka" not in names
-    cka = next(t for t in fig.data if t.name == "core: cka")
+    names = [(t.legendgroup, t.name) for t in fig.data]
+    assert ("core", "depth") in names and ("core", "cka") in names and ("ew", "cka") not in names
+    cka = next(t for t in fig.data if (t.legendgroup, t.name) == ("core", "cka"))
     assert list(cka.y) == pytest.approx([0.9 - 0.1 * s for s in range(6)])
-    score = next(t for t in fig.data if t.name == "ew: val score")
+    score = next(t for t in fig.data if (t.legendgroup, t.name) == ("ew", "val score"))
     assert list(score.x) == [1, 2] and list(score.y) == [0.0, 4.0]
+    # readable legend: a quantity has one colour in every run, a run one line style
+    depth = [t for t in fig.data if t.name == "depth"]
+    assert len({t.line.color for t in depth}) == 1 and len({t.line.dash for t in depth}) == 2
 
 
 def test_live_curves_update_traces_in_place():
