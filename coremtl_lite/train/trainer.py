@@ -458,7 +458,11 @@ class Trainer:
 
     def _update_term_scales(self, stats: dict[str, float], extra_terms: dict[str, Tensor]) -> None:
         """s_k = min(1, loss.max_term_grad_ratio x ||g_task|| / ||g_k||) for each extra term measured with the
-        tasks (see :class:`coremtl_lite.config.LossConfig`); kept until the next measurement."""
+        tasks (see :class:`coremtl_lite.config.LossConfig`); kept until the next measurement.
+
+        Under data parallelism each rank caps its own terms against its own task gradient (the terms
+        present can differ between ranks, e.g. CFA's gate is per batch), and checkpoints keep rank 0's
+        scales."""
         ratio, task = self.cfg.loss.max_term_grad_ratio, stats.get("task_norm", 0.0)
         if ratio <= 0 or not (task > 0 and math.isfinite(task)):
             return
