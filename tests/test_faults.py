@@ -712,25 +712,41 @@ def test_kill_at_a_checkpoint_write_then_resume_is_bit_identical(request, tmp_pa
     survived(request)
 
 
-def test_a_real_sigkill_mid_run_then_resume_is_bit_identical(request, tmp_path):
-    want = _straight(tmp_path / "straight")
-    run = tmp_path / "run"
+def _tiny_run_in_subprocess(body: str) -> subprocess.CompletedProcess:
+    """Run ``body`` (with ``tiny_trainer`` imported) in a fresh interpreter with this process's thread count,
+    so that the runs compared below share their numerics whatever earlier tests left in this process."""
     code = textwrap.dedent(f"""
         import os, signal, sys; sys.path.insert(0, {str(ROOT / 'tests')!r})
+        import torch; torch.set_num_threads({torch.get_num_threads()})
         from _train_helpers import tiny_trainer
+    """) + textwrap.dedent(body)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_a_real_sigkill_mid_run_then_resume_is_bit_identical(request, tmp_path):
+    run, straight = tmp_path / "run", tmp_path / "straight"
+    done = _tiny_run_in_subprocess(f"""
+        tr = tiny_trainer({str(straight)!r}); tr.fit()
+        torch.save(tr.model.state_dict(), {str(tmp_path / 'want.pt')!r})
+    """)
+    assert done.returncode == 0, done.stderr[-2000:]
+    proc = _tiny_run_in_subprocess(f"""
         class Kill:
             def on_step_end(self, trainer, record):
                 if record["step"] == 6:
                     os.kill(os.getpid(), signal.SIGKILL)
         tiny_trainer({str(run)!r}, callbacks=[Kill()]).fit()
     """)
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert (run / ".lock").exists()  # the killed run's lock is left behind ...
-    resumed = tiny_trainer(run)
-    resumed.fit(resume=True)  # ... and taken over as stale
-    assert _same(resumed.model.state_dict(), want) and not (run / ".lock").exists()
+    resumed = _tiny_run_in_subprocess(f"""
+        tr = tiny_trainer({str(run)!r}); tr.fit(resume=True)  # ... and taken over as stale
+        torch.save(tr.model.state_dict(), {str(tmp_path / 'got.pt')!r})
+    """)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    want, got = (torch.load(tmp_path / f"{n}.pt", weights_only=True) for n in ("want", "got"))
+    assert _same(got, want) and not (run / ".lock").exists()
     survived(request)
 
 
