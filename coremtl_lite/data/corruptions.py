@@ -116,33 +116,56 @@ def defocus_blur(x: torch.Tensor, severity: int = 1, **_: object) -> torch.Tenso
     return out[0] if single else out
 
 
-def plasma_fractal(mapsize: int, wibbledecay: float, generator: torch.Generator) -> torch.Tensor:
-    """Diamond-square height map in [0, 1] (``imagecorruptions.plasma_fractal``), ``mapsize`` a power of 2."""
+def _plasma_draws(mapsize: int) -> int:
+    """How many uniforms one diamond-square height map of side ``mapsize`` draws."""
+    return sum(3 * (mapsize // step) ** 2 for step in (1 << k for k in range(1, mapsize.bit_length())))
+
+
+def plasma_fractals(mapsize: int, wibbledecay: float, generators: list[torch.Generator]) -> torch.Tensor:
+    """``(B, mapsize, mapsize)`` diamond-square height maps in [0, 1], map ``b`` drawn from ``generators[b]``.
+
+    The batched form of ``imagecorruptions.plasma_fractal``: each generator's uniforms are drawn in one
+    call (a CPU generator yields the same numbers in one call as in several consecutive ones) and
+    consumed in the reference order (per step: squares, row diamonds, column diamonds), then every step
+    runs on the whole batch at once. Map ``b`` equals ``plasma_fractal(mapsize, wibbledecay, g_b)``.
+    """
     if mapsize & (mapsize - 1):
         raise ValueError(f"plasma_fractal mapsize must be a power of two, got {mapsize}")
-    m = torch.zeros(mapsize, mapsize, dtype=torch.float64)
-    step, wibble = mapsize, 100.0
+    n = len(generators)
+    draws = _plasma_draws(mapsize)
+    u = torch.stack([torch.rand(draws, generator=g, dtype=torch.float64) for g in generators]) if n else \
+        torch.zeros(0, draws, dtype=torch.float64)
+    m = torch.zeros(n, mapsize, mapsize, dtype=torch.float64)
+    step, wibble, used = mapsize, 100.0, 0
 
     def wibbled_mean(a: torch.Tensor) -> torch.Tensor:
-        noise = (torch.rand(a.shape, generator=generator, dtype=torch.float64) * 2.0 - 1.0) * wibble
+        nonlocal used
+        k = a.shape[1] * a.shape[2]
+        noise = (u[:, used:used + k].reshape(a.shape) * 2.0 - 1.0) * wibble
+        used += k
         return a / 4 + wibble * noise
 
     while step >= 2:
         h = step // 2
-        corner = m[0:mapsize:step, 0:mapsize:step]
-        acc = corner + torch.roll(corner, -1, 0)
-        acc = acc + torch.roll(acc, -1, 1)
-        m[h:mapsize:step, h:mapsize:step] = wibbled_mean(acc)  # squares
-        dr = m[h:mapsize:step, h:mapsize:step]
-        ul = m[0:mapsize:step, 0:mapsize:step]
-        lt = dr + torch.roll(dr, 1, 0) + ul + torch.roll(ul, -1, 1)
-        m[0:mapsize:step, h:mapsize:step] = wibbled_mean(lt)  # diamonds (rows)
-        tt = dr + torch.roll(dr, 1, 1) + ul + torch.roll(ul, -1, 0)
-        m[h:mapsize:step, 0:mapsize:step] = wibbled_mean(tt)  # diamonds (columns)
+        corner = m[:, 0:mapsize:step, 0:mapsize:step]
+        acc = corner + torch.roll(corner, -1, 1)
+        acc = acc + torch.roll(acc, -1, 2)
+        m[:, h:mapsize:step, h:mapsize:step] = wibbled_mean(acc)  # squares
+        dr = m[:, h:mapsize:step, h:mapsize:step]
+        ul = m[:, 0:mapsize:step, 0:mapsize:step]
+        lt = dr + torch.roll(dr, 1, 1) + ul + torch.roll(ul, -1, 2)
+        m[:, 0:mapsize:step, h:mapsize:step] = wibbled_mean(lt)  # diamonds (rows)
+        tt = dr + torch.roll(dr, 1, 2) + ul + torch.roll(ul, -1, 1)
+        m[:, h:mapsize:step, 0:mapsize:step] = wibbled_mean(tt)  # diamonds (columns)
         step //= 2
         wibble /= wibbledecay
-    m = m - m.min()
-    return (m / m.max()).float()
+    m = m - m.amin(dim=(1, 2), keepdim=True)
+    return (m / m.amax(dim=(1, 2), keepdim=True)).float()
+
+
+def plasma_fractal(mapsize: int, wibbledecay: float, generator: torch.Generator) -> torch.Tensor:
+    """Diamond-square height map in [0, 1] (``imagecorruptions.plasma_fractal``), ``mapsize`` a power of 2."""
+    return plasma_fractals(mapsize, wibbledecay, [generator])[0]
 
 
 def fog(x: torch.Tensor, severity: int = 1, seeds=None, generator=None) -> torch.Tensor:
@@ -152,7 +175,7 @@ def fog(x: torch.Tensor, severity: int = 1, seeds=None, generator=None) -> torch
     hh, ww = xb.shape[-2:]
     size = 1 << (max(hh, ww) - 1).bit_length()
     gens = _generators(seeds, generator, len(xb))
-    plasma = torch.stack([plasma_fractal(size, c1, g)[:hh, :ww] for g in gens]).to(xb)[:, None]
+    plasma = plasma_fractals(size, c1, gens)[:, :hh, :ww].to(xb)[:, None]
     max_val = xb.amax(dim=(1, 2, 3), keepdim=True)
     out = ((xb + c0 * plasma) * max_val / (max_val + c0)).clamp(0.0, 1.0)
     return out[0] if single else out
@@ -183,4 +206,4 @@ def corrupt(x: torch.Tensor, name: str, severity: int, seeds=None, generator=Non
 
 
 __all__ = ["CORRUPTIONS", "corrupt", "corruption_strength", "contrast", "defocus_blur", "fog", "gaussian_noise", "disk_kernel",
-           "plasma_fractal"]
+           "plasma_fractal", "plasma_fractals"]

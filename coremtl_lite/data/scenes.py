@@ -128,13 +128,19 @@ def parse_domain(domain: str) -> tuple[str, str | None, int]:
 
 
 def _shape_surface(shape: int, dx: torch.Tensor, dy: torch.Tensor, r: torch.Tensor, hgt: torch.Tensor,
-                   ang: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   ang: torch.Tensor, obj: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Height above the object's base and its analytic gradient for one shape class.
 
-    ``dx, dy`` are ``(n, H, W)`` offsets from the object centres; ``r, hgt, ang`` are ``(n,)``.
+    ``dx, dy`` are offsets from the object centres and ``r, hgt, ang`` are ``(n,)`` per-object sizes,
+    heights and angles. Either ``dx, dy`` are ``(n, H, W)`` windows (``obj=None``), or they are flat
+    ``(P,)`` pixel lists and ``obj`` (``(P,)``) says which object each pixel belongs to. Both give the
+    same numbers pixel for pixel: every per-pixel value is the same expression of the same inputs.
     Returns ``(h, gx, gy)`` with ``h = -inf`` outside the footprint.
     """
-    r, hgt = r[:, None, None], hgt[:, None, None]
+    def per_pixel(t: torch.Tensor) -> torch.Tensor:
+        return t[:, None, None] if obj is None else t[obj]
+
+    r, hgt = per_pixel(r), per_pixel(hgt)
     name = SHAPES[shape]
     if name in ("hemisphere", "cone", "cylinder", "torus"):
         rho2 = dx * dx + dy * dy
@@ -165,7 +171,8 @@ def _shape_surface(shape: int, dx: torch.Tensor, dy: torch.Tensor, r: torch.Tens
             gx, gy = g * dx, g * dy
             inside = q < 1.0
         return torch.where(inside, h, -torch.inf), gx, gy
-    c, s = torch.cos(ang)[:, None, None], torch.sin(ang)[:, None, None]
+    # cos/sin on the (n,) angles, then spread to the pixels (the same values either way)
+    c, s = per_pixel(torch.cos(ang)), per_pixel(torch.sin(ang))
     u, v = c * dx + s * dy, -s * dx + c * dy  # object-frame coordinates
     if name == "box":  # flat top, half-width 0.8 r
         half = 0.8 * r
@@ -181,6 +188,12 @@ def _shape_surface(shape: int, dx: torch.Tensor, dy: torch.Tensor, r: torch.Tens
     gv = torch.where(along_u, torch.zeros_like(v), -hgt / r * torch.sign(v))
     gx, gy = c * gu - s * gv, s * gu + c * gv  # back to the world frame
     return torch.where(m < r, h, -torch.inf), gx, gy
+
+
+#: farthest footprint point from the centre per shape, in units of the size ``r`` (a disc containing
+#: the footprint: the renderer only evaluates a shape on the pixels of its disc)
+FOOTPRINT_REACH = {"hemisphere": 1.0, "cone": 1.0, "cylinder": 1.0, "torus": 1.0, "box": 0.8 * math.sqrt(2.0),
+                   "pyramid": math.sqrt(2.0)}
 
 
 # ------------------------------------------------------------------------------------------ dataset
@@ -343,8 +356,9 @@ class ShadedScenes:
         """Labels from the semantic factors alone: segmentation, depth, normal, and the visible surface.
 
         The visible surface is the highest one (orthographic view from above): the ground plane
-        ``z = a x + b y + c`` or an object resting on it. Each object is evaluated in a fixed-size window
-        around its centre, and the windows are merged by a scatter-max into the canvas.
+        ``z = a x + b y + c`` or an object resting on it. Each object is evaluated on the image pixels of
+        a fixed-size window around its centre that lie in a disc containing its footprint
+        (:data:`FOOTPRINT_REACH`), and the objects are merged by a scatter-max into the canvas.
 
         Returns ``segmentation (B,H,W)``, ``depth (B,1,H,W)``, ``normal (B,3,H,W)``, ``surface (B,H,W)``
         (0-4: object slot, 5: ground) and texture coordinates ``tex_uv (B,2,H,W)`` in the surface frame.
@@ -356,16 +370,20 @@ class ShadedScenes:
         win, pad = 2 * half + 1, half + 1
         side = n_pix + 2 * pad
         step = 2.0 / n_pix
-        coord = -1.0 + (torch.arange(side, dtype=torch.float32) - pad + 0.5) * step  # padded canvas coordinates
+        # pixel-centre coordinates on a canvas padded by `pad` pixels (windows may overhang the image);
+        # only the image pixels are ever written, so the canvas below is the image itself
+        coord = -1.0 + (torch.arange(side, dtype=torch.float32) - pad + 0.5) * step
+        vis = coord[pad:pad + n_pix]
         tilt, z0 = semantic["ground_tilt"].float(), semantic["ground_height"].float()
-        xg, yg = coord[None, None, :], -coord[None, :, None]  # column -> x, row -> y (up)
+        xg, yg = vis[None, None, :], -vis[None, :, None]  # column -> x, row -> y (up)
         zcanvas = (tilt[:, 0, None, None] * xg + tilt[:, 1, None, None] * yg + z0[:, None, None]).reshape(-1)
-        ground_z = zcanvas.clone()
-        gx = tilt[:, 0, None].expand(b, side * side).reshape(-1).clone()
-        gy = tilt[:, 1, None].expand(b, side * side).reshape(-1).clone()
-        tu = xg.expand(b, side, side).reshape(-1).clone()
-        tv = yg.expand(b, side, side).reshape(-1).clone()
-        surface = torch.full((b * side * side,), GROUND, dtype=torch.long)
+        ground_z = zcanvas
+        npix = n_pix * n_pix
+        gx = tilt[:, 0, None].expand(b, npix).reshape(-1).clone()
+        gy = tilt[:, 1, None].expand(b, npix).reshape(-1).clone()
+        tu = xg.expand(b, n_pix, n_pix).reshape(-1).clone()
+        tv = yg.expand(b, n_pix, n_pix).reshape(-1).clone()
+        surface = torch.full((b * npix,), GROUND, dtype=torch.long)
 
         valid, shape = semantic["valid"].bool(), semantic["shape"].long()
         bi, ki = valid.nonzero(as_tuple=True)
@@ -377,47 +395,53 @@ class ShadedScenes:
             ci = ((1.0 - pos[:, 1]) / step).floor().long() + pad - half  # row of the window's top
             cj = ((pos[:, 0] + 1.0) / step).floor().long() + pad - half
             off = torch.arange(win)
-            rows, cols = ci[:, None] + off, cj[:, None] + off  # (N, win)
-            dx = (coord[cols] - pos[:, 0, None])[:, None, :].expand(-1, win, win)
-            dy = (-coord[rows] - pos[:, 1, None])[:, :, None].expand(-1, win, win)
-            h = torch.full((len(bi), win, win), -torch.inf)
-            ogx, ogy = torch.zeros_like(h), torch.zeros_like(h)
+            rows, cols = ci[:, None] + off, cj[:, None] + off  # (N, win) padded-canvas indices
+            dxw = coord[cols] - pos[:, 0, None]  # (N, win): x offset of each window column
+            dyw = -coord[rows] - pos[:, 1, None]  # (N, win): y offset of each window row
+            row_in = (rows >= pad) & (rows < pad + n_pix)
+            col_in = (cols >= pad) & (cols < pad + n_pix)
+            lin0 = (bi * n_pix + ci - pad) * n_pix + cj - pad  # image pixel of each window's (0, 0)
+            parts = []
             for s_id in range(NUM_SHAPES):
                 sel = (shp == s_id).nonzero().squeeze(1)
-                if sel.numel():
-                    hs, gxs, gys = _shape_surface(s_id, dx[sel], dy[sel], size[sel], hgt[sel], ang[sel])
-                    h[sel], ogx[sel], ogy[sel] = hs, gxs, gys
+                if not sel.numel():
+                    continue
+                # candidate pixels: in the image and in a disc that contains the footprint (2 px margin);
+                # the shape itself sets h = -inf on the candidates outside its footprint
+                reach = FOOTPRINT_REACH[SHAPES[s_id]] * size[sel] + 2.0 * step
+                dxs, dys = dxw[sel], dyw[sel]
+                near = (dxs * dxs)[:, None, :] + (dys * dys)[:, :, None] <= (reach * reach)[:, None, None]
+                cand = (near & row_in[sel][:, :, None] & col_in[sel][:, None, :]).view(-1).nonzero().squeeze(1)
+                o, wr, wc = cand // (win * win), cand // win % win, cand % win
+                ddx, ddy = dxs.view(-1)[o * win + wc], dys.view(-1)[o * win + wr]
+                hs, gxs, gys = _shape_surface(s_id, ddx, ddy, size[sel], hgt[sel], ang[sel], obj=o)
+                o = sel[o]
+                parts.append((o, lin0[o] + wr * n_pix + wc, hs, gxs, gys, ddx, ddy))
+            obj, lin, h, ogx, ogy, ddx, ddy = (torch.cat(t) for t in zip(*parts))
             base = tilt[bi, 0] * pos[:, 0] + tilt[bi, 1] * pos[:, 1] + z0[bi]  # objects rest on the plane
-            z = base[:, None, None] + h
-            lin = (bi[:, None, None] * side + rows[:, :, None]) * side + cols[:, None, :]
-            z, lin = z.reshape(-1), lin.reshape(-1)
-            inside = torch.isfinite(z)
-            z, lin = z[inside], lin[inside]
-            obj = torch.arange(len(bi))[:, None].expand(-1, win * win).reshape(-1)[inside]
+            z = base[obj] + h  # -inf outside the footprints: never wins below
             zcanvas = zcanvas.scatter_reduce(0, lin, z, reduce="amax")
-            win_mask = (z == zcanvas[lin]) & (z > ground_z[lin])
+            top = ((z == zcanvas[lin]) & (z > ground_z[lin])).nonzero().squeeze(1)
+            lin, obj = lin[top], obj[top]
             # ties between objects go to the highest slot, deterministically
-            slot = torch.full_like(surface, -1).scatter_reduce(0, lin[win_mask], ki[obj[win_mask]], reduce="amax")
-            final = win_mask & (ki[obj] == slot[lin])
-            lin_f, obj_f = lin[final], obj[final]
-            pix = torch.arange(len(bi) * win * win)[inside][final]
+            slot = torch.full_like(surface, -1).scatter_reduce(0, lin, ki[obj], reduce="amax")
+            wins = ki[obj] == slot[lin]
+            final, lin_f, obj_f = top[wins], lin[wins], obj[wins]
             surface[lin_f] = ki[obj_f]
-            gx[lin_f], gy[lin_f] = ogx.reshape(-1)[pix], ogy.reshape(-1)[pix]
+            gx[lin_f], gy[lin_f] = ogx[final], ogy[final]
             c, sn = torch.cos(ang)[obj_f], torch.sin(ang)[obj_f]
-            ddx, ddy = dx.reshape(-1)[pix], dy.reshape(-1)[pix]
+            ddx, ddy = ddx[final], ddy[final]
             tu[lin_f], tv[lin_f] = c * ddx + sn * ddy, -sn * ddx + c * ddy
 
-        def crop(t: torch.Tensor) -> torch.Tensor:
-            return t.view(b, side, side)[:, pad:pad + n_pix, pad:pad + n_pix]
-
-        gx, gy = crop(gx), crop(gy)
+        gx, gy = gx.view(b, n_pix, n_pix), gy.view(b, n_pix, n_pix)
         inv = torch.rsqrt(gx * gx + gy * gy + 1.0)  # n = (-z_x, -z_y, 1) / |.|
         normal = torch.stack([-gx * inv, -gy * inv, inv], 1)
-        surface = crop(surface).contiguous()
+        surface = surface.view(b, n_pix, n_pix)
         cls = torch.cat([shape.clamp_min(0) + 1, torch.zeros(b, 1, dtype=torch.long)], 1)
         seg = torch.gather(cls, 1, surface.view(b, -1)).view(b, n_pix, n_pix)
-        return {"segmentation": seg, "depth": (CAMERA_HEIGHT - crop(zcanvas))[:, None].contiguous(),
-                "normal": normal, "surface": surface, "tex_uv": torch.stack([crop(tu), crop(tv)], 1)}
+        return {"segmentation": seg, "depth": (CAMERA_HEIGHT - zcanvas.view(b, n_pix, n_pix))[:, None].contiguous(),
+                "normal": normal, "surface": surface,
+                "tex_uv": torch.stack([tu.view(b, n_pix, n_pix), tv.view(b, n_pix, n_pix)], 1)}
 
     def shade(self, geometry: dict[str, torch.Tensor], residual: dict[str, torch.Tensor],
               apply_corruption: bool = True) -> dict[str, torch.Tensor]:
@@ -529,22 +553,22 @@ def noise_fields(noise_seed: torch.Tensor, height: int, width: int) -> torch.Ten
 
     Field ``b`` is one of :data:`NOISE_BANK_SIZE` fixed white-noise images (drawn once per image size
     from a fixed seed), circularly shifted and sign-flipped by bits of ``noise_seed[b]``: white noise
-    either way, at a fraction of the cost of a fresh draw per scene.
+    either way, at a fraction of the cost of a fresh draw per scene. The bank is kept tiled 2 x 2, so a
+    circular shift is a plain ``H x W`` slice of it.
     """
     bank = _NOISE_BANKS.get((height, width))
     if bank is None:
         gen = torch.Generator()
         gen.manual_seed(height * 100003 + width)
-        bank = _NOISE_BANKS.setdefault((height, width), torch.randn(NOISE_BANK_SIZE, 3, height, width,
-                                                                     generator=gen))
+        fresh = torch.randn(NOISE_BANK_SIZE, 3, height, width, generator=gen)
+        bank = _NOISE_BANKS.setdefault((height, width), fresh.repeat(1, 1, 2, 2))
     key = _random.hash32(noise_seed.long())
     idx = key % NOISE_BANK_SIZE
     di, dj = (key >> 6) % height, (key >> 16) % width
     sign = 1.0 - 2.0 * ((key >> 31) & 1).float()
-    rows = (torch.arange(height)[None, :] + di[:, None]) % height
-    cols = (torch.arange(width)[None, :] + dj[:, None]) % width
-    out = bank[idx[:, None, None, None], torch.arange(3)[None, :, None, None], rows[:, None, :, None],
-               cols[:, None, None, :]]
+    out = torch.stack([bank[k, :, i:i + height, j:j + width]
+                       for k, i, j in zip(idx.tolist(), di.tolist(), dj.tolist())]) if len(key) else \
+        torch.empty(0, 3, height, width)
     return out * sign[:, None, None, None]
 
 
