@@ -241,7 +241,14 @@ class ReferenceScenes(S.ShadedScenes):
 
 
     def shade(self, geometry: dict[str, torch.Tensor], residual: dict[str, torch.Tensor],
-              apply_corruption: bool = True) -> dict[str, torch.Tensor]:
+              apply_corruption: bool = True, keys: tuple[str, ...] = ("image", "albedo", "shading", "sh")
+              ) -> dict[str, torch.Tensor]:
+        """The pre-speed-up shading of the whole batch at once (``keys`` selects the outputs)."""
+        out = self.shade_reference(geometry, residual, apply_corruption)
+        return {k: out[k] for k in keys}
+
+    def shade_reference(self, geometry: dict[str, torch.Tensor], residual: dict[str, torch.Tensor],
+                        apply_corruption: bool = True) -> dict[str, torch.Tensor]:
         """Image formation from geometry and residual factors (paper Eq. 13-14).
 
         Returns ``image`` (sRGB in [0, 1]), and the linear-RGB intermediates ``albedo`` and ``shading``.

@@ -68,6 +68,9 @@ RESIDUAL_KEYS = ("albedo", "texture_kind", "texture_freq", "texture_angle", "tex
                  "noise_seed")
 
 
+#: scenes are shaded in chunks of about this many pixels (see :meth:`ShadedScenes.shade`)
+SHADE_CHUNK_PIXELS = 1 << 17
+
 # ----------------------------------------------------------------------------------------- helpers
 def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Vectorised HSV -> RGB (all in [0, 1]); the result has a trailing channel dim of 3."""
@@ -444,12 +447,35 @@ class ShadedScenes:
                 "tex_uv": torch.stack([tu.view(b, n_pix, n_pix), tv.view(b, n_pix, n_pix)], 1)}
 
     def shade(self, geometry: dict[str, torch.Tensor], residual: dict[str, torch.Tensor],
-              apply_corruption: bool = True) -> dict[str, torch.Tensor]:
+              apply_corruption: bool = True, keys: tuple[str, ...] = ("image", "albedo", "shading", "sh")
+              ) -> dict[str, torch.Tensor]:
         """Image formation from geometry and residual factors (paper Eq. 13-14).
 
-        Returns ``image`` (sRGB in [0, 1]), and the linear-RGB intermediates ``albedo`` and ``shading``.
+        Returns ``image`` (sRGB in [0, 1]), the linear-RGB intermediates ``albedo`` and ``shading``,
+        and the SH lighting ``sh`` (only the entries named in ``keys``).
+
+        Large batches are shaded in chunks of :data:`SHADE_CHUNK_PIXELS` pixels' worth of scenes: the
+        same numbers (every scene is shaded on its own, and a chunk starts on a multiple of 64 pixels,
+        so the vectorised float kernels take the same path for every pixel), at a fraction of the
+        cost, because small intermediates stay in cache and reuse the allocator's memory where
+        batch-sized ones make the system hand out (and fault in) fresh pages for every operation.
         """
         _check_keys(residual, RESIDUAL_KEYS, "residual")
+        b, hh, ww = geometry["surface"].shape
+        per = max(1, SHADE_CHUNK_PIXELS // (hh * ww))
+        if b <= per or (hh * ww) % 64:
+            out = self._shade(geometry, residual, apply_corruption)
+            return {k: out[k] for k in keys}
+        parts = []
+        for lo in range(0, b, per):
+            part = self._shade({k: v[lo:lo + per] for k, v in geometry.items()},
+                               {k: v[lo:lo + per] for k, v in residual.items()}, apply_corruption)
+            parts.append({k: part[k] for k in keys})
+        return {k: torch.cat([p[k] for p in parts]) for k in keys}
+
+    def _shade(self, geometry: dict[str, torch.Tensor], residual: dict[str, torch.Tensor],
+               apply_corruption: bool) -> dict[str, torch.Tensor]:
+        """:meth:`shade` of one chunk of scenes (all outputs)."""
         surface = geometry["surface"]
         b, hh, ww = surface.shape
         flat = surface.view(b, 1, -1)
@@ -484,7 +510,7 @@ class ShadedScenes:
         bit-identical. ``residual["sh"]`` is derived: it is recomputed from the lighting factors.
         """
         geo = self.geometry(semantic)
-        shaded = self.shade(geo, residual)
+        shaded = self.shade(geo, residual, keys=("image", "sh"))
         out: dict[str, Any] = {"image": shaded["image"], "segmentation": geo["segmentation"],
                                "depth": geo["depth"], "normal": geo["normal"]}
         if self.with_factors:
