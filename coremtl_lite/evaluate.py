@@ -2,8 +2,8 @@
 
 * :func:`evaluate_checkpoint` -- rebuild a run from its checkpoint (``best.pt`` or ``last.pt``: the
   configuration travels inside) and evaluate the test split of any domains with the task meters
-  (SPEC §4, LibMTL semantics; meters all-reduced under ``torchrun``);
-* :func:`delta_m_by_domain` -- Δm% (SPEC §4) against a single-task reference, per domain;
+  (LibMTL semantics as in the paper §4.1; meters all-reduced under ``torchrun``);
+* :func:`delta_m_by_domain` -- Δm% (paper §4.1) against a single-task reference, per domain;
 * :func:`save_results` / :func:`load_results` -- the JSON files (``{"results": {domain: {task:
   {metric: value}}}, ...}``) that the CLI, the demo and the benchmarks write and read;
 * :func:`format_results` -- a plain text table.
@@ -31,7 +31,7 @@ __all__ = ["Results", "delta_m_by_domain", "evaluate_checkpoint", "evaluate_data
 
 def delta_m_by_domain(results: Results, reference: Mapping[str, Any],
                       directions: Mapping[str, Mapping[str, bool]]) -> dict[str, float]:
-    """Δm% of every domain of ``results`` against the single-task ``reference`` (SPEC §4; positive = better).
+    """Δm% of every domain of ``results`` against the single-task ``reference`` (paper §4.1; positive = better).
 
     ``reference`` is either per domain (``{domain: {task: {metric: v}}}``, matched by domain name) or
     one ``{task: {metric: v}}`` used for every domain.

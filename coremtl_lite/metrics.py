@@ -1,4 +1,4 @@
-"""Evaluation metrics with LibMTL's semantics (SPEC §4), as meters with summable tensor state.
+"""Evaluation metrics with LibMTL's semantics (the paper follows them, §4.1), as meters with summable tensor state.
 
 Every meter has ``update(pred, target)`` (one batch), ``compute() -> {metric: float}``, ``reset()``
 and a flat float64 ``state()`` / ``load_state(t)`` pair: the state of two meters over disjoint data
@@ -295,7 +295,7 @@ def _directions_of(tasks: Any) -> dict[str, dict[str, bool]]:
 def task_deltas(results: Mapping[str, Mapping[str, float]], reference: Mapping[str, Mapping[str, float]],
                 tasks: Any, lenient: bool = False) -> dict[str, float]:
     """Per-task relative improvement over ``reference``, in %: (1/N_t) sum_i (-1)^{s_ti} (M_ti - M_ref,ti)
-    / |M_ref,ti| * 100, the inner sum of Delta m% (SPEC §4); positive = better than the reference.
+    / |M_ref,ti| * 100, the inner sum of Delta m% (paper §4.1, LibMTL); positive = better than the reference.
 
     ``lenient=False`` (the reported Delta m%): every listed metric must be present and the reference
     finite and non-zero, else ``KeyError`` / ``ValueError``. ``lenient=True`` (model selection, trivial
@@ -329,7 +329,7 @@ def task_deltas(results: Mapping[str, Mapping[str, float]], reference: Mapping[s
 
 def delta_m(results: Mapping[str, Mapping[str, float]], stl_results: Mapping[str, Mapping[str, float]],
             tasks: Any) -> float:
-    """Delta m% = (1/T) sum_t (1/N_t) sum_i (-1)^{s_ti} (M_ti - M_STL,ti) / M_STL,ti * 100 (SPEC §4).
+    """Delta m% = (1/T) sum_t (1/N_t) sum_i (-1)^{s_ti} (M_ti - M_STL,ti) / M_STL,ti * 100 (paper §4.1, LibMTL).
 
     ``s_ti = 1`` when lower is better, so a positive Delta m is an improvement over single-task learning.
 

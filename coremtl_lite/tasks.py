@@ -2,7 +2,7 @@
 
 A :class:`Task` bundles a batch/prediction key ``name``, its ``kind``, the number of output
 ``channels`` of its head, the supervised loss L_t of the total objective (paper Eq. 16), a meter
-factory with LibMTL metric semantics (SPEC §4) and the metric directions (True = higher is better).
+factory with LibMTL metric semantics (paper §4.1) and the metric directions (True = higher is better).
 
 Kinds and their defaults:
 

@@ -1,4 +1,4 @@
-"""Tests of coremtl_lite.metrics against hand-computed values (LibMTL semantics, SPEC §4)."""
+"""Tests of coremtl_lite.metrics against hand-computed values (LibMTL semantics, paper §4.1)."""
 
 import math
 

@@ -149,7 +149,7 @@ def merge_per_task(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def delta_m(result: dict[str, dict[str, float]], reference: dict[str, dict[str, float]],
             directions: dict[str, dict[str, bool]]) -> float:
-    """Δm% (SPEC §4) against the single-task reference, lenient (:func:`coremtl_lite.metrics.task_deltas`):
+    """Δm% (paper §4.1) against the single-task reference, lenient (:func:`coremtl_lite.metrics.task_deltas`):
     metrics missing on either side or with a zero reference are skipped; NaN when no metric is left."""
     per_task = task_deltas(result, reference, directions, lenient=True)
     return sum(per_task.values()) / len(per_task) if per_task else float("nan")

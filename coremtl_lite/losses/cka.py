@@ -9,7 +9,7 @@ It lies in [0, 1], is invariant to orthogonal transforms and isotropic scaling o
 0 when the two sides are linearly uncorrelated. CORE-MTL minimises it between the spatially pooled
 semantic stream and the residual stream; callers pool (n, C, h, w) maps to (n, C) first.
 
-Numerical safety (SPEC §2 "Losses"): a side *without variance* -- batch size 1, or every column
+Numerical safety: a side *without variance* -- batch size 1, or every column
 constant over the batch -- has no defined CKA; this module defines the value as **0** there (nothing
 to be dependent on), with zero, finite gradients. Each side is rescaled to unit Frobenius norm
 before the Gram products, so tiny or huge feature magnitudes neither underflow nor overflow.

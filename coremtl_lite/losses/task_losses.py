@@ -1,4 +1,4 @@
-"""The per-task supervised losses L_t of the total objective (paper Eq. 16), LibMTL conventions (SPEC §4).
+"""The per-task supervised losses L_t of the total objective (paper Eq. 16), LibMTL conventions (paper §4.1).
 
 * segmentation: cross-entropy over pixels, label ``-1`` = void (ignored);
 * depth: L1 over valid pixels (ground truth != 0);

@@ -17,7 +17,7 @@ the paper's structural constraint -- plus, like every DeepLab head (Appendix E),
 low-level stride-4 map (``low_level_skip``; it is shared with the vanilla model, so comparisons stay
 fair). With ``leaky_heads=True`` the heads read ``cat(z_s, Q(F))`` with Q a 1x1 conv-BN-ReLU projection
 of the raw backbone map F, the released code's variant: residual information that P_s discards
-reaches the heads through Q (SPEC §2).
+reaches the heads through Q.
 
 :class:`GroundedDualStreamModel` adds the grounding decoder (§3.2) and ``decode(z_s, z_p, size=None)``.
 :class:`VanillaModel`: the same encoder and heads, no streams; the heads read F.

@@ -1,4 +1,4 @@
-"""Task heads (paper Appendix E, SPEC §2).
+"""Task heads (paper Appendix E; docs/method.md, "The model").
 
 * :class:`DenseHead` -- DeepLabV3-style: ASPP over the head input (z_s in CORE-MTL), bilinear upsampling
   to the low-level (stride-4) resolution, concatenation with a 1x1 projection of the encoder's

@@ -1,4 +1,4 @@
-"""MMoE, Multi-gate Mixture-of-Experts (Ma et al. 2018), an architecture baseline (SPEC §3).
+"""MMoE, Multi-gate Mixture-of-Experts (Ma et al. 2018), an architecture baseline (paper §4.1).
 
 K experts E_k read the shared encoder map F; each task t has its own softmax gate over the experts,
 computed from the globally pooled F:

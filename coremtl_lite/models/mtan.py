@@ -1,4 +1,4 @@
-"""MTAN, the Multi-Task Attention Network (Liu, Johns & Davison 2019), an architecture baseline (SPEC §3).
+"""MTAN, the Multi-Task Attention Network (Liu, Johns & Davison 2019), an architecture baseline (paper §4.1).
 
 The shared encoder's stages are the global feature pool. Each task t owns one soft-attention module
 per stage j that selects features from that stage:

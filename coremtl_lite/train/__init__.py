@@ -5,7 +5,7 @@
 * :mod:`.checkpoint` -- atomic, weights-only checkpoints (never of diverged weights) and RNG state for exact resume;
 * :mod:`.run_dir` -- the run folder's lock, refusal of an existing run, resume compatibility, config preflight;
 * :mod:`.distributed` -- ``torchrun`` data parallelism (gloo on CPU, nccl on CUDA);
-* :mod:`.evaluation` -- task meters over several domains, Δm% (SPEC §4);
+* :mod:`.evaluation` -- task meters over several domains, Δm% (paper §4.1);
 * :mod:`.history` -- the per-step / per-epoch metric history.
 """
 

@@ -1,12 +1,12 @@
 """The evaluation pass the trainer runs: task meters over whole datasets, several domains at once.
 
 :func:`evaluate_datasets` feeds every batch of every dataset through the model in eval mode and
-accumulates each task's meter (``Task.make_meter()``: confusion matrices, error sums, ... -- SPEC §4,
+accumulates each task's meter (``Task.make_meter()``: confusion matrices, error sums, ... -- LibMTL semantics as in the paper §4.1,
 LibMTL semantics: statistics over the *whole* set, not averages of per-batch scores). Under data
 parallelism each rank evaluates its slice and the meters' summable state is all-reduced before
 ``compute()``, so every rank returns the numbers of the full set.
 
-:func:`relative_score` is the Δm% formula of SPEC §4 used for model selection. Higher layers (``coremtl_lite.evaluate``,
+:func:`relative_score` is the Δm% formula (paper §4.1) used for model selection. Higher layers (``coremtl_lite.evaluate``,
 the CLI, the benchmarks) build on these two.
 """
 
@@ -61,7 +61,7 @@ def evaluate_datasets(model: nn.Module, tasks: Sequence[Any], datasets: Mapping[
                       device: torch.device, *, ctx: DistContext | None = None, seed: int = 0,
                       autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
                       channels_last: bool = False, progress: bool = False) -> Results:
-    """``{domain: {task: {metric: value}}}`` of ``model`` on each dataset of ``datasets`` (SPEC §4).
+    """``{domain: {task: {metric: value}}}`` of ``model`` on each dataset of ``datasets`` (paper §4.1, LibMTL).
 
     Every sample is seen once (no shuffling); under data parallelism rank ``r`` takes its slice of
     each batch and the meters are all-reduced. The model is put in eval mode and restored after.
@@ -100,7 +100,7 @@ def evaluate_datasets(model: nn.Module, tasks: Sequence[Any], datasets: Mapping[
 
 def relative_score(result: Mapping[str, Mapping[str, float]], reference: Mapping[str, Mapping[str, float]],
                    directions: Mapping[str, Mapping[str, bool]]) -> float:
-    """The Δm% formula of SPEC §4 against any reference, lenient: the model-selection score.
+    """The Δm% formula (paper §4.1) against any reference, lenient: the model-selection score.
 
     The mean over tasks of :func:`coremtl_lite.metrics.task_deltas` with ``lenient=True``: unlike
     :func:`coremtl_lite.metrics.delta_m` (the reported Δm% against single-task learning), metrics
