@@ -1,12 +1,11 @@
 """Real-dataset loaders and preparation scripts on tiny fixtures in the real on-disk formats."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _script_helpers import load_script
 from PIL import Image
 
 from coremtl_lite.config import get_config
@@ -21,16 +20,6 @@ from coremtl_lite.data.real import (
     NYUv2,
     recolor_by_class,
 )
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "data_scripts"
-
-
-def _script(name):
-    sys.path.insert(0, str(SCRIPTS))
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _mtan(root: Path, folders: dict, hw, counts=None, n_classes=7):
@@ -93,7 +82,7 @@ def test_cityscapes_family_and_build_splits(tmp_path):
     flat = recolor_by_class(torch.full((3, 4, 4), 0.5), seg)
     assert torch.allclose(flat[:, 0, 0], flat[:, 3, 3])
     # Cityscapes-C via its script, then the splits with corruption domains
-    cc = _script("prepare_cityscapes_c")
+    cc = load_script("prepare_cityscapes_c")
     n = cc.prepare(city, tmp_path / "cityscapes_c", corruptions=("fog", "contrast"), severities=(1, 3), quiet=True)
     assert n == 8
     assert cc.prepare(city, tmp_path / "cityscapes_c", corruptions=("fog",), severities=(1,), quiet=True) == 2
@@ -108,14 +97,14 @@ def test_cityscapes_family_and_build_splits(tmp_path):
     sp = build_splits(cfg.data, 0)
     assert not torch.equal(sp.test["colored"][0]["image"], sp.test["colored-permuted"][0]["image"])
     # Colored-Cityscapes export script matches the on-the-fly loader
-    col = _script("prepare_colored_cityscapes")
+    col = load_script("prepare_colored_cityscapes")
     col.prepare(city, tmp_path / "colored", quiet=True)
     assert np.allclose(np.load(tmp_path / "colored" / "val" / "image" / "0.npy"),
                        c["image"].permute(1, 2, 0).numpy())
 
 
 def test_prepare_mtan_validates_copies_and_is_idempotent(tmp_path):
-    mod = _script("prepare_mtan")
+    mod = load_script("prepare_mtan")
     src = _mtan(tmp_path / "raw" / "nyuv2", NYU, (288, 384), counts={"train": 2, "val": 1}, n_classes=13)
     out = tmp_path / "nyuv2"
     with pytest.raises(mod.PrepareError, match="official split"):
@@ -138,7 +127,7 @@ def test_prepare_mtan_validates_copies_and_is_idempotent(tmp_path):
 
 
 def test_prepare_gta5_maps_ids_and_loads(tmp_path):
-    mod = _script("prepare_gta5")
+    mod = load_script("prepare_gta5")
     src = tmp_path / "raw"
     (src / "images").mkdir(parents=True)
     (src / "labels").mkdir()
@@ -187,7 +176,7 @@ def test_celeba_loader_and_script(tmp_path):
     assert len(ds) == 3 and x["image"].shape == (3, 32, 32) and x["attributes"].shape == (10,)
     assert x["attributes"].tolist() == [1.0 if (1 + k) % 3 == 0 else 0.0 for k in range(10)]
     assert len(CelebA(raw, "test", 40, 32)) == 2 and ds.task_info["attributes"]["num_attributes"] == 10
-    mod = _script("prepare_celeba")
+    mod = load_script("prepare_celeba")
     with pytest.raises(mod.PrepareError, match="checksum mismatch"):
         mod.prepare(raw, tmp_path / "celeba", size=32, quiet=True)
     assert mod.prepare(raw, tmp_path / "celeba", size=32, verify=False, quiet=True) == 6

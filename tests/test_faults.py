@@ -15,7 +15,6 @@ fault that touches existing data checks that nothing was lost (file hashes befor
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _script_helpers import load_script
 from _train_helpers import tiny_trainer
 
 from coremtl_lite.cli import main
@@ -37,7 +37,6 @@ from coremtl_lite.train.checkpoint import NonFiniteStateError
 from coremtl_lite.train.run_dir import RunDirError, RunLock, preflight
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ROOT / "data_scripts"
 #: the ci profile made smaller still: a command takes seconds
 SMALL = ["--profile", "ci", "data.image_size=16", "data.train_size=32", "data.val_size=16", "data.test_size=16",
          "data.batch_size=16", "optim.epochs=1", "model.dual_stream=false", "model.grounding=none",
@@ -67,12 +66,6 @@ def assert_intact(request, before: dict[str, str], folder: Path, keep: tuple[str
     assert not lost, f"data lost: {lost}"
 
 
-def _script(name):
-    sys.path.insert(0, str(SCRIPTS))
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +260,7 @@ def test_3_a_script_never_writes_into_its_source(request, tmp_path, script, wher
     src = _city(tmp_path / "cityscapes")
     before = hashes(src)
     out = {"same": src, "inside": src / "train", "parent": tmp_path}[where]
-    mod = _script(script)
+    mod = load_script(script)
     with pytest.raises(mod.PrepareError, match="overlaps the source"):
         mod.prepare(src, out, force=True, quiet=True)
     assert_intact(request, before, src)
@@ -278,10 +271,10 @@ def test_3_a_script_never_writes_into_its_source(request, tmp_path, script, wher
 def test_3_prepare_mtan_and_celeba_refuse_their_source(request, tmp_path):
     src = _city(tmp_path / "raw")
     before = hashes(src)
-    with pytest.raises(_script("prepare_mtan").PrepareError, match="overlaps"):
-        _script("prepare_mtan").prepare("cityscapes", src, src, force=True, strict_counts=False, quiet=True)
-    with pytest.raises(_script("prepare_celeba").PrepareError, match="overlaps"):
-        _script("prepare_celeba").prepare(src, src / "out", force=True, verify=False, quiet=True)
+    with pytest.raises(load_script("prepare_mtan").PrepareError, match="overlaps"):
+        load_script("prepare_mtan").prepare("cityscapes", src, src, force=True, strict_counts=False, quiet=True)
+    with pytest.raises(load_script("prepare_celeba").PrepareError, match="overlaps"):
+        load_script("prepare_celeba").prepare(src, src / "out", force=True, verify=False, quiet=True)
     assert_intact(request, before, src)
     survived(request)
 
@@ -299,7 +292,7 @@ def _gta_raw(src: Path, n: int = 10) -> Path:
 
 
 def test_3_gta5_with_a_new_split_leaves_no_stale_files(request, tmp_path):
-    mod = _script("prepare_gta5")
+    mod = load_script("prepare_gta5")
     src, out = _gta_raw(tmp_path / "raw"), tmp_path / "gta5"
     mod.prepare(src, out, height=8, width=16, val_fraction=0.2, seed=0, quiet=True)
     # a new split: without --force the stale files are an error and nothing is written
@@ -319,7 +312,7 @@ def test_3_gta5_with_a_new_split_leaves_no_stale_files(request, tmp_path):
 
 @pytest.mark.parametrize("fraction", [1.0, 2.0, -0.5, 0.0])
 def test_5_gta5_refuses_a_nonsensical_val_fraction(request, tmp_path, fraction):
-    mod = _script("prepare_gta5")
+    mod = load_script("prepare_gta5")
     src = _gta_raw(tmp_path / "raw", n=3)
     assert mod.main(["--src", str(src), "--out", str(tmp_path / "out"), "--val-fraction", str(fraction),
                      "--quiet"]) == 1
@@ -466,7 +459,7 @@ def test_6_bad_values_are_refused_naming_the_file(request, tmp_path, sub, make, 
     assert str(path) in str(info.value)
     ds[0]  # the good files still load
     # the preparation script refuses the same file before it writes anything
-    mod = _script("prepare_mtan")
+    mod = load_script("prepare_mtan")
     with pytest.raises(mod.PrepareError, match=match):
         mod.prepare("cityscapes", root, tmp_path / "prepared", strict_counts=False, quiet=True)
     assert not (tmp_path / "prepared").exists() or not any((tmp_path / "prepared").rglob("*.npy"))
