@@ -170,6 +170,12 @@ def _terminal_overrides(overrides: Sequence[str]) -> list[str]:
     return (["train.progress=true"] if sys.stderr.isatty() else []) + list(overrides)
 
 
+def _warn_below_trivial(who: str, flags, prefix: str = "") -> None:
+    """One warning line per ``(domain, task, delta%)`` where ``who`` does not beat the trivial predictor."""
+    for domain, task, delta in flags:
+        _say(f"{prefix}warning: {who} does not beat the trivial predictor on {domain} {task} ({delta:+.1f} % over it)")
+
+
 def _plain_warning(message, category, filename, lineno, line=None) -> str:
     """A warning as the command line shows it: one line, without the source path."""
     return f"warning: {message}\n"
@@ -243,8 +249,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                             "seconds": seconds, "config": cfg.to_dict()})
     _say(f"done in {seconds:.1f} s; best validation epoch {trainer.best_epoch}")
     _say(format_results(results, trivial=trivial))
-    for domain, task, delta in below_trivial(results, trivial, trainer.tasks):
-        _say(f"warning: the model does not beat the trivial predictor on {domain} {task} ({delta:+.1f} % over it)")
+    _warn_below_trivial("the model", below_trivial(results, trivial, trainer.tasks))
     return 0
 
 
@@ -255,8 +260,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     payload = evaluate_checkpoint(args.checkpoint, domains=domains, split=args.split, reference=args.reference,
                                   output=args.output, overrides=args.overrides)
     _say(format_results(payload["results"], payload.get("delta_m"), payload.get("trivial")))
-    for domain, task, delta in payload.get("below_trivial", []):
-        _say(f"warning: the model does not beat the trivial predictor on {domain} {task} ({delta:+.1f} % over it)")
+    _warn_below_trivial("the model", payload.get("below_trivial", []))
     if args.output:
         _say(f"wrote {args.output}")
     return 0
@@ -315,9 +319,7 @@ def run_demo(profile: str | None = None, out: str | Path = "runs/demo", override
          + (f" [{CI_LABEL}]" if profile == "ci" else "") + "\n" + table)
     flags = {name: below_trivial(results[name], results[TRIVIAL], directions) for name in DEMO_RUNS}
     for name, bad in flags.items():
-        for domain, task, delta in bad:
-            _say(f"[demo] warning: {name} does not beat the trivial predictor on {domain} {task} "
-                 f"({delta:+.1f} % over it)")
+        _warn_below_trivial(name, bad, prefix="[demo] ")
     report = out / "report.html"
     if os.environ.get("RANK", "0") == "0":
         save_results(out / "results.json", {"results": results, "rows": rows, "seconds": seconds,
