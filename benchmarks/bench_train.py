@@ -1,24 +1,41 @@
-"""Training throughput of the one loop: images/s, CORE-MTL / EW step cost, achieved GFLOP/s.
+"""Training throughput of the one loop: images/s, CORE-MTL / EW step cost, achieved GFLOP/s, memory.
 
-Prints, for the vanilla model with equal weighting (EW) and for CORE-MTL (dual stream, hard grounding,
-CKA, CFA at probability ``loss.cfa_prob`` -- active from the first step here):
+For the vanilla model with equal weighting (EW) and for CORE-MTL (dual stream, hard grounding, CKA,
+CFA at probability ``loss.cfa_prob`` -- active from the first step here), each in its own process
+(so that its peak memory is its own), it prints:
 
-* ``step img/s``: forward + objective + method.backward + clip + AdamW on one pre-rendered batch
-  (the trainer's ``train_step``), median over ``--steps`` steps after ``--warmup`` steps;
-* ``loop img/s``: a whole ``Trainer.fit`` epoch of ``--steps`` steps, data rendering included;
-* ``GFLOP/s``: FLOPs of one step counted by ``torch.utils.flop_counter`` divided by the median step
-  time, next to a large fp32 matmul's GFLOP/s measured in the same run (the machine's ceiling).
+* ``step img/s``: one ``Trainer.train_step`` (forward + objective + method.backward + clip + AdamW)
+  on one batch already in memory, median over ``--steps`` steps after ``--warmup`` steps;
+* ``loop img/s``: a ``Trainer.fit`` epoch of ``--steps`` steps, data included, on a warm trainer (its
+  second epoch; the first pays one-off costs -- allocator, kernel selection -- and is printed apart
+  as ``cold``). ``loop / step`` is the share of the step's throughput that the loop keeps;
+* ``GFLOP/s``: the FLOPs of one step (``torch.utils.flop_counter``) over the median step time, and
+  its share of a large fp32 matmul's GFLOP/s measured in the same run (the machine's ceiling);
+* ``eval img/s``: ``Trainer.evaluate`` on the validation split and on the test domains (warm: their
+  scenes already rendered once);
+* ``peak RSS``: the process's peak resident memory after building the trainer and its two epochs
+  (scene cache included), next to the peak after importing torch and the package alone.
+
+The goals (issue 15) are printed beside each ratio. ``--uncached`` adds the loop with the scene cache
+off, rendering every batch, ahead in a background thread (``prefetch=2``) and in the loop
+(``prefetch=0``). Timings depend on the machine and its load: report ``uptime`` with them.
 
 Usage::
 
     python benchmarks/bench_train.py --profile cpu --steps 10
+    python benchmarks/bench_train.py --profile cpu --steps 10 --uncached
     python benchmarks/bench_train.py --profile cpu model.width=24      # any config override
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -29,10 +46,14 @@ from coremtl_lite.train import Trainer
 from coremtl_lite.train.evaluation import to_device
 
 RECIPES = {
-    "EW (vanilla)": ("model.dual_stream=false", "model.grounding=none", "train.method=ew"),
+    "EW": ("model.dual_stream=false", "model.grounding=none", "train.method=ew"),
     "CORE-MTL": ("model.dual_stream=true", "model.grounding=hard", "train.method=ew", "loss.cfa_start=0",
                  "loss.decomposition_warmup=0", "loss.cfa_max_rec_ratio=1e9"),
 }
+#: the goals of issue 15: loop / step, step GFLOP/s as a share of the matmul's (per recipe), CORE / EW step cost
+GOAL_LOOP = 0.90
+GOAL_MATMUL = {"EW": 0.50, "CORE-MTL": 0.45}
+GOAL_CORE_OVER_EW = 1.4
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -49,29 +70,91 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def bench(name: str, profile: str, overrides: list[str], steps: int, warmup: int) -> dict:
-    cfg = get_config(profile, [*RECIPES[name], *overrides, "train.progress=false", "train.checkpoint_every=0",
-                               "train.eval_every=0", "train.grad_log_every=0",
-                               f"train.max_steps_per_epoch={steps}",
-                               "train.out_dir=runs/bench_train"])
+def recipe_config(name: str, profile: str, overrides: list[str], steps: int, out_dir: str):
+    return get_config(profile, [*RECIPES[name], *overrides, "train.progress=false", "train.checkpoint_every=0",
+                                "train.eval_every=0", "train.grad_log_every=0",
+                                f"train.max_steps_per_epoch={steps}", f"train.out_dir={out_dir}"])
+
+
+def loop_rates(cfg, **trainer_kwargs) -> tuple[float, float]:
+    """img/s of a fresh trainer's first (cold) and second (warm) ``fit`` epoch."""
+    trainer = Trainer(cfg, **trainer_kwargs)
+    bs = cfg.data.batch_size
+    cold = _timed(lambda: trainer.fit(stop_at_epoch=1))
+    first = trainer.step
+    warm = _timed(lambda: trainer.fit(stop_at_epoch=2))
+    return first * bs / cold, (trainer.step - first) * bs / warm
+
+
+def eval_rate(trainer: Trainer, split: str) -> float:
+    """img/s of ``trainer.evaluate`` on ``split`` (all its domains), its scenes rendered beforehand."""
+    trainer.evaluate(split=split, use_best=False)  # renders (and caches) the scenes once
+    sets = [trainer.splits.val] if split == "val" else [trainer.splits.test[d] for d in trainer.cfg.data.eval_domains]
+    n = sum(len(ds) for ds in sets)
+    return n / _timed(lambda: trainer.evaluate(split=split, use_best=False)) if n else float("nan")
+
+
+def bench(name: str, profile: str, overrides: list[str], steps: int, warmup: int, uncached: bool) -> dict:
+    """Every number of one recipe (run it in a process of its own for its peak memory)."""
+    cfg = recipe_config(name, profile, overrides, steps, f"runs/bench_train_{name.lower()}")
+    import_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # torch and the package, loaded
+    cold, loop = loop_rates(cfg)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
+    row = {"name": name, "cold_ips": cold, "loop_ips": loop, "peak_rss": peak_rss, "import_rss": import_rss}
+    if uncached:
+        row["ahead_ips"] = loop_rates(cfg, cache_bytes=0, prefetch=2)[1]
+        row["inline_ips"] = loop_rates(cfg, cache_bytes=0, prefetch=0)[1]
     trainer = Trainer(cfg)
     batch = to_device(trainer.splits.train.get_batch(list(range(cfg.data.batch_size))), trainer.device,
                       trainer.channels_last)
     trainer.model.train()
-    times = []
-    for i in range(warmup + steps):
-        dt = _timed(lambda: trainer.train_step(batch, epoch=0, loss_fn=None))
-        if i >= warmup:
-            times.append(dt)
+    times = [_timed(lambda: trainer.train_step(batch, epoch=0)) for _ in range(warmup + steps)][warmup:]
     with FlopCounterMode(display=False) as counter:
-        trainer.train_step(batch, epoch=0, loss_fn=None)
-    flops = counter.get_total_flops()
+        trainer.train_step(batch, epoch=0)
     step = statistics.median(times)
-    fresh = Trainer(cfg)
-    loop = _timed(lambda: fresh.fit(stop_at_epoch=1))
     bs = cfg.data.batch_size
-    return {"name": name, "step_s": step, "step_ips": bs / step, "loop_ips": fresh.step * bs / loop,
-            "gflop_step": flops / 1e9, "gflops": flops / step / 1e9}
+    row.update(step_s=step, step_ips=bs / step, gflop_step=counter.get_total_flops() / 1e9,
+               gflops=counter.get_total_flops() / step / 1e9,
+               val_ips=eval_rate(trainer, "val"), test_ips=eval_rate(trainer, "test"))
+    return row
+
+
+def run_recipe(name: str, args: argparse.Namespace) -> dict:
+    """:func:`bench` of ``name`` in a child process (this script with ``--recipe``)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--recipe", name, "--profile", args.profile,
+           "--steps", str(args.steps), "--warmup", str(args.warmup), *(["--uncached"] if args.uncached else []),
+           *args.overrides]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench_train.py --recipe {name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _goal(value: float, goal: float, at_least: bool = True, percent: bool = True) -> str:
+    met = value >= goal if at_least else value <= goal
+    shown = f"{100 * goal:g}%" if percent else f"{goal:g}"
+    return f"(goal {'>=' if at_least else '<='} {shown}: {'met' if met else 'NOT met'})"
+
+
+def report(rows: list[dict], ceiling: float) -> None:
+    print(f"{'recipe':9s} {'step s':>7s} {'step img/s':>10s} {'loop img/s':>10s} {'cold':>7s} {'GFLOP/step':>10s} "
+          f"{'GFLOP/s':>8s} {'val img/s':>9s} {'test img/s':>10s} {'peak RSS':>9s}")
+    for r in rows:
+        print(f"{r['name']:9s} {r['step_s']:7.3f} {r['step_ips']:10.1f} {r['loop_ips']:10.1f} {r['cold_ips']:7.1f} "
+              f"{r['gflop_step']:10.2f} {r['gflops']:8.1f} {r['val_ips']:9.1f} {r['test_ips']:10.1f} "
+              f"{r['peak_rss'] / 2**20:6.0f} MiB")
+    print(f"fp32 matmul 2048^3: {ceiling:.1f} GFLOP/s; peak RSS after the imports alone: "
+          f"{rows[0]['import_rss'] / 2**20:.0f} MiB")
+    for r in rows:
+        share, ratio = r["gflops"] / ceiling, r["loop_ips"] / r["step_ips"]
+        print(f"{r['name']:9s} loop / step {100 * ratio:5.1f}% {_goal(ratio, GOAL_LOOP)}; "
+              f"step GFLOP/s / matmul {100 * share:5.1f}% {_goal(share, GOAL_MATMUL[r['name']])}")
+        if "ahead_ips" in r:
+            print(f"{r['name']:9s} without the scene cache: loop {r['ahead_ips']:.1f} img/s rendering ahead "
+                  f"({100 * r['ahead_ips'] / r['step_ips']:.1f}% of step), {r['inline_ips']:.1f} img/s rendering "
+                  f"in the loop ({100 * r['inline_ips'] / r['step_ips']:.1f}%)")
+    cost = rows[1]["step_s"] / rows[0]["step_s"]
+    print(f"CORE-MTL / EW step cost: {cost:.2f} {_goal(cost, GOAL_CORE_OVER_EW, at_least=False, percent=False)} (the paper: 3.45)")
 
 
 def main() -> None:
@@ -79,18 +162,18 @@ def main() -> None:
     p.add_argument("--profile", default="cpu")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--uncached", action="store_true", help="also time the loop without the scene cache")
+    p.add_argument("--recipe", choices=sorted(RECIPES), help="measure one recipe and print its numbers as JSON")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, profile {args.profile} {args.overrides}")
+    if args.recipe:
+        print(json.dumps(bench(args.recipe, args.profile, args.overrides, args.steps, args.warmup, args.uncached)))
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, profile {args.profile} {args.overrides}, "
+          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     ceiling = matmul_gflops()
-    rows = [bench(name, args.profile, args.overrides, args.steps, args.warmup) for name in RECIPES]
-    print(f"{'recipe':14s} {'step s':>8s} {'step img/s':>11s} {'loop img/s':>11s} {'GFLOP/step':>11s} "
-          f"{'GFLOP/s':>8s} {'% of matmul':>11s}")
-    for r in rows:
-        print(f"{r['name']:14s} {r['step_s']:8.3f} {r['step_ips']:11.1f} {r['loop_ips']:11.1f} {r['gflop_step']:11.2f} "
-              f"{r['gflops']:8.1f} {100 * r['gflops'] / ceiling:10.1f}%")
-    print(f"fp32 matmul 2048^3: {ceiling:.1f} GFLOP/s")
-    print(f"CORE-MTL / EW step cost: {rows[1]['step_s'] / rows[0]['step_s']:.2f} (goal <= 2.0; the paper: 3.45)")
+    rows = [run_recipe(name, args) for name in RECIPES]
+    report(rows, ceiling)
 
 
 if __name__ == "__main__":

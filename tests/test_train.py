@@ -336,7 +336,7 @@ def test_exact_resume_core_mtl_with_the_real_objective(tmp_path):
 
 def test_render_cache_renders_each_chunk_once_independent_of_order():
     from coremtl_lite.data import ShadedScenes
-    from coremtl_lite.train.cache import CachedDataset, maybe_cache
+    from coremtl_lite.data.cache import CachedDataset, maybe_cache
 
     ds = ShadedScenes(size=16, length=12, seed=3)
     first, second = maybe_cache(ds), maybe_cache(ds)

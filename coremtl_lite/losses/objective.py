@@ -195,13 +195,13 @@ class Objective:
                 task_losses = self._task_losses(preds, batch)
             outputs = {"preds": preds, "features": enc["features"], "z_s": enc["z_s"], "z_p": enc["z_p"]}
             train_tasks = False
-        logs: dict[str, float] = {"stage0": float(not train_tasks)} if _has_decoder(model) else {}
+        logs: dict[str, Any] = {"stage0": float(not train_tasks)} if _has_decoder(model) else {}
         terms: dict[str, Tensor] = {}
         if outputs.get("z_p") is not None and outputs.get("z_s") is not None:
             ind = independence_loss(outputs["z_s"], outputs["z_p"])
             lam = self.lambda_ind(progress, model)
             terms["ind"] = lam * ind  # lambda_ind L_ind
-            logs.update(cka=float(ind.detach()), ind=float(ind.detach()), lambda_ind=lam)
+            logs.update(cka=ind.detach(), ind=ind.detach(), lambda_ind=lam)  # tensors: read back at the end
             if _has_decoder(model):
                 decoded = model.decode(outputs["z_s"], outputs["z_p"], tuple(image.shape[-2:]))
                 outputs["decoded"] = decoded
@@ -211,7 +211,7 @@ class Objective:
                 rec, parts = reconstruction_loss(decoded, image, batch, perceptual, self.cfg.perceptual_weight,
                                                  self.physics_weights, balance=self.cfg.rec_balance)
                 terms["rec"] = self.cfg.lambda_rec * rec  # lambda_rec L_rec
-                logs["rec"] = float(rec.detach())
+                logs["rec"] = rec.detach()
                 logs.update(parts)
                 ratio = parts["rec_ratio"]  # the bar CFA needs: MSE(recon) / MSE(each image's mean colour)
                 applied = 0.0
@@ -221,12 +221,23 @@ class Objective:
                         cfa, _ = cfa_loss(model, batch, outputs, self.tasks, self.task_weights, self.cfg.cfa_form,
                                           generator)
                         terms["cfa"] = self.cfg.lambda_cfa * cfa  # lambda_cfa L_CFA
-                        logs["cfa"] = float(cfa.detach())
+                        logs["cfa"] = cfa.detach()
                         applied = 1.0
                 logs["cfa_applied"] = applied
         extra = sum(terms.values()) if terms else None
-        return ObjectiveOutput(task_losses=task_losses, extra_loss=extra, outputs=outputs, logs=logs,
+        return ObjectiveOutput(task_losses=task_losses, extra_loss=extra, outputs=outputs, logs=_as_floats(logs),
                                extra_terms=terms, train_tasks=train_tasks)
+
+
+def _as_floats(logs: dict[str, Any]) -> dict[str, float]:
+    """``logs`` with its 0-d tensor values turned into floats all at once: one read-back from the device
+    instead of one per value (each ``float(tensor)`` waits for a GPU to finish). float64 holds every
+    float32 value exactly, so the floats are those of ``float(value)``."""
+    keys = [k for k, v in logs.items() if isinstance(v, Tensor)]
+    if keys:
+        values = torch.stack([logs[k].reshape(()).double() for k in keys]).tolist()
+        logs = {**logs, **dict(zip(keys, values))}
+    return logs
 
 
 def _has_decoder(model: nn.Module) -> bool:

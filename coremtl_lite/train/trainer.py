@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import time
@@ -50,8 +51,9 @@ import torch
 from torch import Tensor, nn
 
 from coremtl_lite.config import Config, ConfigError
+from coremtl_lite.data.cache import DEFAULT_CACHE_BYTES, CacheBudget
+from coremtl_lite.data.prefetch import DEFAULT_PREFETCH, ahead
 from coremtl_lite.runtime import get_device, seed_everything
-from coremtl_lite.train.cache import DEFAULT_CACHE_BYTES, maybe_cache
 from coremtl_lite.train.checkpoint import (
     CheckpointError,
     atomic_write,
@@ -75,6 +77,7 @@ from coremtl_lite.train.distributed import (
 from coremtl_lite.train.evaluation import Results, evaluate_datasets, relative_score, to_device
 from coremtl_lite.train.grad_log import term_gradient_stats
 from coremtl_lite.train.history import History
+from coremtl_lite.train.precision import Precision
 from coremtl_lite.train.run_dir import RunLock, describe_mismatch, resume_mismatch
 from coremtl_lite.train.schedule import lr_factor
 
@@ -94,19 +97,6 @@ class NonFiniteLossError(FloatingPointError):
         self.step, self.epoch, self.values = step, epoch, values
 
 
-class _ScaleGrad(torch.autograd.Function):
-    """Identity forward, gradient times ``scale`` backward: fp16 loss scaling that leaves loss values intact."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, scale: float) -> Tensor:  # noqa: D401
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return grad * ctx.scale, None
-
-
 class Trainer:
     """Train ``cfg`` with the one loop; see the module docstring.
 
@@ -115,8 +105,10 @@ class Trainer:
         callbacks: objects with optional ``on_fit_start``/``on_step_end``/``on_epoch_end``/``on_fit_end``.
         model: a ready model to train instead of ``build_model(cfg.model, tasks)`` (same contract).
         objective: a ready objective instead of ``build_objective(cfg.loss, tasks)`` (same contract).
-        cache_bytes: memory budget per synthetic dataset for rendering each scene only once
-            (:mod:`coremtl_lite.train.cache`; bit-identical values); 0 disables the cache.
+        cache_bytes: memory budget of the render-once cache of the synthetic datasets, all of them together
+            (:mod:`coremtl_lite.data.cache`); 0 disables the cache.
+        prefetch: training batches rendered ahead in a background thread (:mod:`coremtl_lite.data.prefetch`;
+            the same batches in the same order); 0 renders them in the loop.
 
     Attributes a notebook or callback may read: ``model``, ``tasks``, ``objective``, ``method``,
     ``optimizer``, ``splits``, ``history``, ``epoch`` (epochs completed), ``step`` (optimiser steps
@@ -124,107 +116,32 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, callbacks: Iterable[Any] = (), model: nn.Module | None = None,
-                 objective: Any = None, cache_bytes: int = DEFAULT_CACHE_BYTES):
-        from coremtl_lite.data import build_splits, flip_batch, make_loader
-        from coremtl_lite.methods import build_method
-        from coremtl_lite.tasks import tasks_from_info
-
+                 objective: Any = None, cache_bytes: int = DEFAULT_CACHE_BYTES, prefetch: int = DEFAULT_PREFETCH):
         self.cfg = cfg.validate()
-        tc = cfg.train
-        device = get_device(tc.device)
-        self.dist: DistContext = init_distributed(device.type)
-        if self.dist.enabled and device.type == "cuda":
-            device = torch.device("cuda", self.dist.local_rank)
-        self.device = device
+        self.device, self.dist = self._build_device()
         self.callbacks = list(callbacks)
         self.should_stop = False
-        self.out_dir = Path(tc.out_dir)
+        self.out_dir = Path(cfg.train.out_dir)
+        self.generator = seed_everything(cfg.train.seed)  # the objective's randomness (CFA draws); checkpointed
+        self.cache = CacheBudget(cache_bytes)  # the render-once cache's memory, for all datasets together
+        self.prefetch = int(prefetch)
+        self.splits = self._build_splits()
+        from coremtl_lite.tasks import tasks_from_info
 
-        self.generator = seed_everything(tc.seed)  # the objective's randomness (CFA draws); checkpointed
-        self.cache_bytes = int(cache_bytes)
-        splits = build_splits(cfg.data, tc.seed)
-        self.splits = type(splits)(maybe_cache(splits.train, self.cache_bytes), maybe_cache(splits.val, self.cache_bytes),
-                                   {d: maybe_cache(ds, self.cache_bytes) for d, ds in splits.test.items()})
         self.tasks = tasks_from_info(self.splits.train.task_info, cfg.data.tasks)
         self.task_names = [t.name for t in self.tasks]
-
-        built_here = model is None
-        if model is None:
-            from coremtl_lite.models import build_model
-
-            model = build_model(cfg.model, self.tasks, input_shape=getattr(self.splits.train, "input_shape", None))
-        # the trivial predictors of the tasks, fitted on the training split (after the model is built, so
-        # the model's random init does not depend on them); they start the built model's heads at the data
-        from coremtl_lite.models.heads import init_heads_from_data
-        from coremtl_lite.models.trivial import fit_trivial
-
-        self.trivial = fit_trivial(make_loader(self.splits.train, cfg.data.batch_size, shuffle=False, seed=tc.seed),
-                                   self.tasks, max_samples=TRIVIAL_SAMPLES).to(device)
-        heads = getattr(model, "heads", None)
-        if built_here and isinstance(heads, nn.ModuleDict):
-            init_heads_from_data(heads, {t.name: t.kind for t in self.tasks}, self.trivial.stats)
-        if self.dist.enabled:
-            model = convert_batchnorm(model, device.type)
-        self.channels_last = device.type == "cuda" and tc.channels_last
-        model = model.to(device)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        broadcast_module(model)
-        self.model = model
-        if tc.compile:
-            self.model.compile()  # in place: state_dict keys and model methods unchanged
-
-        if objective is None:
-            from coremtl_lite.losses import build_objective
-
-            objective = build_objective(cfg.loss, self.tasks)
-        self.objective = objective
-        if isinstance(self.objective, nn.Module):
-            self.objective.to(device)
-        try:
-            self.method = build_method(tc.method, self.task_names, **tc.method_options).to(device)
-        except ConfigError as err:  # an unknown option or a value of the wrong type: the message names both
-            raise ConfigError(f"train.method_options: {err}") from None
-        except (TypeError, ValueError) as err:  # a value the method's constructor refuses
-            raise ConfigError(f"train.method_options={tc.method_options} do not fit method {tc.method!r}: {err}") from err
-
-        groups = [{"params": list(self.model.parameters()), "weight_decay": cfg.optim.weight_decay}]
-        method_params = [p for p in self.method.parameters() if p.requires_grad]
-        objective_params = ([p for p in self.objective.parameters() if p.requires_grad]
-                            if isinstance(self.objective, nn.Module) else [])
-        if method_params or objective_params:  # the method's own weights (e.g. UW's log-variances): no decay
-            groups.append({"params": method_params + objective_params, "weight_decay": 0.0})
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr)
-        self.params = [p for g in groups for p in g["params"]]
-
-        # mixed precision: CUDA only; bf16 when supported (no scaler), else fp16 with a gradient scaler
-        self.amp_dtype: torch.dtype | None = None
-        self.scaler: torch.amp.GradScaler | None = None
-        if tc.amp and device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            if self.amp_dtype == torch.float16:
-                self.scaler = torch.amp.GradScaler("cuda")
-
-        transform = flip_batch if cfg.data.augment else None
-        n_train = len(self.splits.train)
-        self.train_loader = make_loader(self.splits.train, cfg.data.batch_size, shuffle=True, seed=tc.seed,
-                                        drop_last=n_train >= cfg.data.batch_size, rank=self.dist.rank,
-                                        world_size=self.dist.world_size, num_workers=cfg.data.num_workers,
-                                        transform=transform)
+        self.channels_last = self.device.type == "cuda" and cfg.train.channels_last
+        self.model, self.trivial = self._build_model(model)
+        self.objective = self._build_objective(objective)
+        self.method = self._build_method()
+        self.optimizer, self.params = self._build_optimizer()
+        self.precision = Precision(self.device, cfg.train.amp)  # CUDA only: bf16, or fp16 with a scaler
+        self.train_loader, self._val_loader = self._build_loaders()
         self.steps_per_epoch = len(self.train_loader)
-        if tc.max_steps_per_epoch:
-            self.steps_per_epoch = min(self.steps_per_epoch, tc.max_steps_per_epoch)
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"the training set ({n_train} samples) gives no batch of data.batch_size="
-                             f"{cfg.data.batch_size} on {self.dist.world_size} process(es)")
+        if cfg.train.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.max_steps_per_epoch)
         self.total_steps = cfg.optim.epochs * self.steps_per_epoch
         self.warmup_steps = cfg.optim.warmup_epochs * self.steps_per_epoch
-        self._val_loader = None
-        if self.method.uses_validation_batch:  # the held-out hook of bi-level methods (methods/base.py)
-            self._val_loader = make_loader(self.splits.val, cfg.data.batch_size, shuffle=True, seed=tc.seed + 1,
-                                           rank=self.dist.rank, world_size=self.dist.world_size)
-            if len(self._val_loader) == 0:
-                raise ValueError("the method needs validation batches but the validation split gives none")
 
         self.history = History()
         self.epoch = 0
@@ -235,6 +152,108 @@ class Trainer:
         self._val_reference: dict[str, dict[str, float]] | None = None
         self.term_scales: dict[str, float] = {}  # the extra terms' gradient caps (loss.max_term_grad_ratio)
 
+    # ------------------------------------------------------------------------------------ set-up
+    def _build_device(self) -> tuple[torch.device, DistContext]:
+        """The device of this process and the data-parallel context (one process without ``torchrun``)."""
+        device = get_device(self.cfg.train.device)
+        dist = init_distributed(device.type)
+        if dist.enabled and device.type == "cuda":
+            device = torch.device("cuda", dist.local_rank)
+        return device, dist
+
+    def _build_splits(self) -> Any:
+        """Train/val/test datasets of ``cfg.data``, each behind the render-once cache when it fits
+        (:mod:`coremtl_lite.data.cache`)."""
+        from coremtl_lite.data import build_splits
+
+        splits = build_splits(self.cfg.data, self.cfg.train.seed)
+        cache = self.cache  # one budget for all of them: training split first, then validation, then test
+        return type(splits)(cache.wrap(splits.train), cache.wrap(splits.val),
+                            {d: cache.wrap(ds) for d, ds in splits.test.items()})
+
+    def _build_model(self, model: nn.Module | None) -> tuple[nn.Module, nn.Module]:
+        """The model (``build_model(cfg.model, tasks)`` unless one is given) on the device, and the trivial
+        predictors fitted on the training split, whose statistics start a built model's heads."""
+        from coremtl_lite.data import make_loader
+        from coremtl_lite.models.heads import init_heads_from_data
+        from coremtl_lite.models.trivial import fit_trivial
+
+        cfg = self.cfg
+        built_here = model is None
+        if model is None:
+            from coremtl_lite.models import build_model
+
+            model = build_model(cfg.model, self.tasks, input_shape=getattr(self.splits.train, "input_shape", None))
+        # fitted after the model is built, so the model's random init does not depend on them
+        trivial = fit_trivial(make_loader(self.splits.train, cfg.data.batch_size, shuffle=False, seed=cfg.train.seed),
+                              self.tasks, max_samples=TRIVIAL_SAMPLES).to(self.device)
+        heads = getattr(model, "heads", None)
+        if built_here and isinstance(heads, nn.ModuleDict):
+            init_heads_from_data(heads, {t.name: t.kind for t in self.tasks}, trivial.stats)
+        if self.dist.enabled:
+            model = convert_batchnorm(model, self.device.type)
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        broadcast_module(model)
+        if cfg.train.compile:
+            model.compile()  # in place: state_dict keys and model methods unchanged
+        return model, trivial
+
+    def _build_objective(self, objective: Any) -> Any:
+        """The objective (Eq. 16; ``build_objective(cfg.loss, tasks)`` unless one is given), on the device."""
+        if objective is None:
+            from coremtl_lite.losses import build_objective
+
+            objective = build_objective(self.cfg.loss, self.tasks)
+        if isinstance(objective, nn.Module):
+            objective.to(self.device)
+        return objective
+
+    def _build_method(self) -> Any:
+        """The multi-task method of ``train.method`` with ``train.method_options``, from the registry."""
+        from coremtl_lite.methods import build_method
+
+        tc = self.cfg.train
+        try:
+            return build_method(tc.method, self.task_names, **tc.method_options).to(self.device)
+        except ConfigError as err:  # an unknown option or a value of the wrong type: the message names both
+            raise ConfigError(f"train.method_options: {err}") from None
+        except (TypeError, ValueError) as err:  # a value the method's constructor refuses
+            raise ConfigError(f"train.method_options={tc.method_options} do not fit method {tc.method!r}: {err}") from err
+
+    def _build_optimizer(self) -> tuple[torch.optim.Optimizer, list[nn.Parameter]]:
+        """AdamW over the model (weight decay ``optim.weight_decay``) and the method's and objective's own
+        weights (no decay); returns it and the flat list of its parameters."""
+        groups = [{"params": list(self.model.parameters()), "weight_decay": self.cfg.optim.weight_decay}]
+        method_params = [p for p in self.method.parameters() if p.requires_grad]
+        objective_params = ([p for p in self.objective.parameters() if p.requires_grad]
+                            if isinstance(self.objective, nn.Module) else [])
+        if method_params or objective_params:  # the method's own weights (e.g. UW's log-variances): no decay
+            groups.append({"params": method_params + objective_params, "weight_decay": 0.0})
+        return torch.optim.AdamW(groups, lr=self.cfg.optim.lr), [p for g in groups for p in g["params"]]
+
+    def _build_loaders(self) -> tuple[Any, Any]:
+        """The training loader (shuffled per epoch, this rank's slice) and, for bi-level methods, the
+        validation loader of their held-out batches (else None)."""
+        from coremtl_lite.data import flip_batch, make_loader
+
+        cfg, dist = self.cfg, self.dist
+        n_train = len(self.splits.train)
+        train = make_loader(self.splits.train, cfg.data.batch_size, shuffle=True, seed=cfg.train.seed,
+                            drop_last=n_train >= cfg.data.batch_size, rank=dist.rank, world_size=dist.world_size,
+                            num_workers=cfg.data.num_workers, transform=flip_batch if cfg.data.augment else None)
+        if len(train) == 0:
+            raise ValueError(f"the training set ({n_train} samples) gives no batch of data.batch_size="
+                             f"{cfg.data.batch_size} on {dist.world_size} process(es)")
+        val = None
+        if self.method.uses_validation_batch:  # the held-out hook of bi-level methods (methods/base.py)
+            val = make_loader(self.splits.val, cfg.data.batch_size, shuffle=True, seed=cfg.train.seed + 1,
+                              rank=dist.rank, world_size=dist.world_size)
+            if len(val) == 0:
+                raise ValueError("the method needs validation batches but the validation split gives none")
+        return train, val
+
     # ------------------------------------------------------------------------------------ helpers
     @property
     def is_main(self) -> bool:
@@ -242,9 +261,7 @@ class Trainer:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The mixed-precision context of this run (a no-op off CUDA or with ``train.amp=false``)."""
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        return self.precision.autocast()
 
     def directions(self) -> dict[str, dict[str, bool]]:
         """``{task: {metric: higher_is_better}}`` of the run's tasks."""
@@ -353,10 +370,10 @@ class Trainer:
         n_steps = 0
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", leave=False, unit="step",
                    disable=not (cfg.train.progress and self.is_main))
+        # the epoch's batches, rendered ahead in a background thread (the same batches in the same order)
+        batches = ahead(itertools.islice(self.train_loader, self.steps_per_epoch), self.prefetch)
         try:
-            for i, batch in enumerate(self.train_loader):
-                if i >= self.steps_per_epoch:
-                    break
+            for batch in batches:
                 record = self.train_step(to_device(batch, self.device, self.channels_last), epoch, loss_fn)
                 sums += torch.tensor([record[f"loss/{t}"] for t in self.task_names] + [record["loss/total"]],
                                      dtype=torch.float64)
@@ -368,6 +385,7 @@ class Trainer:
                 if self.should_stop:
                     break
         finally:
+            batches.close()  # stops the rendering thread
             bar.close()
         means = {t: float(sums[k] / max(n_steps, 1)) for k, t in enumerate(self.task_names)}
         self.method.on_epoch_end(means)  # e.g. DWA's loss ratios (already averaged over ranks)
@@ -388,34 +406,44 @@ class Trainer:
 
     def train_step(self, batch: dict, epoch: int, loss_fn=None) -> dict[str, Any]:
         """One optimisation step on ``batch`` (already on the device); returns its record (also appended
-        to the history). The phases are those of the module docstring."""
-        cfg = self.cfg
-        lr = self._set_learning_rate()
+        to the history). The phases are those of the module docstring; ``loss_fn`` is the held-out
+        loss of bi-level methods (``method.meta_step``; None for the others)."""
+        record: dict[str, Any] = {"step": self.step, "epoch": epoch, "lr": self._set_learning_rate()}
         self.optimizer.zero_grad(set_to_none=True)
-        record: dict[str, Any] = {"step": self.step, "epoch": epoch, "lr": lr}
         if loss_fn is not None:  # bi-level methods: the generic held-out hook (methods/base.py)
             meta = self.method.meta_step(loss_fn, batch, self._val_batch(self.step), self.params)
             record.update({f"method/{k}": float(v) for k, v in (meta or {}).items()})
-        progress = self.step / max(self.total_steps, 1)
-        with self.autocast():  # forward + objective (Eq. 16)
-            out = self.objective(self.model, batch, progress, self.generator)
-        if cfg.train.grad_log_every and self.step % cfg.train.grad_log_every == 0:
-            stats = self._term_gradients(out)
-            self._update_term_scales(stats, out.extra_terms)
-            record.update({f"grad/{k}": v for k, v in stats.items()})
-            record.update({f"grad/{k}_scale": v for k, v in self.term_scales.items()})
+        out = self._forward(batch)  # forward + objective (Eq. 16)
+        if self.cfg.train.grad_log_every and self.step % self.cfg.train.grad_log_every == 0:
+            record.update(self._measure_terms(out))  # each term's gradient on the encoder; their caps
         out = self._scale_extra_terms(out)
-        named = self._finite_losses(out, epoch)
-        logs = self._backward(out)
-        norm = self._sync_clip_and_step(epoch)
-        record.update(named)
-        record["loss/total"] = sum(named.values())
+        losses = self._finite_losses(out, epoch)  # finiteness check (raises before any update)
+        method_logs = self._backward(out)  # method.backward fills .grad
+        norm = self._sync_and_clip(epoch)  # all-reduce over ranks, clip at optim.grad_clip
+        self._optimizer_step()  # AdamW
+        record.update(losses)
+        record["loss/total"] = sum(losses.values())
         record["grad_norm"] = norm
         record.update({f"obj/{k}": float(v) for k, v in (out.logs or {}).items()})
-        record.update({f"method/{k}": float(v) for k, v in (logs or {}).items()})
+        record.update({f"method/{k}": float(v) for k, v in (method_logs or {}).items()})
         self.step += 1
         self.history.steps.append(record)
         return record
+
+    def _forward(self, batch: dict) -> Any:
+        """The objective's terms for ``batch`` at the current point of the schedule (``progress`` =
+        step / total_steps), under the run's autocast."""
+        progress = self.step / max(self.total_steps, 1)
+        with self.autocast():
+            return self.objective(self.model, batch, progress, self.generator)
+
+    def _measure_terms(self, out: Any) -> dict[str, float]:
+        """Measure each term's gradient on the shared encoder, update the extra terms' caps from it and
+        return both as ``grad/...`` record entries."""
+        stats = self._term_gradients(out)
+        self._update_term_scales(stats, out.extra_terms)
+        return {**{f"grad/{k}": v for k, v in stats.items()},
+                **{f"grad/{k}_scale": v for k, v in self.term_scales.items()}}
 
     def _set_learning_rate(self) -> float:
         """Linear warm-up + cosine decay (Appendix F) at the current step."""
@@ -479,12 +507,9 @@ class Trainer:
         return dataclasses.replace(out, extra_loss=extra)
 
     def _backward(self, out: Any) -> dict[str, float] | None:
-        """Fill ``.grad``: the method after stage 0, the decomposition loss alone in stage 0."""
-        task_losses, extra = dict(out.task_losses), out.extra_loss
-        if self.scaler is not None:  # fp16: scale the gradients, not the loss values the method sees
-            scale = float(self.scaler.get_scale())
-            task_losses = {k: _ScaleGrad.apply(v, scale) for k, v in task_losses.items()}
-            extra = _ScaleGrad.apply(extra, scale) if extra is not None else None
+        """Fill ``.grad``: the method after stage 0, the decomposition loss alone in stage 0. Under fp16
+        the gradients (not the loss values the method reads) are scaled (:mod:`.precision`)."""
+        task_losses, extra = self.precision.scale_losses(dict(out.task_losses), out.extra_loss)
         if not out.train_tasks:  # stage 0: no task gradient reaches the encoder
             if extra is not None:
                 extra.backward()
@@ -493,13 +518,12 @@ class Trainer:
         return self.method.backward(task_losses, shared_params=self.model.shared_parameters(),
                                     features=features, extra_loss=extra)
 
-    def _sync_clip_and_step(self, epoch: int) -> float:
-        """All-reduce the gradients, clip them (Appendix F: norm 10) and take the optimiser step; returns
-        the gradient norm before clipping."""
+    def _sync_and_clip(self, epoch: int) -> float:
+        """All-reduce the gradients over ranks and clip them (Appendix F: norm 10); returns the gradient
+        norm before clipping. Without a gradient scaler a non-finite norm stops the run here."""
         all_reduce_gradients(self.params)  # data parallelism: average over ranks (train/distributed.py)
         average_float_buffers(self.method)  # keep per-rank method state (e.g. meta-learned weights) in sync
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
+        self.precision.unscale(self.optimizer)
         with_grad = [p for p in self.params if p.grad is not None]
         if self.cfg.optim.grad_clip > 0 and with_grad:
             norm = torch.nn.utils.clip_grad_norm_(with_grad, self.cfg.optim.grad_clip)  # Appendix F: clip at 10
@@ -507,16 +531,15 @@ class Trainer:
             norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().float().norm() for p in with_grad])) \
                 if with_grad else torch.zeros(())
         norm = float(norm)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)  # skips the step when the scaled gradients overflowed
-            self.scaler.update()
-        else:
-            if not math.isfinite(norm):
-                raise NonFiniteLossError(
-                    f"non-finite gradient norm at step {self.step} (epoch {epoch + 1}); training stopped, the "
-                    f"last checkpoint in {str(self.out_dir)!r} is untouched.", self.step, epoch, {"grad_norm": norm})
-            self.optimizer.step()
+        if self.precision.scaler is None and not math.isfinite(norm):  # a scaler skips such steps itself
+            raise NonFiniteLossError(
+                f"non-finite gradient norm at step {self.step} (epoch {epoch + 1}); training stopped, the "
+                f"last checkpoint in {str(self.out_dir)!r} is untouched.", self.step, epoch, {"grad_norm": norm})
         return norm
+
+    def _optimizer_step(self) -> None:
+        """The AdamW step (with an fp16 scaler: skipped when the scaled gradients overflowed)."""
+        self.precision.step(self.optimizer)
 
     # ---------------------------------------------------------------------------------- evaluation
     def _datasets(self, split: str, domains: Sequence[str] | None) -> dict[str, Any]:
@@ -532,7 +555,7 @@ class Trainer:
 
             extra = build_splits(dataclasses.replace(self.cfg.data, eval_domains=tuple(missing)),
                                  self.cfg.train.seed).test
-            self.splits.test.update({d: maybe_cache(ds, self.cache_bytes) for d, ds in extra.items()})
+            self.splits.test.update({d: self.cache.wrap(ds) for d, ds in extra.items()})
         for d in domains:
             out[d] = self.splits.test[d]
         return out
@@ -617,8 +640,8 @@ class Trainer:
         }
         if hasattr(self.objective, "state_dict"):
             state["objective"] = self.objective.state_dict()
-        if self.scaler is not None:
-            state["scaler"] = self.scaler.state_dict()
+        if self.precision.scaler is not None:
+            state["scaler"] = self.precision.scaler.state_dict()
         return state
 
     def save(self, path: str | Path | None = None) -> Path:
@@ -650,8 +673,8 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, KeyError, ValueError) as err:
             raise CheckpointError(f"checkpoint {str(path)!r} does not fit this run: {err}") from err
-        if self.scaler is not None and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
+        if self.precision.scaler is not None and "scaler" in state:
+            self.precision.scaler.load_state_dict(state["scaler"])
         self.generator.set_state(state["generator"])
         set_rng_state(state["rng"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])

@@ -6,12 +6,20 @@ evaluation -- is wasted work (on a 2-core CPU it can cost more than the training
 :class:`CachedDataset` renders every sample once, in fixed chunks of consecutive indices, and serves
 it from memory afterwards. The values are the dataset's up to float rounding (a renderer may round
 differently in batches of different sizes, ~1e-7) and never depend on the access order, so a run
-and its exact resume see identical data. The trainer wraps a dataset only when its whole cache fits
-in ``max_bytes``.
+and its exact resume see identical data.
+
+**Memory.** A cached sample holds every tensor of the sample dict (image, labels, factors); a 64 px
+ShadedScenes sample takes 0.15 MB (0.59 MB at 128 px), so the cpu profile's 1024 + 128 + 2 x 256
+scenes take 0.25 GB. The trainer gives all its datasets together one budget (``Trainer(cache_bytes=...)``, default
+:data:`DEFAULT_CACHE_BYTES` = 1 GiB; :class:`CacheBudget`): a dataset whose whole cache does not fit in
+what is left is not cached at all and renders its batches each time (the gpu profile's 16384 training
+scenes at 128 px, 9.7 GB, for example). The storage is allocated at a dataset's first batch and lives
+as long as the trainer.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,12 +48,13 @@ class CachedDataset:
         self._n = len(dataset)
         self._have = torch.zeros(self._n, dtype=torch.bool)
         self._store: dict[str, Any] | None = None
+        self._lock = threading.Lock()  # the trainer renders ahead in a background thread (data/prefetch.py)
 
     def __len__(self) -> int:
         return self._n
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("dataset", "_n", "_have", "_store", "chunk"):
+        if name in ("dataset", "_n", "_have", "_store", "chunk", "_lock"):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
@@ -60,6 +69,10 @@ class CachedDataset:
         idx = torch.as_tensor(list(indices) if not isinstance(indices, Tensor) else indices, dtype=torch.long)
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self._n):
             raise IndexError(f"indices out of range for a dataset of {self._n} samples")
+        with self._lock:
+            return self._get(idx)
+
+    def _get(self, idx: Tensor) -> dict[str, Any]:
         missing = torch.unique(idx[~self._have[idx]])
         for chunk in torch.unique(missing // self.chunk).tolist():
             # render whole fixed chunks: a renderer's float rounding can depend on the batch it is part of
@@ -84,17 +97,39 @@ def cache_estimate(dataset: Any, probe: int = 2) -> int:
     return _nbytes(sample) * len(dataset) // n
 
 
+class CacheBudget:
+    """A memory budget shared by the datasets of one run: :meth:`wrap` caches a dataset only when its whole
+    cache (:func:`cache_estimate`) fits in what is left, and takes it from the budget.
+
+    The trainer wraps its training split first, then validation, then the test domains, so with a small
+    budget the split read every epoch is the one kept in memory.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES):
+        self.max_bytes = self.left = int(max_bytes)
+
+    def __repr__(self) -> str:
+        return f"CacheBudget({self.max_bytes} bytes, {self.left} left)"
+
+    def wrap(self, dataset: Any) -> Any:
+        """``CachedDataset(dataset)`` when it has ``get_batch``, tensor-only batches and fits in the budget
+        left; else ``dataset`` unchanged."""
+        if self.left <= 0 or not hasattr(dataset, "get_batch") or isinstance(dataset, CachedDataset):
+            return dataset
+        try:
+            need = cache_estimate(dataset)
+        except TypeError:
+            return dataset
+        if need > self.left:
+            return dataset
+        self.left -= need
+        return CachedDataset(dataset)
+
+
 def maybe_cache(dataset: Any, max_bytes: int = DEFAULT_CACHE_BYTES) -> Any:
     """``CachedDataset(dataset)`` when it has ``get_batch``, tensor-only batches and fits in ``max_bytes``; else
     ``dataset`` unchanged."""
-    if max_bytes <= 0 or not hasattr(dataset, "get_batch") or isinstance(dataset, CachedDataset):
-        return dataset
-    try:
-        if cache_estimate(dataset) > max_bytes:
-            return dataset
-    except TypeError:
-        return dataset
-    return CachedDataset(dataset)
+    return CacheBudget(max_bytes).wrap(dataset)
 
 
 def _all_tensors(tree: Any) -> bool:

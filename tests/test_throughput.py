@@ -1,0 +1,160 @@
+"""Training throughput without changing a number (issue 15): rendering ahead in a background thread,
+the render-once cache's shared budget, the mixed-precision helpers, and the benchmark script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from coremtl_lite.config import get_config
+from coremtl_lite.data import ShadedScenes, flip_batch, make_loader
+from coremtl_lite.data.cache import CacheBudget, CachedDataset, cache_estimate
+from coremtl_lite.data.prefetch import ahead
+from coremtl_lite.train import Trainer
+from coremtl_lite.train.precision import Precision, amp_dtype, scale_gradients
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------------------- ahead()
+def test_ahead_yields_the_same_items_in_order():
+    assert list(ahead(range(50), depth=3)) == list(range(50))
+    assert list(ahead(range(5), depth=0)) == list(range(5))
+    assert list(ahead([], depth=2)) == []
+    with pytest.raises(ValueError, match="prefetch depth"):
+        list(ahead(range(3), depth=-1))
+
+
+def test_ahead_raises_the_error_at_the_item_where_it_happened():
+    def items():
+        yield 0
+        yield 1
+        raise KeyError("scene 2")
+
+    seen = []
+    with pytest.raises(KeyError, match="scene 2"):
+        for x in ahead(items(), depth=2):
+            seen.append(x)
+    assert seen == [0, 1]
+
+
+def test_leaving_the_loop_early_stops_the_thread():
+    produced = []
+
+    def items():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    gen = ahead(items(), depth=2)
+    assert [next(gen) for _ in range(3)] == [0, 1, 2]
+    gen.close()
+    assert not any(t.name == "coremtl-prefetch" and t.is_alive() for t in threading.enumerate())
+    assert len(produced) <= 3 + 2 + 1  # at most depth + 1 items produced for nothing
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batches_rendered_ahead_are_bit_identical_to_rendering_in_the_loop(threads):
+    """Rendered in another thread (whose torch thread count may differ from the caller's), shuffled and
+    flipped by the loader's generator: the very same tensors as the synchronous loader's."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ds = ShadedScenes(size=24, length=40, seed=5)
+        loader = make_loader(ds, 8, shuffle=True, seed=1, epoch=2, transform=flip_batch)
+        inline = list(loader)
+        rendered = list(ahead(iter(loader), depth=2))
+    finally:
+        torch.set_num_threads(before)
+    assert len(inline) == len(rendered) == 5
+    assert all(_same(a, b) for a, b in zip(inline, rendered))
+
+
+def _config(tmp_path, *overrides):
+    return get_config("ci", ["data.image_size=16", "data.train_size=48", "data.val_size=16", "data.test_size=16",
+                             "data.batch_size=8", "optim.epochs=2", "train.progress=false",
+                             "train.checkpoint_every=0", "train.grad_log_every=2", f"train.out_dir={tmp_path}",
+                             *overrides])
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 1 << 30])
+def test_training_with_rendering_ahead_gives_the_same_numbers(tmp_path, cache_bytes):
+    """The same seed gives the same run, rendering ahead or in the loop, with and without the scene cache."""
+    cfg = _config(tmp_path, "data.augment=true", "model.dual_stream=true", "model.grounding=hard",
+                  "loss.cfa_start=0", "loss.decomposition_warmup=0")
+    runs = [Trainer(cfg, cache_bytes=cache_bytes, prefetch=p) for p in (0, 2)]
+    for tr in runs:
+        tr.fit()
+    (a, b) = runs
+    assert len(a.history.steps) == len(b.history.steps) == 12
+    for ra, rb in zip(a.history.steps, b.history.steps):
+        assert ra == rb
+    assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+    assert a.history.epochs[-1]["val"] == b.history.epochs[-1]["val"]
+
+
+# ----------------------------------------------------------------------------------- CacheBudget
+def test_one_cache_budget_for_all_datasets_training_split_first():
+    train, val, test = (ShadedScenes(size=16, length=n, seed=0, offset=o) for n, o in ((20, 0), (10, 20), (10, 30)))
+    need = cache_estimate(train)
+    budget = CacheBudget(need + cache_estimate(val))
+    wrapped = [budget.wrap(ds) for ds in (train, val, test)]
+    assert isinstance(wrapped[0], CachedDataset) and isinstance(wrapped[1], CachedDataset)
+    assert wrapped[2] is test  # over what is left: rendered each time, never a partial cache
+    assert budget.left == 0
+    assert CacheBudget(0).wrap(train) is train
+    assert budget.wrap(wrapped[0]) is wrapped[0]  # never wrapped twice
+
+
+def test_trainer_caches_within_its_budget(tmp_path):
+    cfg = _config(tmp_path)
+    small = Trainer(cfg, cache_bytes=cache_estimate(ShadedScenes(size=16, length=48)))
+    assert isinstance(small.splits.train, CachedDataset)
+    assert not isinstance(small.splits.val, CachedDataset)
+    assert all(not isinstance(ds, CachedDataset) for ds in small.splits.test.values())
+    assert all(not isinstance(ds, CachedDataset) for ds in Trainer(cfg, cache_bytes=0).splits.test.values())
+
+
+# ------------------------------------------------------------------------------------- precision
+def test_precision_is_float32_off_cuda():
+    cpu = torch.device("cpu")
+    assert amp_dtype(cpu, enabled=True) is None
+    p = Precision(cpu, enabled=True)
+    assert p.dtype is None and p.scaler is None
+    x = torch.ones(3, requires_grad=True)
+    with p.autocast():
+        y = (x * 2).sum()
+    assert y.dtype == torch.float32
+    losses, extra = p.scale_losses({"a": y}, None)
+    assert losses["a"] is y and extra is None
+
+
+def test_scale_gradients_scales_the_gradient_not_the_value():
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    y = scale_gradients((x ** 2).sum(), 8.0)
+    assert y.item() == 5.0
+    y.backward()
+    assert torch.equal(x.grad, torch.tensor([16.0, 32.0]))
+    assert scale_gradients(None, 8.0) is None
+
+
+# ------------------------------------------------------------------------------ the benchmark script
+def test_bench_train_script_runs_in_the_ci_profile():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--profile", "ci",
+                          "--steps", "1", "--warmup", "0", "--uncached", "data.image_size=16", "data.train_size=16",
+                          "data.val_size=8", "data.test_size=8", "data.batch_size=8"],
+                         capture_output=True, text=True, timeout=600, check=True, cwd=ROOT).stdout
+    for line in ("loop / step", "(goal >= 90%", "step GFLOP/s / matmul", "(goal >= 50%", "(goal >= 45%",
+                 "CORE-MTL / EW step cost", "(goal <= 1.4", "peak RSS", "val img/s", "without the scene cache"):
+        assert line in out, line
