@@ -2,6 +2,7 @@
 
 * :mod:`.trainer` -- the loop: objective -> method.backward -> all-reduce -> clip -> AdamW;
 * :mod:`.schedule` -- linear warm-up + cosine decay (Appendix F);
+* :mod:`.precision` -- mixed precision on CUDA: autocast dtype, fp16 gradient scaling;
 * :mod:`.checkpoint` -- atomic, weights-only checkpoints (never of diverged weights) and RNG state for exact resume;
 * :mod:`.run_dir` -- the run folder's lock, refusal of an existing run, resume compatibility, config preflight;
 * :mod:`.distributed` -- ``torchrun`` data parallelism (gloo on CPU, nccl on CUDA);

@@ -60,15 +60,18 @@ def reduce_meter(meter: Any) -> None:
 def evaluate_datasets(model: nn.Module, tasks: Sequence[Any], datasets: Mapping[str, Any], batch_size: int,
                       device: torch.device, *, ctx: DistContext | None = None, seed: int = 0,
                       autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-                      channels_last: bool = False, progress: bool = False) -> Results:
+                      channels_last: bool = False, progress: bool = False, prefetch: int = 0) -> Results:
     """``{domain: {task: {metric: value}}}`` of ``model`` on each dataset of ``datasets`` (paper §4.1, LibMTL).
 
     Every sample is seen once (no shuffling); under data parallelism rank ``r`` takes its slice of
     each batch and the meters are all-reduced. The model is put in eval mode and restored after.
+    ``prefetch`` batches are rendered ahead in a background thread (:mod:`coremtl_lite.data.prefetch`;
+    the same batches, so the same numbers); 0 renders them in the loop.
     """
     from tqdm.auto import tqdm
 
     from coremtl_lite.data import make_loader
+    from coremtl_lite.data.prefetch import ahead
 
     ctx = ctx or DistContext()
     was_training = model.training
@@ -79,16 +82,21 @@ def evaluate_datasets(model: nn.Module, tasks: Sequence[Any], datasets: Mapping[
             meters = {t.name: t.make_meter() for t in tasks}
             loader = make_loader(dataset, batch_size, shuffle=False, seed=seed, rank=ctx.rank,
                                  world_size=ctx.world_size)
-            for batch in tqdm(loader, desc=f"eval {domain}", leave=False, disable=not progress):
-                batch = to_device(batch, device, channels_last)
-                with autocast():
-                    preds = model(batch["image"])["preds"]
-                for t in tasks:
-                    if t.name not in batch:
-                        raise KeyError(f"evaluation data of domain {domain!r} has no target {t.name!r}; "
-                                       f"keys: {sorted(batch)}")
-                    pred = preds[t.name]
-                    meters[t.name].update(pred.float() if pred.is_floating_point() else pred, batch[t.name])
+            source = ahead(loader, prefetch)
+            try:
+                for batch in tqdm(source, total=len(loader), desc=f"eval {domain}", leave=False,
+                                  disable=not progress):
+                    batch = to_device(batch, device, channels_last)
+                    with autocast():
+                        preds = model(batch["image"])["preds"]
+                    for t in tasks:
+                        if t.name not in batch:
+                            raise KeyError(f"evaluation data of domain {domain!r} has no target {t.name!r}; "
+                                           f"keys: {sorted(batch)}")
+                        pred = preds[t.name]
+                        meters[t.name].update(pred.float() if pred.is_floating_point() else pred, batch[t.name])
+            finally:
+                source.close()  # stops the rendering thread, also on an error
             if ctx.enabled:
                 for m in meters.values():
                     reduce_meter(m)

@@ -1,18 +1,23 @@
 """The one training loop of coremtl_lite, for every model, objective and multi-task method.
 
 One step (:meth:`Trainer.train_step`; CONTRIBUTING.md contracts; the loop never looks at a method's
-or model's name)::
+or model's name), phase by phase::
 
-    lr = base_lr * lr_factor(step)                            # warm-up + cosine (Appendix F)
-    out = objective(model, batch, progress, generator)       # task losses, Eq. 16 extras, outputs
-    check that every loss is finite
-    every train.grad_log_every steps: each term's gradient norm on the shared encoder
-    if out.train_tasks:                                      # after stage 0 of the schedule
+    lr = base_lr * lr_factor(step)                            # 1. learning rate: warm-up + cosine (Appendix F)
+    out = objective(model, batch, progress, generator)       # 2. forward + objective: task losses, Eq. 16 extras
+    every train.grad_log_every steps: each term's gradient norm on the shared encoder (and its cap)
+    check that every loss is finite                           # 3. finiteness check, before any update
+    if out.train_tasks:                                      # 4. method.backward (after stage 0)
         method.backward(out.task_losses, shared_params=model.shared_parameters(),
                         features=out.outputs["features"], extra_loss=out.extra_loss)   # fills .grad
-    else:                                                    # stage 0: the decomposition only
+    else:                                                    #    stage 0: the decomposition only
         out.extra_loss.backward()
-    (all-reduce gradients over ranks) -> clip (Appendix F: norm 10) -> AdamW step
+    all-reduce gradients over ranks; clip (Appendix F: norm 10) # 5. sync and clip
+    AdamW step                                                # 6. optimiser step
+
+Mixed precision (CUDA only: autocast, fp16 gradient scaling) lives in :mod:`.precision`. The batches
+of an epoch are rendered ahead in a background thread (:mod:`coremtl_lite.data.prefetch`) and each
+synthetic scene is rendered only once (:mod:`coremtl_lite.data.cache`); neither changes a number.
 
 ``progress`` = step / total_steps drives the objective's staged schedule (stage 0, lambda_ind ramp,
 CFA start; :mod:`coremtl_lite.losses.objective`), so the stages keep their proportions whatever the
@@ -572,13 +577,13 @@ class Trainer:
         with self._weights(use_best):
             return evaluate_datasets(self.model, self.tasks, datasets, self.cfg.data.batch_size, self.device,
                                      ctx=self.dist, seed=self.cfg.train.seed, autocast=self.autocast,
-                                     channels_last=self.channels_last)
+                                     channels_last=self.channels_last, prefetch=self.prefetch)
 
     def evaluate_trivial(self, domains: Sequence[str] | None = None, split: str = "test") -> Results:
         """The trivial predictors' results (majority class, mean depth, mean normal, ... fitted on the
         training split; :mod:`coremtl_lite.models.trivial`), in the format of :meth:`evaluate`."""
         return evaluate_datasets(self.trivial, self.tasks, self._datasets(split, domains), self.cfg.data.batch_size,
-                                 self.device, ctx=self.dist, seed=self.cfg.train.seed)
+                                 self.device, ctx=self.dist, seed=self.cfg.train.seed, prefetch=self.prefetch)
 
     def load_selected_weights(self) -> nn.Module:
         """Put the weights selected on the validation split (the best epoch) into ``self.model`` and
