@@ -413,19 +413,20 @@ class Trainer:
         """One optimisation step on ``batch`` (already on the device); returns its record (also appended
         to the history). The phases are those of the module docstring; ``loss_fn`` is the held-out
         loss of bi-level methods (``method.meta_step``; None for the others)."""
+        # 1. learning rate
         record: dict[str, Any] = {"step": self.step, "epoch": epoch, "lr": self._set_learning_rate()}
         self.optimizer.zero_grad(set_to_none=True)
         if loss_fn is not None:  # bi-level methods: the generic held-out hook (methods/base.py)
             meta = self.method.meta_step(loss_fn, batch, self._val_batch(self.step), self.params)
             record.update({f"method/{k}": float(v) for k, v in (meta or {}).items()})
-        out = self._forward(batch)  # forward + objective (Eq. 16)
+        out = self._forward(batch)  # 2. forward + objective (Eq. 16)
         if self.cfg.train.grad_log_every and self.step % self.cfg.train.grad_log_every == 0:
             record.update(self._measure_terms(out))  # each term's gradient on the encoder; their caps
         out = self._scale_extra_terms(out)
-        losses = self._finite_losses(out, epoch)  # finiteness check (raises before any update)
-        method_logs = self._backward(out)  # method.backward fills .grad
-        norm = self._sync_and_clip(epoch)  # all-reduce over ranks, clip at optim.grad_clip
-        self._optimizer_step()  # AdamW
+        losses = self._finite_losses(out, epoch)  # 3. finiteness check (raises before any update)
+        method_logs = self._backward(out)  # 4. method.backward fills .grad
+        norm = self._sync_and_clip(epoch)  # 5. all-reduce over ranks, clip at optim.grad_clip
+        self._optimizer_step()  # 6. AdamW
         record.update(losses)
         record["loss/total"] = sum(losses.values())
         record["grad_norm"] = norm
