@@ -117,7 +117,13 @@ class Trainer:
 
     Attributes a notebook or callback may read: ``model``, ``tasks``, ``objective``, ``method``,
     ``optimizer``, ``splits``, ``history``, ``epoch`` (epochs completed), ``step`` (optimiser steps
-    done), ``best_epoch``/``best_score`` (model selection on the validation split), ``device``, ``dist``.
+    done), ``best_epoch``/``best_score`` (model selection on the validation split), ``device``, ``dist``,
+    ``precision`` (:class:`~coremtl_lite.train.precision.Precision`), ``cache`` (the render-once cache's
+    :class:`~coremtl_lite.data.cache.CacheBudget`).
+
+    Set-up, in this order (each a small builder below): device and data parallelism, datasets (behind
+    the render-once cache), tasks, model and trivial predictors, objective, method, optimiser,
+    mixed precision, loaders.
     """
 
     def __init__(self, cfg: Config, callbacks: Iterable[Any] = (), model: nn.Module | None = None,
