@@ -117,6 +117,22 @@ def test_one_cache_budget_for_all_datasets_training_split_first():
     assert budget.wrap(wrapped[0]) is wrapped[0]  # never wrapped twice
 
 
+def test_the_cache_renders_each_chunk_once_when_read_from_several_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    ds = ShadedScenes(size=16, length=24, seed=2)
+    calls = []
+    inner = ds.get_batch
+    ds.get_batch = lambda idx: calls.append(list(idx)) or inner(idx)
+    cached, alone = CachedDataset(ds), CachedDataset(ShadedScenes(size=16, length=24, seed=2))
+    cached.chunk = alone.chunk = 8
+    asks = [[i % 24, (i * 7) % 24, (i * 5 + 3) % 24] for i in range(24)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(cached.get_batch, asks))
+    assert sorted(map(tuple, calls)) == [tuple(range(0, 8)), tuple(range(8, 16)), tuple(range(16, 24))]
+    assert all(_same(g, alone.get_batch(a)) for g, a in zip(got, asks))
+
+
 def test_trainer_caches_within_its_budget(tmp_path):
     cfg = _config(tmp_path)
     small = Trainer(cfg, cache_bytes=cache_estimate(ShadedScenes(size=16, length=48)))
