@@ -5,12 +5,15 @@ CFA at probability ``loss.cfa_prob`` -- active from the first step here), each i
 (so that its peak memory is its own), it prints:
 
 * ``step img/s``: one ``Trainer.train_step`` (forward + objective + method.backward + clip + AdamW)
-  on one batch already in memory, median over ``--steps`` steps after ``--warmup`` steps;
+  on one batch already in memory, the mean over ``--steps`` steps after ``--warmup`` steps (a mean,
+  like the loop's: CORE-MTL draws CFA on about half of its steps, so its step times have two modes
+  and a median would pick one of them);
 * ``loop img/s``: a ``Trainer.fit`` epoch of ``--steps`` steps, data included, on a warm trainer (its
   second epoch; the first pays one-off costs -- allocator, kernel selection -- and is printed apart
   as ``cold``). ``loop / step`` is the share of the step's throughput that the loop keeps;
-* ``GFLOP/s``: the FLOPs of one step (``torch.utils.flop_counter``) over the median step time, and
-  its share of a large fp32 matmul's GFLOP/s measured in the same run (the machine's ceiling);
+* ``GFLOP/s``: the mean FLOPs of a step (``torch.utils.flop_counter`` over ``--steps`` more steps) over
+  the mean step time, and its share of a large fp32 matmul's GFLOP/s measured in the same run (the
+  machine's ceiling);
 * ``eval img/s``: ``Trainer.evaluate`` on the validation split and on the test domains (warm: their
   scenes already rendered once);
 * ``peak RSS``: the process's peak resident memory after building the trainer and its two epochs
@@ -109,12 +112,12 @@ def bench(name: str, profile: str, overrides: list[str], steps: int, warmup: int
                       trainer.channels_last)
     trainer.model.train()
     times = [_timed(lambda: trainer.train_step(batch, epoch=0)) for _ in range(warmup + steps)][warmup:]
-    with FlopCounterMode(display=False) as counter:
-        trainer.train_step(batch, epoch=0)
-    step = statistics.median(times)
+    with FlopCounterMode(display=False) as counter:  # as many steps again: CFA on about as many of them
+        for _ in range(steps):
+            trainer.train_step(batch, epoch=0)
+    step, flops = statistics.fmean(times), counter.get_total_flops() / steps
     bs = cfg.data.batch_size
-    row.update(step_s=step, step_ips=bs / step, gflop_step=counter.get_total_flops() / 1e9,
-               gflops=counter.get_total_flops() / step / 1e9,
+    row.update(step_s=step, step_ips=bs / step, gflop_step=flops / 1e9, gflops=flops / step / 1e9,
                val_ips=eval_rate(trainer, "val"), test_ips=eval_rate(trainer, "test"))
     return row
 
@@ -137,8 +140,8 @@ def _goal(value: float, goal: float, at_least: bool = True, percent: bool = True
 
 
 def report(rows: list[dict], ceiling: float) -> None:
-    print(f"{'recipe':9s} {'step s':>7s} {'step img/s':>10s} {'loop img/s':>10s} {'cold':>7s} {'GFLOP/step':>10s} "
-          f"{'GFLOP/s':>8s} {'val img/s':>9s} {'test img/s':>10s} {'peak RSS':>9s}")
+    print(f"{'recipe':9s} {'step s':>7s} {'step img/s':>10s} {'loop img/s':>10s} {'cold':>7s} "
+          f"{'GFLOP/step':>10s} {'GFLOP/s':>8s} {'val img/s':>9s} {'test img/s':>10s} {'peak RSS':>9s}")
     for r in rows:
         print(f"{r['name']:9s} {r['step_s']:7.3f} {r['step_ips']:10.1f} {r['loop_ips']:10.1f} {r['cold_ips']:7.1f} "
               f"{r['gflop_step']:10.2f} {r['gflops']:8.1f} {r['val_ips']:9.1f} {r['test_ips']:10.1f} "

@@ -168,7 +168,7 @@ def test_scale_gradients_scales_the_gradient_not_the_value():
 # ------------------------------------------------------------------------------ the benchmark script
 def test_bench_train_script_runs_in_the_ci_profile():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--profile", "ci",
-                          "--steps", "1", "--warmup", "0", "--uncached", "data.image_size=16", "data.train_size=16",
+                          "--steps", "2", "--warmup", "0", "--uncached", "data.image_size=16", "data.train_size=16",
                           "data.val_size=8", "data.test_size=8", "data.batch_size=8"],
                          capture_output=True, text=True, timeout=600, check=True, cwd=ROOT).stdout
     for line in ("loop / step", "(goal >= 90%", "step GFLOP/s / matmul", "(goal >= 50%", "(goal >= 45%",
