@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 __all__ = [
     "ASSIGNMENTS",
@@ -144,7 +145,7 @@ def need(*names: str) -> None:
 
 
 def _to_numpy(value: Any) -> Any:
-    if hasattr(value, "detach"):
+    if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy()
     return value
 

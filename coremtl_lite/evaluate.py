@@ -21,6 +21,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from coremtl_lite.metrics import below_trivial, delta_m
 from coremtl_lite.train import Trainer, atomic_write, evaluate_datasets
 from coremtl_lite.train.evaluation import Results
@@ -75,7 +78,7 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):
+    if isinstance(value, (np.ndarray, np.generic, torch.Tensor)):
         return value.tolist()
     if isinstance(value, (set, tuple)):
         return list(value)

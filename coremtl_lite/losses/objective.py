@@ -50,8 +50,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from coremtl_lite.config import LossConfig
 from coremtl_lite.losses.cka import linear_cka
 from coremtl_lite.losses.reconstruction import PHYSICS_WEIGHTS, build_perceptual, reconstruction_loss
+from coremtl_lite.protocols import GroundedModel
 
 __all__ = ["Objective", "ObjectiveOutput", "build_objective", "cfa_loss", "eval_mode", "frozen_batchnorm",
            "independence_loss"]
@@ -131,7 +133,7 @@ class Objective:
         physics_weights: weights of the hard-grounding regularisers (default :data:`PHYSICS_WEIGHTS`).
     """
 
-    def __init__(self, loss_cfg, tasks: Sequence, perceptual: nn.Module | None | str = "default",
+    def __init__(self, loss_cfg: LossConfig, tasks: Sequence, perceptual: nn.Module | None | str = "default",
                  physics_weights: Mapping[str, float] | None = None):
         loss_cfg.validate()
         self.cfg = loss_cfg
@@ -230,8 +232,8 @@ class Objective:
 
 
 def _has_decoder(model: nn.Module) -> bool:
-    """Whether ``model`` is a dual-stream model with a grounding decoder (``decode``)."""
-    return bool(getattr(model, "dual_stream", False)) and hasattr(model, "decode")
+    """Whether ``model`` is a dual-stream model with a grounding decoder (a :class:`GroundedModel`)."""
+    return isinstance(model, GroundedModel) and model.dual_stream
 
 
 @contextlib.contextmanager
@@ -245,6 +247,6 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
         module.train(was)
 
 
-def build_objective(loss_cfg, tasks: Sequence, **kwargs: Any) -> Objective:
+def build_objective(loss_cfg: LossConfig, tasks: Sequence, **kwargs: Any) -> Objective:
     """The :class:`Objective` of ``loss_cfg`` (a :class:`coremtl_lite.config.LossConfig`) for ``tasks``."""
     return Objective(loss_cfg, tasks, **kwargs)

@@ -25,13 +25,20 @@ reaches the heads through Q.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
+from coremtl_lite.config import ModelConfig
 from coremtl_lite.models.blocks import ConvBNReLU
 from coremtl_lite.models.decoders import build_decoder
 from coremtl_lite.models.encoders import build_encoder
 from coremtl_lite.models.heads import build_heads
+
+if TYPE_CHECKING:
+    from coremtl_lite.tasks import Task
 
 __all__ = ["DualStreamModel", "GroundedDualStreamModel", "VanillaModel"]
 
@@ -46,7 +53,7 @@ class _MTLBase(nn.Module):
 
     dual_stream = False
 
-    def __init__(self, model_cfg, tasks, in_channels: int, head_in: int, low_level_skip: bool):
+    def __init__(self, model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int, head_in: int, low_level_skip: bool):
         super().__init__()
         tasks = list(tasks)
         if not tasks:
@@ -75,7 +82,7 @@ class _MTLBase(nn.Module):
 class VanillaModel(_MTLBase):
     """A shared encoder with one head per task (the baselines' model; no streams, no decoder)."""
 
-    def __init__(self, model_cfg, tasks, in_channels: int = 3, low_level_skip: bool = True):
+    def __init__(self, model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, low_level_skip: bool = True):
         super().__init__(model_cfg, tasks, in_channels, 0, low_level_skip)
 
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -101,7 +108,7 @@ class DualStreamModel(_MTLBase):
 
     dual_stream = True
 
-    def __init__(self, model_cfg, tasks, in_channels: int = 3, low_level_skip: bool = True):
+    def __init__(self, model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, low_level_skip: bool = True):
         c_s, c_p = model_cfg.semantic_channels, model_cfg.residual_channels
         self.leaky = bool(model_cfg.leaky_heads)
         super().__init__(model_cfg, tasks, in_channels, c_s * (2 if self.leaky else 1), low_level_skip)
@@ -141,7 +148,7 @@ class DualStreamModel(_MTLBase):
 class GroundedDualStreamModel(DualStreamModel):
     """:class:`DualStreamModel` plus the grounding decoder D(z_s, z_p) (paper §3.2) and :meth:`decode`."""
 
-    def __init__(self, model_cfg, tasks, in_channels: int = 3, low_level_skip: bool = True):
+    def __init__(self, model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, low_level_skip: bool = True):
         super().__init__(model_cfg, tasks, in_channels, low_level_skip)
         if in_channels != 3:
             raise ValueError(f"grounding decoders reconstruct RGB images; in_channels must be 3, got {in_channels}")

@@ -14,11 +14,18 @@ decorrelation loss reads -- ``expert_maps`` (B, K, D, h, w) and ``gates`` {task:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
+from coremtl_lite.config import ModelConfig
 from coremtl_lite.models.encoders import build_encoder
 from coremtl_lite.models.heads import build_heads
+
+if TYPE_CHECKING:
+    from coremtl_lite.tasks import Task
 
 __all__ = ["MMoE", "build_mmoe"]
 
@@ -29,7 +36,7 @@ class MMoE(nn.Module):
 
     dual_stream = False
 
-    def __init__(self, model_cfg, tasks, in_channels: int = 3, num_experts: int = 8,
+    def __init__(self, model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, num_experts: int = 8,
                  expert_channels: int | None = None):
         super().__init__()
         tasks = list(tasks)
@@ -75,6 +82,6 @@ class MMoE(nn.Module):
                 "gates": gates}
 
 
-def build_mmoe(model_cfg, tasks, in_channels: int = 3, num_experts: int = 8) -> MMoE:
+def build_mmoe(model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, num_experts: int = 8) -> MMoE:
     """An :class:`MMoE` on ``model_cfg.encoder`` with the standard heads."""
     return MMoE(model_cfg, tasks, in_channels, num_experts)

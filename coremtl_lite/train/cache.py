@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from coremtl_lite.protocols import BatchDataset
+
 #: default memory budget per cached dataset (bytes)
 DEFAULT_CACHE_BYTES = 1 << 30
 
@@ -34,7 +36,7 @@ class CachedDataset:
     chunk = 64
 
     def __init__(self, dataset: Any):
-        if not hasattr(dataset, "get_batch"):
+        if not isinstance(dataset, BatchDataset):
             raise TypeError(f"CachedDataset needs a dataset with get_batch, got {type(dataset).__name__}")
         self.dataset = dataset
         self._n = len(dataset)
@@ -87,7 +89,7 @@ def cache_estimate(dataset: Any, probe: int = 2) -> int:
 def maybe_cache(dataset: Any, max_bytes: int = DEFAULT_CACHE_BYTES) -> Any:
     """``CachedDataset(dataset)`` when it has ``get_batch``, tensor-only batches and fits in ``max_bytes``; else
     ``dataset`` unchanged."""
-    if max_bytes <= 0 or not hasattr(dataset, "get_batch") or isinstance(dataset, CachedDataset):
+    if max_bytes <= 0 or not isinstance(dataset, BatchDataset) or isinstance(dataset, CachedDataset):
         return dataset
     try:
         if cache_estimate(dataset) > max_bytes:
