@@ -98,7 +98,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, domains: Sequence[str] | 
     ``corrupt:fog:3``, ...) works. ``reference`` (a results file or dict of a single-task run) adds
     Δm% per domain. ``overrides`` adjust the rebuilt config (e.g. ``train.device=cpu``).
     """
-    trainer = Trainer.from_checkpoint(checkpoint, overrides=["train.progress=false", *overrides])
+    trainer = Trainer.from_checkpoint(Path(checkpoint), overrides=["train.progress=false", *overrides])
     results = trainer.evaluate(domains=domains, split=split, use_best=False)
     trivial = trainer.evaluate_trivial(domains=domains, split=split)  # the constants the model must beat
     payload: dict[str, Any] = {"results": results, "trivial": trivial,

@@ -59,7 +59,9 @@ class MultiTaskDataset(Protocol):
 class BatchDataset(Protocol):
     """A dataset (a :class:`MultiTaskDataset`) that also renders a whole batch at once:
     ``get_batch(indices) -> collated batch dict`` (the synthetic sets; the loader then never collates
-    single samples). The run-time check looks for ``get_batch`` only."""
+    single samples). The run-time check looks for ``__len__`` and ``get_batch`` only."""
+
+    def __len__(self) -> int: ...
 
     def get_batch(self, indices: Sequence[int] | Tensor) -> Batch: ...
 
@@ -141,7 +143,7 @@ class GroundedModel(EncodePredictModel, Protocol):
     """A dual-stream model with a grounding decoder: ``decode(z_s, z_p, size) -> {"recon": sRGB image,
     ...}`` (CORE-MTL's D(z_s, z_p), docs/method.md)."""
 
-    def decode(self, z_s: Tensor, z_p: Tensor, size: tuple[int, int] | None = None) -> dict[str, Tensor]: ...
+    def decode(self, z_s: Tensor, z_p: Tensor, size: tuple[int, ...] | None = None) -> dict[str, Tensor]: ...
 
 
 @runtime_checkable

@@ -76,7 +76,7 @@ def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _positive(**values: float) -> None:
+def _positive(**values: float | np.ndarray) -> None:
     for name, value in values.items():
         arr = np.asarray(value, dtype=float)
         if not np.all(arr > 0):

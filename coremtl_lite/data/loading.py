@@ -79,7 +79,7 @@ class BatchLoader:
         else:
             source = (default_collate([self.dataset[i] for i in b]) for b in batches)
         for batch in source:
-            yield self.transform(batch, gen) if self.transform is not None else batch
+            yield self.transform(batch, gen) if self.transform is not None and gen is not None else batch
 
 
 def make_loader(dataset: Any, batch_size: int, shuffle: bool, seed: int, epoch: int = 0, drop_last: bool = False,
@@ -148,8 +148,8 @@ class JoinedDataset:
     def get_batch(self, indices) -> dict[str, Any]:
         idx = index_tensor("JoinedDataset", indices, len(self))
         in_first = idx < self._n1
-        parts = [(in_first, self.first, idx[in_first]), (~in_first, self.second, idx[~in_first] - self._n1)]
-        parts = [(where, ds.get_batch(sub)) for where, ds, sub in parts if sub.numel()]
+        halves = [(in_first, self.first, idx[in_first]), (~in_first, self.second, idx[~in_first] - self._n1)]
+        parts = [(where, ds.get_batch(sub)) for where, ds, sub in halves if sub.numel()]
         if len(parts) == 1:
             return parts[0][1]
         order = torch.cat([where.nonzero().squeeze(1) for where, _ in parts]).argsort()

@@ -77,6 +77,8 @@ def check_values(arr: np.ndarray, path: Path, key: str, num_classes: int | None 
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError(f"data file {path} holds {int((~np.isfinite(arr)).sum())} NaN/inf values ({key})")
     if key == "segmentation":
+        if num_classes is None:
+            raise ValueError(f"check_values: {key} values of {path} need num_classes")
         if arr.dtype.kind == "f" and not np.array_equal(arr, np.rint(arr)):
             raise ValueError(f"data file {path} holds non-integer class ids (labels must be whole numbers)")
         ids = arr.astype(np.int64)
@@ -293,7 +295,7 @@ def load_celeba_image(path: Path, size: int) -> torch.Tensor:
             s = min(w, h)
             im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
             if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.float32) / 255.0
     except OSError as e:
         raise ValueError(f"corrupt image file {path}: {e}") from e

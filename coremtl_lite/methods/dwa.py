@@ -21,6 +21,10 @@ class DynamicWeightAverage(Weighting):
     (tested), which accumulates the epoch means itself instead.
     """
 
+    # registered buffers (typed here; nn.Module would type them Tensor | Module)
+    history: Tensor
+    num_epochs: Tensor
+
     def __init__(self, task_names, temperature: float = 2.0):
         super().__init__(task_names)
         if temperature <= 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -35,7 +37,7 @@ class ExcessMTL(WeightedAggregator):
             raise ValueError(f"excess_mtl: need robust_step_size > 0 and n_warmup_steps >= 0, got "
                              f"{robust_step_size}, {n_warmup_steps}")
         self.robust_step_size, self.n_warmup_steps = float(robust_step_size), int(n_warmup_steps)
-        self._state: dict = {}
+        self._state: dict[str, Any] = {}
 
     def weights(self, jacobian: Tensor) -> Tensor:
         j = jacobian.detach().double()
@@ -53,8 +55,9 @@ class ExcessMTL(WeightedAggregator):
         st["steps"] += 1
         if st["baseline"] is None:
             if self.n_warmup_steps > 0:
-                st["baseline"] = st["warmup_sum"] / self.n_warmup_steps
-                excess = excess / (st["baseline"] + 1e-7)
+                baseline = st["warmup_sum"] / self.n_warmup_steps
+                st["baseline"] = baseline
+                excess = excess / (baseline + 1e-7)
             else:  # first step: its own excess risk is the baseline, used raw (official code)
                 st["baseline"] = excess.clone()
         else:

@@ -32,6 +32,10 @@ class GradNorm(Weighting):
     the paper tunes it per dataset).
     """
 
+    # registered buffers (typed here; nn.Module would type them Tensor | Module)
+    initial_losses: Tensor
+    has_initial: Tensor
+
     def __init__(self, task_names, alpha: float = 1.5, layer: int = -1):
         super().__init__(task_names)
         self.alpha = float(alpha)

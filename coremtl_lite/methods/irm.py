@@ -48,6 +48,9 @@ class EnvironmentPenaltyMethod(Weighting):
     (no held-out batch), :meth:`backward` raises, since the method would silently be EW.
     """
 
+    # registered buffers (typed here; nn.Module would type them Tensor | Module)
+    step_count: Tensor
+
     uses_validation_batch = True
 
     def __init__(self, task_names: Sequence[str], penalty_weight: float = 1.0, anneal_steps: int = 0):

@@ -257,7 +257,7 @@ class MTCRL(EnvironmentPenaltyMethod):
 
     def _add_pending(self) -> None:
         with torch.no_grad():
-            for p, g in self._pending:
+            for p, g in self._pending or ():
                 p.grad = g.to(p.dtype).clone() if p.grad is None else p.grad.add_(g.to(p.grad.dtype))
         self._pending = None
 

@@ -28,6 +28,10 @@ class NashMTL(WeightedAggregator):
     ``update_weights_every`` > 1 reuses the last weights for that many steps (state in buffers).
     """
 
+    # registered buffers (typed here; nn.Module would type them Tensor | Module)
+    alpha: Tensor
+    step: Tensor
+
     def __init__(self, task_names, on_features: bool = False, max_norm: float = 1.0,
                  update_weights_every: int = 1):
         super().__init__(task_names, on_features=on_features)

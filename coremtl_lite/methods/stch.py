@@ -30,6 +30,12 @@ class SmoothTchebycheff(Weighting):
     same direction, the factor T being a learning-rate scale.)
     """
 
+    # registered buffers (typed here; nn.Module would type them Tensor | Module)
+    preference: Tensor
+    ideal: Tensor
+    nadir: Tensor
+    epoch: Tensor
+
     def __init__(self, task_names, mu: float = 0.1, preference: Sequence[float] | None = None,
                  ideal: Sequence[float] | None = None, normalize: str = "none", warmup_epochs: int = 1):
         super().__init__(task_names)

@@ -74,9 +74,9 @@ class PhysicsDecoder(nn.Module):
         self.region_logits = nn.Conv2d(channels, regions, 1)  # where each albedo colour goes (from z_s)
         self.palette = nn.Linear(c_p, regions * 3)  # the colours (from z_p)
         hidden = max(c_p, 32)
-        self.light = nn.Sequential(nn.Linear(c_p, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 3 * NUM_SH))
+        first, last = nn.Linear(c_p, hidden), nn.Linear(hidden, 3 * NUM_SH)
+        self.light = nn.Sequential(first, nn.ReLU(inplace=True), last)
         with torch.no_grad():  # start from a soft frontal light: S ~ 0.8 at n = (0, 0, 1)
-            last = self.light[-1]
             last.weight.mul_(0.1)
             bias = torch.zeros(3, NUM_SH)
             bias[:, 0] = 0.5 / SH_C0

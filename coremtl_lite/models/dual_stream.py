@@ -154,10 +154,13 @@ class GroundedDualStreamModel(DualStreamModel):
             raise ValueError(f"grounding decoders reconstruct RGB images; in_channels must be 3, got {in_channels}")
         self.grounding = model_cfg.grounding
         render_stride = 2 if model_cfg.encoder == "lite" else 1  # see decoders.py: CPU cost of decoding
-        self.decoder = build_decoder(model_cfg.grounding, self.semantic_channels, self.residual_channels,
-                                     model_cfg.head_channels, self.output_stride, render_stride)
+        decoder = build_decoder(model_cfg.grounding, self.semantic_channels, self.residual_channels,
+                                model_cfg.head_channels, self.output_stride, render_stride)
+        if decoder is None:
+            raise ValueError("model.grounding='none' has no decoder; build a DualStreamModel instead")
+        self.decoder = decoder
 
-    def decode(self, z_s: Tensor, z_p: Tensor, size: tuple[int, int] | None = None) -> dict[str, Tensor]:
+    def decode(self, z_s: Tensor, z_p: Tensor, size: tuple[int, ...] | None = None) -> dict[str, Tensor]:
         """D(z_s, z_p): a dict with ``recon`` (sRGB in [0, 1]) at ``size`` (default: output_stride x the
         z_s map), and for hard grounding ``albedo``, ``shading``, ``normal_phys``, ``lighting`` (Eq. 13)."""
         if size is None:

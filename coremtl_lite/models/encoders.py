@@ -89,6 +89,9 @@ class ResNetEncoder(Encoder):
     The input is normalised with the ImageNet mean and std inside the module. ``low`` = layer1 (stride 4).
     """
 
+    mean: Tensor  # registered buffers: ImageNet mean and std, (1, 3, 1, 1)
+    std: Tensor
+
     def __init__(self, arch: str = "resnet50", pretrained: bool = True, in_channels: int = 3):
         super().__init__()
         import torchvision

@@ -16,7 +16,7 @@ and the shared f_j (the attention modules h are task-specific).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
@@ -94,7 +94,7 @@ class MTAN(nn.Module):
         size = tuple(image.shape[-2:])
         preds, attended = {}, {}
         for t in self.task_names:
-            att = self.attention[t]
+            att = cast(nn.ModuleList, self.attention[t])
             feats = [att[0](shared[0]) * shared[0]]  # a_1 ⊙ p_1
             for j in range(1, len(shared)):
                 prev = self.shared_adapters[j](feats[-1])
