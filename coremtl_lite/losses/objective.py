@@ -38,6 +38,8 @@ optimiser steps already taken (the trainer passes ``step / total_steps``), with 
 All losses are computed in float32 (AMP-safe). ``ObjectiveOutput.extra_terms`` holds the weighted
 terms separately (``rec``, ``ind``, ``cfa``), so the trainer can measure each one's gradient on the
 shared encoder.
+
+Equation numbers are the CORE-MTL paper's; docs/method.md states each one (label ``eq-N``).
 """
 
 from __future__ import annotations

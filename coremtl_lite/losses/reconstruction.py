@@ -17,6 +17,8 @@
   ground-truth normals when the batch has them (1 - cosine over valid pixels).
 
 Everything is computed in float32.
+
+Equation numbers are the CORE-MTL paper's; docs/method.md states each one (label ``eq-N``).
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ weights) and returns floats worth logging. The regular ``method.backward(...)`` 
 
 ``build_method`` also accepts ``"torchjd:<AggregatorName>"`` (e.g. ``"torchjd:UPGrad"``): any
 aggregator of the installed torchjd, run through the :class:`Aggregator` seam.
+
+Equation numbers are the CORE-MTL paper's; docs/method.md states each one (label ``eq-N``).
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ from coremtl_lite.methods.base import Weighting, register
 
 @register("stch")
 class SmoothTchebycheff(Weighting):
-    """STCH (Lin et al. 2024, Eq. 6): ``g_mu(f) = mu log sum_i exp(lambda_i (f_i - z*_i) / mu)``.
+    """STCH (Lin et al. 2024, STCH Eq. 6): ``g_mu(f) = mu log sum_i exp(lambda_i (f_i - z*_i) / mu)``.
 
-    A smooth version of the Tchebycheff scalarisation ``max_i lambda_i (f_i - z*_i)`` (Eq. 4); the
+    A smooth version of the Tchebycheff scalarisation ``max_i lambda_i (f_i - z*_i)`` (STCH Eq. 4); the
     gap to it is at most ``mu log T`` (Prop. 3.3). ``lambda`` is the preference on the simplex
     (``preference``, default uniform ``1/T``), ``z*`` the ideal point (``ideal``, default none, i.e.
     0), ``mu`` the smoothing temperature. Computed with the max subtracted before ``exp`` (the
@@ -77,7 +77,7 @@ class SmoothTchebycheff(Weighting):
             return torch.log(losses + 1e-20).sum()
         y = self.preference.to(losses) * (self._objectives(losses) - self.ideal.to(losses))
         y_max = y.max().detach()
-        return self.mu * torch.logsumexp((y - y_max) / self.mu, dim=0) + y_max  # Eq. 6 (App. B.1)
+        return self.mu * torch.logsumexp((y - y_max) / self.mu, dim=0) + y_max  # STCH Eq. 6 (App. B.1)
 
     def weights(self, losses: Tensor) -> Tensor:
         """``d combine / d L_t``: the effective weight each task loss gets this step."""

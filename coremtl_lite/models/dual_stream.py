@@ -74,10 +74,6 @@ class _MTLBase(nn.Module):
         x, low, size = self.head_input(enc), enc.get("low"), tuple(enc["size"])
         return {name: head(x, low, size) for name, head in self.heads.items()}
 
-    def head_parameters(self) -> list[nn.Parameter]:
-        """The task-specific head parameters."""
-        return list(self.heads.parameters())
-
 
 class VanillaModel(_MTLBase):
     """A shared encoder with one head per task (the baselines' model; no streams, no decoder)."""

@@ -60,10 +60,6 @@ class MMoE(nn.Module):
         """The encoder and the experts."""
         return [*self.encoder.parameters(), *self.experts.parameters()]
 
-    def head_parameters(self) -> list[nn.Parameter]:
-        """Task-specific parameters: gates and heads."""
-        return [*self.gates.parameters(), *self.heads.parameters()]
-
     def forward(self, image: Tensor) -> dict:
         if image.dim() != 4 or image.shape[1] != self.in_channels:
             raise ValueError(f"MMoE input must be (B, {self.in_channels}, H, W), got {tuple(image.shape)}")

@@ -79,10 +79,6 @@ class MTAN(nn.Module):
         """The encoder and the shared adapters f_j."""
         return [*self.encoder.parameters(), *self.shared_adapters.parameters()]
 
-    def head_parameters(self) -> list[nn.Parameter]:
-        """Task-specific parameters: attention modules and heads."""
-        return [*self.attention.parameters(), *self.heads.parameters()]
-
     def forward(self, image: Tensor) -> dict:
         if image.dim() != 4 or image.shape[1] != self.in_channels:
             raise ValueError(f"MTAN input must be (B, {self.in_channels}, H, W), got {tuple(image.shape)}")

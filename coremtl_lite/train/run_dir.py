@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from coremtl_lite.config import Config
 from coremtl_lite.train.checkpoint import remove_stale_temp_files
 
 LOCK = ".lock"
@@ -187,7 +188,7 @@ def describe_mismatch(path: str | os.PathLike, diff: dict[str, tuple[Any, Any]])
 
 
 # ------------------------------------------------------------------------------- before a run starts
-def preflight(cfg: Any) -> list[str]:
+def preflight(cfg: Config) -> list[str]:
     """Check a whole :class:`~coremtl_lite.config.Config` before anything is built or printed as started.
 
     Raises :class:`~coremtl_lite.config.ConfigError` for an unknown method or method option, an unknown
