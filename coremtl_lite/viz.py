@@ -6,7 +6,7 @@ Every tutorial and widget draws through these few functions, so pictures look th
   uint8), :func:`segmentation_to_rgb` (class ids -> a fixed palette, void ``-1`` black),
   :func:`depth_to_rgb` (a viridis-like colour ramp, invalid ``0`` black), :func:`normal_to_rgb`
   (``(n + 1) / 2``, the usual normal-map convention), :func:`prediction_to_rgb` (any task output);
-* :func:`png_bytes` -- PNG bytes of an image (torchvision's encoder), used for ``ipywidgets.Image``
+* :func:`png_bytes` -- PNG bytes of an image (Pillow's encoder), used for ``ipywidgets.Image``
   values and saved artefacts;
 * plotly figures -- :func:`image_grid` (a grid of RGB panels with titles), :func:`heatmap` (an
   annotated matrix, e.g. gradient cosines, paper Fig. 5) and :func:`line_plot` (curves over training,
@@ -125,15 +125,21 @@ def prediction_to_rgb(kind: str, value, **kwargs) -> np.ndarray:
 
 
 def png_bytes(rgb) -> bytes:
-    """Encode an ``(H, W, 3)`` uint8 array (or a ``(3, H, W)`` float image) as PNG bytes
-    (:func:`torchvision.io.encode_png`, 8-bit RGB)."""
-    from torchvision.io import encode_png
+    """Encode an ``(H, W, 3)`` uint8 array (or a ``(3, H, W)`` float image) as PNG bytes (8-bit RGB).
+
+    Pillow writes them (torchvision's ``encode_png`` would too, but torchvision deprecates its image
+    codecs from 0.29 on).
+    """
+    import io
+
+    from PIL import Image
 
     arr = to_uint8_image(rgb) if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8) else rgb
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"png_bytes expects (H, W, 3) uint8, got shape {arr.shape}")
-    chw = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
-    return encode_png(chw, compression_level=6).numpy().tobytes()
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
 
 
 def image_grid(panels: Sequence, titles: Sequence[str] | None = None, cols: int | None = None,
