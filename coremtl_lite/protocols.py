@@ -33,9 +33,24 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BatchDataset", "CausalMaskDataset", "DistributedMeter", "EncodePredictModel", "FactorGradientDataset",
-           "GroundedModel", "ModularModel", "MultiTaskDataset", "MultiTaskMethod", "MultiTaskModel", "Objective",
-           "ObjectiveResult", "PerSampleCausalMasks", "RenderableScenes", "Stateful", "ToggleableDataset"]
+__all__ = [
+    "BatchDataset",
+    "CausalMaskDataset",
+    "DistributedMeter",
+    "EncodePredictModel",
+    "FactorGradientDataset",
+    "GroundedModel",
+    "ModularModel",
+    "MultiTaskDataset",
+    "MultiTaskMethod",
+    "MultiTaskModel",
+    "Objective",
+    "ObjectiveResult",
+    "PerSampleCausalMasks",
+    "RenderableScenes",
+    "Stateful",
+    "ToggleableDataset",
+]
 
 #: a sample dict or a collated batch dict (keys: CONTRIBUTING.md, "Sample dict")
 Batch = dict[str, Any]
@@ -151,7 +166,9 @@ class ModularModel(MultiTaskModel, Protocol):
     """MT-CRL's model: ``predict_from_modules(z, module_scale) -> (preds, module outputs, routing)``,
     the predictions computed from given module outputs ``z`` (the spurious-score diagnostics)."""
 
-    def predict_from_modules(self, z: Tensor, module_scale: Tensor | None = None) -> tuple[dict, Tensor, Tensor]: ...
+    def predict_from_modules(
+        self, z: Tensor, module_scale: Tensor | None = None
+    ) -> tuple[dict, Tensor, Tensor]: ...
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -172,8 +189,9 @@ class Objective(Protocol):
     """``objective(model, batch, progress, generator) -> ObjectiveResult``: ``progress`` is the fraction
     of the run's optimiser steps already taken; all randomness comes from ``generator``."""
 
-    def __call__(self, model: nn.Module, batch: Batch, progress: float,
-                 generator: torch.Generator) -> ObjectiveResult: ...
+    def __call__(
+        self, model: nn.Module, batch: Batch, progress: float, generator: torch.Generator
+    ) -> ObjectiveResult: ...
 
 
 @runtime_checkable
@@ -186,13 +204,20 @@ class MultiTaskMethod(Protocol):
     name: str
     uses_validation_batch: bool
 
-    def backward(self, losses: dict[str, Tensor], *, shared_params: Sequence[Tensor],
-                 features: Tensor | None = None, extra_loss: Tensor | None = None) -> dict[str, float]: ...
+    def backward(
+        self,
+        losses: dict[str, Tensor],
+        *,
+        shared_params: Sequence[Tensor],
+        features: Tensor | None = None,
+        extra_loss: Tensor | None = None,
+    ) -> dict[str, float]: ...
 
     def on_epoch_end(self, stats: dict[str, float]) -> None: ...
 
-    def meta_step(self, loss_fn: Callable[..., Any], train_batch: Batch, val_batch: Batch,
-                  params: Sequence[Tensor]) -> dict[str, float]: ...
+    def meta_step(
+        self, loss_fn: Callable[..., Any], train_batch: Batch, val_batch: Batch, params: Sequence[Tensor]
+    ) -> dict[str, float]: ...
 
 
 @runtime_checkable

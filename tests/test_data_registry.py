@@ -11,9 +11,18 @@ from coremtl_lite.data import available_datasets, build_splits, dataset_entry, r
 def test_every_synthetic_dataset_builds_disjoint_splits():
     cfg = get_config("ci")
     for name in available_datasets(synthetic=True):
-        tasks = {"shaded_attributes": ("attributes",), "digit_pairs": ("left", "right")}.get(name, cfg.data.tasks)
-        data = dataclasses.replace(cfg.data, dataset=name, tasks=tasks, train_size=4, val_size=2, test_size=2,
-                                   eval_domains=("source", "target"))
+        tasks = {"shaded_attributes": ("attributes",), "digit_pairs": ("left", "right")}.get(
+            name, cfg.data.tasks
+        )
+        data = dataclasses.replace(
+            cfg.data,
+            dataset=name,
+            tasks=tasks,
+            train_size=4,
+            val_size=2,
+            test_size=2,
+            eval_domains=("source", "target"),
+        )
         if name == "multisem":
             data = dataclasses.replace(data, tasks=("t0",))
         splits = build_splits(data, seed=0)

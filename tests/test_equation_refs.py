@@ -42,8 +42,16 @@ def _short_names(text: str) -> list[str]:
 def _sources() -> list[tuple[str, list[str]]]:
     """``(path, lines)`` of every file that may cite equations: code, tests, docs and notebook sources."""
     out = []
-    patterns = ["coremtl_lite/**/*.py", "tests/**/*.py", "benchmarks/*.py", "scripts/*.py", "data_scripts/*.py",
-                "docs/*.md", "README.md", "CONTRIBUTING.md"]
+    patterns = [
+        "coremtl_lite/**/*.py",
+        "tests/**/*.py",
+        "benchmarks/*.py",
+        "scripts/*.py",
+        "data_scripts/*.py",
+        "docs/*.md",
+        "README.md",
+        "CONTRIBUTING.md",
+    ]
     for pattern in patterns:
         for path in sorted(ROOT.glob(pattern)):
             if path.name == Path(__file__).name:
@@ -69,8 +77,10 @@ def check(sources: list[tuple[str, list[str]]], labels: set[int], names: list[st
     for path, lines in sources:
         if path in PENDING:
             continue
-        cites_others = any(re.search(r"(?:" + "|".join(re.escape(n) for n in names) + r") Eqs?\.\s?\d", line)
-                           for line in lines)
+        cites_others = any(
+            re.search(r"(?:" + "|".join(re.escape(n) for n in names) + r") Eqs?\.\s?\d", line)
+            for line in lines
+        )
         for i, line in enumerate(lines, 1):
             for m in CITATION.finditer(line):
                 before = line[: m.start()]
@@ -81,17 +91,26 @@ def check(sources: list[tuple[str, list[str]]], labels: set[int], names: list[st
                 if not explicit:
                     others = [n for n in names if re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", before)]
                     if others or AUTHOR_YEAR.search(before):
-                        errors.append(f"{path}:{i}: {cited!r} beside {others or 'an author-year citation'}: "
-                                      "write '<short name> Eq. N' for another paper, 'paper Eq. N' for CORE-MTL")
+                        errors.append(
+                            f"{path}:{i}: {cited!r} beside {others or 'an author-year citation'}: "
+                            "write '<short name> Eq. N' for another paper, 'paper Eq. N' for CORE-MTL"
+                        )
                         continue
-                    if cites_others and path not in ("docs/method.md", "CONTRIBUTING.md"):  # they state the rules
-                        errors.append(f"{path}:{i}: bare {cited!r} in a file that cites other papers' equations: "
-                                      "say which paper ('<short name> Eq. N' or 'paper Eq. N')")
+                    if cites_others and path not in (
+                        "docs/method.md",
+                        "CONTRIBUTING.md",
+                    ):  # they state the rules
+                        errors.append(
+                            f"{path}:{i}: bare {cited!r} in a file that cites other papers' equations: "
+                            "say which paper ('<short name> Eq. N' or 'paper Eq. N')"
+                        )
                         continue
                 missing = [n for n in _numbers(m) if n not in labels]
                 if missing:
-                    errors.append(f"{path}:{i}: {cited!r} cites CORE-MTL Eq. {missing}, which docs/method.md "
-                                  "does not label (eq-N)")
+                    errors.append(
+                        f"{path}:{i}: {cited!r} cites CORE-MTL Eq. {missing}, which docs/method.md "
+                        "does not label (eq-N)"
+                    )
     return errors
 
 
@@ -109,10 +128,19 @@ def test_every_cited_equation_is_labelled_or_names_its_paper():
 
 def test_the_check_finds_each_kind_of_mistake():
     names = ["MT-CRL", "DWA"]
-    sources = [("a.py", ["L_rec (Eq. 14)", "S(N, L), Eq. 41", "(Liu et al. 2019, Eq. 7)"]),
-               ("b.py", ["graph loss, MT-CRL Eq. 3", "# Eq. 2", "the objective, paper Eq. 16", "weights (DWA Eq. 7)"]),
-               ("c.py", ["Eq. 13-15"])]
+    sources = [
+        ("a.py", ["L_rec (Eq. 14)", "S(N, L), Eq. 41", "(Liu et al. 2019, Eq. 7)"]),
+        (
+            "b.py",
+            ["graph loss, MT-CRL Eq. 3", "# Eq. 2", "the objective, paper Eq. 16", "weights (DWA Eq. 7)"],
+        ),
+        ("c.py", ["Eq. 13-15"]),
+    ]
     errors = check(sources, labels={13, 14, 16}, names=names)
     assert [":".join(e.split(":")[:2]) for e in errors] == ["a.py:2", "a.py:3", "b.py:2", "c.py:1"]
-    assert "does not label" in errors[0] and "author-year" in errors[1] and "in a file that cites" in errors[2]
-    assert errors[3].endswith("'Eq. 13-15' cites CORE-MTL Eq. [15], which docs/method.md does not label (eq-N)")
+    assert (
+        "does not label" in errors[0] and "author-year" in errors[1] and "in a file that cites" in errors[2]
+    )
+    assert errors[3].endswith(
+        "'Eq. 13-15' cites CORE-MTL Eq. [15], which docs/method.md does not label (eq-N)"
+    )

@@ -79,8 +79,10 @@ def _modules() -> list[Path]:
 def test_every_module_is_in_a_layer():
     units = {_unit(_module_name(p)) for p in _modules()} - {""}
     missing = sorted(u for u in units if u not in LEVEL)
-    assert not missing, (f"modules or subpackages of {PACKAGE} in no layer: {missing}; add each to LAYERS in "
-                         "tests/test_layers.py and to the table in CONTRIBUTING.md")
+    assert not missing, (
+        f"modules or subpackages of {PACKAGE} in no layer: {missing}; add each to LAYERS in "
+        "tests/test_layers.py and to the table in CONTRIBUTING.md"
+    )
 
 
 def test_no_module_imports_a_higher_layer():
@@ -94,8 +96,10 @@ def test_no_module_imports_a_higher_layer():
             if target in (None, "") or target not in LEVEL or own not in LEVEL:
                 continue
             if LEVEL[target] > LEVEL[own]:
-                errors.append(f"{path.relative_to(ROOT.parent)}:{line}: `{mod}` ({LAYERS[LEVEL[target]][0]}) is "
-                              f"imported by the lower layer {LAYERS[LEVEL[own]][0]}")
+                errors.append(
+                    f"{path.relative_to(ROOT.parent)}:{line}: `{mod}` ({LAYERS[LEVEL[target]][0]}) is "
+                    f"imported by the lower layer {LAYERS[LEVEL[own]][0]}"
+                )
     assert not errors, "a lower layer imports a higher one:\n" + "\n".join(errors)
 
 
@@ -105,8 +109,10 @@ def test_the_checker_sees_a_violation(tmp_path):
     pkg.mkdir(parents=True)
     (tmp_path / PACKAGE / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text("")
-    src = ("from coremtl_lite.train import Trainer\nfrom ..models import heads\n"
-           "def f():\n    import coremtl_lite.cli\n    from coremtl_lite import widgets\n")
+    src = (
+        "from coremtl_lite.train import Trainer\nfrom ..models import heads\n"
+        "def f():\n    import coremtl_lite.cli\n    from coremtl_lite import widgets\n"
+    )
     (pkg / "bad.py").write_text(src)
     global ROOT
     saved, ROOT = ROOT, tmp_path / PACKAGE
@@ -114,6 +120,11 @@ def test_the_checker_sees_a_violation(tmp_path):
         found = [m for _, m in _imports(pkg / "bad.py")]
     finally:
         ROOT = saved
-    assert found == ["coremtl_lite.train", "coremtl_lite.models", "coremtl_lite.cli", PACKAGE,
-                     "coremtl_lite.widgets"]
+    assert found == [
+        "coremtl_lite.train",
+        "coremtl_lite.models",
+        "coremtl_lite.cli",
+        PACKAGE,
+        "coremtl_lite.widgets",
+    ]
     assert [LEVEL[_unit(m)] > LEVEL["data"] for m in found if _unit(m)] == [True, True, True, True]

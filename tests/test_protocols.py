@@ -20,10 +20,17 @@ def scenes():
     return cfg, build_splits(data, seed=0)
 
 
-@pytest.mark.parametrize("arch,grounding,wanted", [
-    ("dual_stream", "hard", P.GroundedModel), ("dual_stream", "soft", P.GroundedModel),
-    ("dual_stream", "none", P.EncodePredictModel), ("vanilla", "none", P.EncodePredictModel),
-    ("mtan", "none", P.MultiTaskModel), ("mmoe", "none", P.MultiTaskModel)])
+@pytest.mark.parametrize(
+    "arch,grounding,wanted",
+    [
+        ("dual_stream", "hard", P.GroundedModel),
+        ("dual_stream", "soft", P.GroundedModel),
+        ("dual_stream", "none", P.EncodePredictModel),
+        ("vanilla", "none", P.EncodePredictModel),
+        ("mtan", "none", P.MultiTaskModel),
+        ("mmoe", "none", P.MultiTaskModel),
+    ],
+)
 def test_models_satisfy_their_protocol(scenes, arch, grounding, wanted):
     cfg, splits = scenes
     model_cfg = dataclasses.replace(cfg.model, architecture=arch, grounding=grounding)

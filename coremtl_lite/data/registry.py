@@ -25,7 +25,14 @@ from typing import Any
 from coremtl_lite.config import DataConfig
 from coremtl_lite.data.loading import JoinedDataset
 
-__all__ = ["DatasetEntry", "Splits", "available_datasets", "build_splits", "dataset_entry", "register_dataset"]
+__all__ = [
+    "DatasetEntry",
+    "Splits",
+    "available_datasets",
+    "build_splits",
+    "dataset_entry",
+    "register_dataset",
+]
 
 
 @dataclass
@@ -74,7 +81,9 @@ def dataset_entry(name: str) -> DatasetEntry:
     if name not in _REGISTRY:
         near = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ValueError(f"unknown data.dataset {name!r}{hint}; choose one of {', '.join(available_datasets())}")
+        raise ValueError(
+            f"unknown data.dataset {name!r}{hint}; choose one of {', '.join(available_datasets())}"
+        )
     return _REGISTRY[name]
 
 
@@ -95,8 +104,11 @@ def build_splits(data_cfg: DataConfig, seed: int) -> Splits:
 def _by_offset(data_cfg: DataConfig, make: Callable[[str, int, int], Any]) -> Splits:
     """Splits of a generator indexed by offset: ``make(domain, length, offset)``."""
     n_tr, n_va, n_te = data_cfg.train_size, data_cfg.val_size, data_cfg.test_size
-    return Splits(make(data_cfg.source_domain, n_tr, 0), make(data_cfg.source_domain, n_va, n_tr),
-                  {d: make(d, n_te, n_tr + n_va) for d in data_cfg.eval_domains})
+    return Splits(
+        make(data_cfg.source_domain, n_tr, 0),
+        make(data_cfg.source_domain, n_va, n_tr),
+        {d: make(d, n_te, n_tr + n_va) for d in data_cfg.eval_domains},
+    )
 
 
 # -------------------------------------------------------------------------------------- synthetic sets
@@ -106,17 +118,29 @@ def _by_offset(data_cfg: DataConfig, make: Callable[[str, int, int], Any]) -> Sp
 def _shaded_scenes(data_cfg: DataConfig, seed: int) -> Splits:
     from coremtl_lite.data.scenes import ShadedScenes
 
-    return _by_offset(data_cfg, lambda domain, length, offset: ShadedScenes(
-        domain=domain, size=data_cfg.image_size, length=length, seed=seed, offset=offset))
+    return _by_offset(
+        data_cfg,
+        lambda domain, length, offset: ShadedScenes(
+            domain=domain, size=data_cfg.image_size, length=length, seed=seed, offset=offset
+        ),
+    )
 
 
 @register_dataset("shaded_attributes", synthetic=True)
 def _shaded_attributes(data_cfg: DataConfig, seed: int) -> Splits:
     from coremtl_lite.data.attributes import ShadedAttributes
 
-    return _by_offset(data_cfg, lambda domain, length, offset: ShadedAttributes(
-        n_attributes=data_cfg.num_attributes, domain=domain, size=data_cfg.image_size, length=length, seed=seed,
-        offset=offset))
+    return _by_offset(
+        data_cfg,
+        lambda domain, length, offset: ShadedAttributes(
+            n_attributes=data_cfg.num_attributes,
+            domain=domain,
+            size=data_cfg.image_size,
+            length=length,
+            seed=seed,
+            offset=offset,
+        ),
+    )
 
 
 @register_dataset("confounded_scenes", synthetic=True)
@@ -126,16 +150,27 @@ def _confounded_scenes(data_cfg: DataConfig, seed: int) -> Splits:
     n_tr, n_va, n_te = data_cfg.train_size, data_cfg.val_size, data_cfg.test_size
 
     def cs(m_c: float, length: int, offset: int) -> ConfoundedScenes:
-        return ConfoundedScenes(shapes=data_cfg.confounded_shapes, m_c=m_c, domain=data_cfg.source_domain,
-                                size=data_cfg.image_size, length=length, seed=seed, offset=offset)
+        return ConfoundedScenes(
+            shapes=data_cfg.confounded_shapes,
+            m_c=m_c,
+            domain=data_cfg.source_domain,
+            size=data_cfg.image_size,
+            length=length,
+            seed=seed,
+            offset=offset,
+        )
 
     m_test = {"source": data_cfg.m_train, "target": data_cfg.m_test}
     bad = [d for d in data_cfg.eval_domains if d not in m_test]
     if bad:
-        raise ValueError(f"confounded_scenes has the evaluation domains source (m_train) and target (m_test), "
-                         f"not {bad}")
-    return Splits(cs(data_cfg.m_train, n_tr, 0), cs(data_cfg.m_val, n_va, n_tr),
-                  {d: cs(m_test[d], n_te, n_tr + n_va) for d in data_cfg.eval_domains})
+        raise ValueError(
+            f"confounded_scenes has the evaluation domains source (m_train) and target (m_test), not {bad}"
+        )
+    return Splits(
+        cs(data_cfg.m_train, n_tr, 0),
+        cs(data_cfg.m_val, n_va, n_tr),
+        {d: cs(m_test[d], n_te, n_tr + n_va) for d in data_cfg.eval_domains},
+    )
 
 
 @register_dataset("digit_pairs", synthetic=True)
@@ -145,8 +180,9 @@ def _digit_pairs(data_cfg: DataConfig, seed: int) -> Splits:
     lengths = {"train": data_cfg.train_size, "val": data_cfg.val_size}
 
     def dp(split: str) -> DigitPairs:
-        return DigitPairs(split=split, size=data_cfg.image_size, seed=seed,
-                          length=lengths.get(split, data_cfg.test_size))
+        return DigitPairs(
+            split=split, size=data_cfg.image_size, seed=seed, length=lengths.get(split, data_cfg.test_size)
+        )
 
     return Splits(dp("train"), dp("val"), {d: dp(DigitPairs.domain_split(d)) for d in data_cfg.eval_domains})
 
@@ -156,11 +192,21 @@ def _multisem(data_cfg: DataConfig, seed: int) -> Splits:
     from coremtl_lite.data.sem import MultiSEM
 
     def ms(split: str, length: int) -> MultiSEM:
-        return MultiSEM(split=split, length=length, seed=seed, num_tasks=data_cfg.num_tasks,
-                        m_train=data_cfg.m_train, m_val=data_cfg.m_val, m_test=data_cfg.m_test)
+        return MultiSEM(
+            split=split,
+            length=length,
+            seed=seed,
+            num_tasks=data_cfg.num_tasks,
+            m_train=data_cfg.m_train,
+            m_val=data_cfg.m_val,
+            m_test=data_cfg.m_test,
+        )
 
-    return Splits(ms("train", data_cfg.train_size), ms("val", data_cfg.val_size),
-                  {d: ms(MultiSEM.domain_split(d), data_cfg.test_size) for d in data_cfg.eval_domains})
+    return Splits(
+        ms("train", data_cfg.train_size),
+        ms("val", data_cfg.val_size),
+        {d: ms(MultiSEM.domain_split(d), data_cfg.test_size) for d in data_cfg.eval_domains},
+    )
 
 
 # ------------------------------------------------------------------------------------------- real sets
@@ -186,8 +232,11 @@ def _nyuv2(data_cfg: DataConfig, seed: int) -> Splits:
     from coremtl_lite.data.real import NYUv2
 
     root = _root(data_cfg)
-    return Splits(NYUv2(root, "train"), NYUv2(root, "val"),
-                  {_check_domain(d, ("source",), "nyuv2"): NYUv2(root, "val") for d in data_cfg.eval_domains})
+    return Splits(
+        NYUv2(root, "train"),
+        NYUv2(root, "val"),
+        {_check_domain(d, ("source",), "nyuv2"): NYUv2(root, "val") for d in data_cfg.eval_domains},
+    )
 
 
 @register_dataset("cityscapes", synthetic=False)
@@ -200,8 +249,10 @@ def _cityscapes(data_cfg: DataConfig, seed: int) -> Splits:
         if d.startswith("corrupt:"):
             parts = d.split(":")
             if len(parts) != 3 or not parts[2].isdigit():
-                raise ValueError(f"evaluation domain {d!r} must read corrupt:<corruption>:<severity 1-5>, e.g. "
-                                 "corrupt:fog:3")
+                raise ValueError(
+                    f"evaluation domain {d!r} must read corrupt:<corruption>:<severity 1-5>, e.g. "
+                    "corrupt:fog:3"
+                )
             _, corr, sev = parts
             tests[d] = CityscapesC(root.parent / "cityscapes_c", corr, int(sev))
         else:
@@ -238,5 +289,8 @@ def _celeba(data_cfg: DataConfig, seed: int) -> Splits:
     from coremtl_lite.data.real import CelebA
 
     root, n = _root(data_cfg), data_cfg.num_attributes
-    return Splits(CelebA(root, "train", n), CelebA(root, "val", n),
-                  {_check_domain(d, ("source",), "celeba"): CelebA(root, "test", n) for d in data_cfg.eval_domains})
+    return Splits(
+        CelebA(root, "train", n),
+        CelebA(root, "val", n),
+        {_check_domain(d, ("source",), "celeba"): CelebA(root, "test", n) for d in data_cfg.eval_domains},
+    )
