@@ -10,10 +10,11 @@ format, so that an instructor can run nbgrader on them directly:
 * nbgrader cell metadata (``grade``, ``grade_id``, ``locked``, ``points``, ``schema_version: 3``,
   ``solution``, ``task``).
 
-Without nbgrader, ``python -m coremtl_lite.assignments generate`` writes the student versions into
-``tutorials/assignments/student/`` exactly as nbgrader's ``generate_assignment`` would for these
-notebooks: each solution region becomes ``# YOUR CODE HERE`` + ``raise NotImplementedError()`` (code)
-or ``YOUR ANSWER HERE`` (markdown), hidden-test regions are removed, outputs are cleared.
+``python -m coremtl_lite.assignments generate`` (or ``coremtl-lite assignments``) writes the student
+versions into ``tutorials/assignments/student/`` with nbgrader's preprocessors, as nbgrader's
+``generate_assignment`` does, without an nbgrader course folder or database: each solution region
+becomes ``# YOUR CODE HERE`` + ``raise NotImplementedError()`` (code) or ``YOUR ANSWER HERE``
+(markdown), hidden-test regions are removed, outputs are cleared.
 
 Graded cells talk to students through :func:`check`, :func:`check_close`, :func:`attempt` and
 :func:`need`: a failing check raises :class:`Feedback` (an ``AssertionError``, so nbgrader counts the
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 __all__ = [
     "ASSIGNMENTS",
@@ -59,7 +61,7 @@ ASSIGNMENTS = ("a1_ood_floor.ipynb", "a2_cka_independence.ipynb", "a3_counterfac
 
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
-#: nbgrader's stubs (``ClearSolutions.code_stub["python"]`` and ``text_stub``).
+#: the stubs handed to nbgrader's ``ClearSolutions`` (its defaults, written out)
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 TEXT_STUB = "YOUR ANSWER HERE"
 _NBGRADER_KEYS = ("grade", "grade_id", "locked", "schema_version", "solution", "task")
@@ -144,7 +146,7 @@ def need(*names: str) -> None:
 
 
 def _to_numpy(value: Any) -> Any:
-    if hasattr(value, "detach"):
+    if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy()
     return value
 
@@ -231,60 +233,37 @@ def _regions(source: str, begin: str, end: str) -> list[tuple[int, int]]:
     return out
 
 
-def _replace_regions(source: str, begin: str, end: str, stub: str | None) -> str:
-    """Replace each delimited region (delimiters included) by ``stub`` at the BEGIN line's indent."""
-    lines = source.split("\n")
-    regions = _regions(source, begin, end)
-    for start, stop in reversed(regions):
-        indent = lines[start][: len(lines[start]) - len(lines[start].lstrip())]
-        new = [] if stub is None else [indent + s for s in stub.split("\n")]
-        lines[start:stop + 1] = new
-    return "\n".join(lines)
-
-
 def make_student_notebook(nb):
     """The student version of a solution notebook (a new notebook; ``nb`` is not modified).
 
-    Like nbgrader's ``generate_assignment``: solution regions (or whole solution cells without
-    delimiters) become :data:`CODE_STUB` / :data:`TEXT_STUB`, hidden-test regions are removed,
-    outputs, execution counts and execution metadata are cleared, widget state is dropped, and cells
-    are locked as nbgrader locks them (``deletable``/``editable`` false, see :func:`_lock`). The
-    nbgrader metadata stays, so the student version can be collected and autograded.
+    The notebook is checked with :func:`validate_nbgrader_metadata` (messages that name the cell), then
+    nbgrader's own preprocessors make the student version, as ``nbgrader generate_assignment`` does:
+    ``ClearSolutions`` (solution regions, or whole solution cells without delimiters, become
+    :data:`CODE_STUB` / :data:`TEXT_STUB`), ``ClearHiddenTests``, ``ClearOutput`` and ``LockCells``
+    (graded and read-only cells can be neither deleted nor edited, solution cells cannot be deleted).
+    Widget state and execution metadata are dropped. The nbgrader metadata stays, so the student
+    version can be collected and autograded.
     """
     problems = validate_nbgrader_metadata(nb)
     if problems:
         raise ValueError("invalid nbgrader notebook:\n  " + "\n  ".join(problems))
+    try:
+        from nbgrader.preprocessors import ClearHiddenTests, ClearOutput, ClearSolutions, LockCells
+    except ImportError:
+        raise ImportError("generating the student versions uses nbgrader: pip install nbgrader "
+                          "(it is in coremtl_lite's dev extras)") from None
     out = copy.deepcopy(nb)
+    resources: dict[str, Any] = {"language": "python"}
+    for step in (ClearSolutions(code_stub={"python": CODE_STUB}, text_stub=TEXT_STUB), ClearHiddenTests(),
+                 ClearOutput(), LockCells()):
+        out, resources = step.preprocess(out, resources)
     out.metadata.pop("widgets", None)
     for cell in out.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("solution"):
-            stub = CODE_STUB if cell.cell_type == "code" else TEXT_STUB
-            if _regions(cell.source, BEGIN_SOLUTION, END_SOLUTION):
-                cell.source = _replace_regions(cell.source, BEGIN_SOLUTION, END_SOLUTION, stub)
-            else:
-                cell.source = stub
-        if meta.get("grade") and not meta.get("solution"):
-            cell.source = _replace_regions(cell.source, BEGIN_HIDDEN, END_HIDDEN, None).rstrip("\n")
         cell.metadata.pop("execution", None)
-        _lock(cell, meta)
-        if cell.cell_type == "code":
-            cell.outputs = []
-            cell.execution_count = None
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade") and not meta.get("solution"):  # a test cell ends at its last visible line
+            cell.source = cell.source.rstrip("\n")
     return out
-
-
-def _lock(cell, meta: dict) -> None:
-    """Lock a cell as nbgrader's ``LockCells`` does by default, so that JupyterLab enforces it: graded
-    and read-only cells can be neither deleted nor edited; solution cells (code students write, written
-    answers) cannot be deleted."""
-    if not meta:
-        return
-    if meta.get("solution"):
-        cell.metadata["deletable"] = False
-    elif meta.get("grade") or meta.get("locked"):
-        cell.metadata["deletable"] = False
-        cell.metadata["editable"] = False
 
 
 # ----------------------------------------------------------------------------------- generate

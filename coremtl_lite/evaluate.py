@@ -21,6 +21,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from coremtl_lite.metrics import below_trivial, delta_m
 from coremtl_lite.train import Trainer, atomic_write, evaluate_datasets
 from coremtl_lite.train.evaluation import Results
@@ -75,7 +78,7 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):
+    if isinstance(value, (np.ndarray, np.generic, torch.Tensor)):
         return value.tolist()
     if isinstance(value, (set, tuple)):
         return list(value)
@@ -95,7 +98,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, domains: Sequence[str] | 
     ``corrupt:fog:3``, ...) works. ``reference`` (a results file or dict of a single-task run) adds
     Δm% per domain. ``overrides`` adjust the rebuilt config (e.g. ``train.device=cpu``).
     """
-    trainer = Trainer.from_checkpoint(checkpoint, overrides=["train.progress=false", *overrides])
+    trainer = Trainer.from_checkpoint(Path(checkpoint), overrides=["train.progress=false", *overrides])
     results = trainer.evaluate(domains=domains, split=split, use_best=False)
     trivial = trainer.evaluate_trivial(domains=domains, split=split)  # the constants the model must beat
     payload: dict[str, Any] = {"results": results, "trivial": trivial,

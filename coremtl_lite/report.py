@@ -107,19 +107,10 @@ def update_curves(fig: go.Figure, history: History, keys: Sequence[str], smooth_
     """Set trace ``i`` of ``fig`` to the per-step series ``keys[i]`` of ``history`` (missing keys: empty)."""
     if len(fig.data) < len(keys):
         raise ValueError(f"figure has {len(fig.data)} traces for {len(keys)} keys")
-    ctx = fig.batch_update() if hasattr(fig, "batch_update") else _null()
-    with ctx:
+    with fig.batch_update():
         for trace, key in zip(fig.data, keys):
             x, y = history.step_series(key)
             trace.x, trace.y = x, (smooth(y, smooth_window) if y else y)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class LiveCurves:

@@ -1,12 +1,14 @@
 """Rendering physics shared by the ShadedScenes renderer and the hard-grounding decoder.
 
 Second-order spherical-harmonic (SH) irradiance (Ramamoorthi & Hanrahan 2001), the shading model of
-CORE-MTL's physics decoder (paper §3.2, Eq. 13-14):
+CORE-MTL's physics decoder (paper §3.2, Eq. 13; Eq. 14 is that decoder's loss):
 
     S_c(n) = max(0, sum_k L[c, k] * Y_k(n)),      image = albedo * S(N, L)
 
 with the 9 real SH basis functions Y_k below and L holding 9 coefficients per RGB channel (27 numbers).
 Images live in sRGB; the physics (and the paper's L1 reconstruction loss) lives in linear RGB.
+
+Equation numbers are the CORE-MTL paper's; docs/method.md states each one (label ``eq-N``).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def sh_basis(normals: torch.Tensor, dim: int = 1) -> torch.Tensor:
 
 
 def sh_shading(normals: torch.Tensor, lighting: torch.Tensor) -> torch.Tensor:
-    """Per-channel SH irradiance S_c(n) = max(0, sum_k L[c,k] Y_k(n)) (paper Eq. 14).
+    """Per-channel SH irradiance S_c(n) = max(0, sum_k L[c,k] Y_k(n)) (the shading S of paper Eq. 13).
 
     Args:
         normals: ``(B, 3, H, W)`` unit normals.

@@ -15,6 +15,8 @@ normal         3                        1 - cosine over valid pixels       mean,
 attributes     ``num_attributes``       BCE with logits                    acc (mean per attribute)
 classification ``num_classes``          cross-entropy                      acc
 ============== ======================== ================================== =========================
+
+Equation numbers are the CORE-MTL paper's; docs/method.md states each one (label ``eq-N``).
 """
 
 from __future__ import annotations

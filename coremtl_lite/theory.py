@@ -29,6 +29,8 @@ invertible; Theorem 2.3 is about the representation the heads are given, which i
 * :func:`train_two_linear_tasks` (with an inline :func:`pcgrad_combine`) -- Theorem 2.3 in action:
   equal weighting and PCGrad reach the same OOD floor; theta = 0 removes it.
 * :func:`gap_figure_data` -- what the tutorial's theta / shift widget redraws.
+
+Equation numbers are the CORE-MTL paper's; docs/method.md states each one (label ``eq-N``).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _positive(**values: float) -> None:
+def _positive(**values: float | np.ndarray) -> None:
     for name, value in values.items():
         arr = np.asarray(value, dtype=float)
         if not np.all(arr > 0):
@@ -494,7 +496,7 @@ def gradient_cosine_vs_independence(phi, dim: int = 4, num_task_outputs: int = 3
 
 # ------------------------------------------------ Theorem 2.3 in action: two tasks, EW vs PCGrad
 def pcgrad_combine(grads: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """PCGrad (Yu et al., 2020), a member of the class 𝒜 of Def. 2.1 (Eq. 4), on flat gradients.
+    """PCGrad (Yu et al., 2020), a member of the class 𝒜 of Def. 2.1 (paper Eq. 4), on flat gradients.
 
     For each task gradient g_i, in a random order over the other tasks j: if g_i . g_j < 0, remove the
     conflicting component, g_i <- g_i - (g_i . g_j / ||g_j||^2) g_j (projecting against the *original*

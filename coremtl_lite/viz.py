@@ -6,8 +6,8 @@ Every tutorial and widget draws through these few functions, so pictures look th
   uint8), :func:`segmentation_to_rgb` (class ids -> a fixed palette, void ``-1`` black),
   :func:`depth_to_rgb` (a viridis-like colour ramp, invalid ``0`` black), :func:`normal_to_rgb`
   (``(n + 1) / 2``, the usual normal-map convention), :func:`prediction_to_rgb` (any task output);
-* :func:`png_bytes` -- a dependency-free PNG encoder (zlib + the PNG chunk format), used for
-  ``ipywidgets.Image`` values and saved artefacts;
+* :func:`png_bytes` -- PNG bytes of an image (Pillow's encoder), used for ``ipywidgets.Image``
+  values and saved artefacts;
 * plotly figures -- :func:`image_grid` (a grid of RGB panels with titles), :func:`heatmap` (an
   annotated matrix, e.g. gradient cosines, paper Fig. 5) and :func:`line_plot` (curves over training,
   paper Fig. 4).
@@ -15,8 +15,6 @@ Every tutorial and widget draws through these few functions, so pictures look th
 
 from __future__ import annotations
 
-import struct
-import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -127,22 +125,21 @@ def prediction_to_rgb(kind: str, value, **kwargs) -> np.ndarray:
 
 
 def png_bytes(rgb) -> bytes:
-    """Encode an ``(H, W, 3)`` uint8 array (or a ``(3, H, W)`` float image) as PNG bytes, without PIL.
+    """Encode an ``(H, W, 3)`` uint8 array (or a ``(3, H, W)`` float image) as PNG bytes (8-bit RGB).
 
-    Writes the signature, an ``IHDR`` chunk (8-bit RGB), one zlib-compressed ``IDAT`` chunk of
-    filter-type-0 scanlines, and ``IEND`` (PNG specification, ISO/IEC 15948).
+    Pillow writes them (torchvision's ``encode_png`` would too, but torchvision deprecates its image
+    codecs from 0.29 on).
     """
+    import io
+
+    from PIL import Image
+
     arr = to_uint8_image(rgb) if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8) else rgb
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"png_bytes expects (H, W, 3) uint8, got shape {arr.shape}")
-    h, w = arr.shape[:2]
-    raw = b"".join(b"\x00" + arr[i].tobytes() for i in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
 
 
 def image_grid(panels: Sequence, titles: Sequence[str] | None = None, cols: int | None = None,

@@ -21,6 +21,7 @@ from torch import nn
 
 from coremtl_lite.diagnostics.leakage import interpolate_residual
 from coremtl_lite.diagnostics.streams import is_dual_stream, model_output
+from coremtl_lite.protocols import RenderableScenes
 from coremtl_lite.viz import png_bytes, prediction_to_rgb, to_uint8_image
 
 __all__ = ["enlarge", "residual_swap_widget", "swap_view"]
@@ -80,7 +81,7 @@ def swap_view(model: nn.Module, scenes, content_idx: int, donor_idx: int, alpha:
             if name in batch:
                 view["labels"][name] = prediction_to_rgb(kind, batch[name][0])
     view["true"], view["l1_true"] = None, None
-    if hasattr(scenes, "sample_factors") and hasattr(scenes, "render"):
+    if isinstance(scenes, RenderableScenes):
         factors = scenes.sample_factors([content_idx, donor_idx])
         sem = {k: v[:1] for k, v in factors["semantic"].items()}
         res_c = {k: v[:1] for k, v in factors["residual"].items()}

@@ -249,7 +249,7 @@ class ReferenceScenes(S.ShadedScenes):
 
     def shade_reference(self, geometry: dict[str, torch.Tensor], residual: dict[str, torch.Tensor],
                         apply_corruption: bool = True) -> dict[str, torch.Tensor]:
-        """Image formation from geometry and residual factors (paper Eq. 13-14).
+        """Image formation from geometry and residual factors (paper Eq. 13).
 
         Returns ``image`` (sRGB in [0, 1]), and the linear-RGB intermediates ``albedo`` and ``shading``.
         """
@@ -269,7 +269,7 @@ class ReferenceScenes(S.ShadedScenes):
                        geometry["tex_uv"][:, 1])
         albedo = colour * (1.0 - amp + amp * tex)[:, None]
         sh = S.lighting_sh(residual)
-        shading = sh_shading(geometry["normal"], sh)  # Eq. 14
+        shading = sh_shading(geometry["normal"], sh)  # S(N, L) of Eq. 13
         linear = residual["exposure"].float()[:, None, None, None] * albedo * shading  # Eq. 13
         if (residual["noise_std"] > 0).any():
             eps = noise_fields_reference(residual["noise_seed"].long(), hh, ww)

@@ -168,7 +168,7 @@ def test_nash_mtl_solves_the_bargaining_equation_and_is_scale_free():
     m = build_method("nash_mtl", list("abcd"), max_norm=0.0)
     a = m.weights(j).numpy()
     g = gramian(j)
-    np.testing.assert_allclose(g @ a, 1.0 / a, rtol=1e-6)  # Navon et al. 2022, Eq. 2
+    np.testing.assert_allclose(g @ a, 1.0 / a, rtol=1e-6)  # Navon et al. 2022, Nash-MTL Eq. 2
     d = m.aggregate(j)
     assert math.isclose(float(d.norm()), 2.0, rel_tol=1e-6)  # ||d||^2 = a^T G a = T
     torch.testing.assert_close(build_method("nash_mtl", list("abcd"), max_norm=0.0).aggregate(10 * j), d)
@@ -198,7 +198,7 @@ def test_upgrad_and_aligned_mtl_without_conflict():
 
 
 def test_imtl_g_equal_projections():
-    """IMTL-G's update has the same projection on every unit task gradient (Liu et al. 2021, Eq. 7)."""
+    """IMTL-G's update has the same projection on every unit task gradient (Liu et al. 2021, IMTL-G Eq. 7)."""
     j = random_jacobian(3, dim=10, seed=8)
     d = build_method("imtl_g", NAMES3).aggregate(j)
     proj = (j / j.norm(dim=1, keepdim=True)) @ d
@@ -212,7 +212,7 @@ def test_cagrad_c_zero_is_the_mean_and_rescale():
     d0 = build_method("cagrad", NAMES3, rescale=0).aggregate(j)
     d1 = build_method("cagrad", NAMES3).aggregate(j)
     torch.testing.assert_close(d1, d0 / 1.25)
-    # Eq. 5: the update stays within the ball of radius c ||g0|| around g0
+    # CAGrad Eq. 5: the update stays within the ball of radius c ||g0|| around g0
     g0 = j.mean(0)
     assert float((d0 - g0).norm()) <= 0.5 * float(g0.norm()) * (1 + 1e-6)
 

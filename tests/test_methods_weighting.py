@@ -41,7 +41,7 @@ def test_dwa_weights_from_epoch_means():
     m.on_epoch_end({"a": 1.0, "b": 1.0})
     m.on_epoch_end({"loss/a": 0.5, "loss/b": 1.0})  # a halves, b stalls: b gets more weight
     w = m.weights(torch.ones(2))
-    expected = 2 * torch.softmax(torch.tensor([0.5, 1.0]) / 2.0, dim=0)  # Liu et al. 2019, Eq. 7
+    expected = 2 * torch.softmax(torch.tensor([0.5, 1.0]) / 2.0, dim=0)  # Liu et al. 2019, DWA Eq. 7
     torch.testing.assert_close(w, expected)
     with pytest.raises(KeyError, match="lack the mean loss of task 'b'"):
         m.on_epoch_end({"a": 1.0})
@@ -75,7 +75,7 @@ def test_stch_approaches_the_max_and_log_nadir_schedule():
 
 def test_gradnorm_moves_weight_towards_the_slow_task():
     """Two heads on one shared layer; after the first call (which records L(0)), task b's loss is
-    relatively larger, so its target gradient norm is larger and its weight must grow (Eq. 2)."""
+    relatively larger, so its target gradient norm is larger and its weight must grow (GradNorm Eq. 2)."""
     torch.manual_seed(0)
     shared = torch.nn.Linear(4, 4)
     x = torch.randn(16, 4)

@@ -17,7 +17,7 @@ from coremtl_lite.models.mtcrl_model import ROUTING_FLAG, build_mtcrl_model
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-# ------------------------------------------------------------------------------ decorrelation (Eq. 1-2)
+# ------------------------------------------------------------------------------ decorrelation (MT-CRL Eq. 1-2)
 def test_decorrelation_exactly_zero_for_orthogonal_centred_blocks():
     # Hadamard columns: centred, mutually orthogonal, small integers -> exact arithmetic
     h = torch.tensor([[1., 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]]).T  # columns
@@ -35,7 +35,7 @@ def test_decorrelation_near_zero_for_independent_and_counts_correlated_pairs():
     z2 = z.clone()
     z2[:, 1] = z[:, 0]
     assert mtcrl.decorrelation_loss(z2).item() == pytest.approx(3.0, abs=0.02)
-    # matches the pairwise definition of Eq. 1
+    # matches the pairwise definition of MT-CRL Eq. 1
     small = torch.randn(64, 3, 2, generator=g)
     ref = sum(mtcrl.pearson_cross_correlation(small[:, i], small[:, j]).pow(2).sum()
               for i in range(3) for j in range(i + 1, 3))
@@ -57,7 +57,7 @@ def test_pearson_matches_numpy_and_is_safe_for_constant_columns():
         mtcrl.decorrelation_loss(torch.randn(5, 4))
 
 
-# ------------------------------------------------------------------------------------ graph (Eq. 3)
+# ------------------------------------------------------------------------------------ graph (MT-CRL Eq. 3)
 def test_entropy_is_maximal_for_uniform_module_usage():
     k = 8
     uniform = torch.full((3, k), 0.5)
@@ -85,7 +85,7 @@ def test_graph_loss_value_and_gradient():
     assert a.grad[0, 1] < a.grad[0, 0]
 
 
-# ---------------------------------------------------------------------------------- G-IRM (Eq. 8-9)
+# ---------------------------------------------------------------------------------- G-IRM (MT-CRL Eq. 8-9)
 def test_girm_zero_when_environments_agree():
     g = torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(3))
     agree = g.expand(2, 3, 8)
@@ -355,7 +355,7 @@ def test_step_logs_give_terms_and_gradient_shares():
 
 
 def test_mtcrl_backward_fills_the_same_gradient_as_one_backward():
-    """The per-term gradients (for the shares) add up to the gradient of the whole Eq. 4 objective."""
+    """The per-term gradients (for the shares) add up to the gradient of the whole MT-CRL Eq. 4 objective."""
     model = build_mtcrl_model((6,), {t: 2 for t in TASKS}, num_modules=4, module_dim=4, seed=0)
     method = build_method("mtcrl", TASKS, lambda_girm=0.0)
     train = _toy_batch(64, 0.9, 10)

@@ -91,7 +91,7 @@ def _config(tmp_path, *overrides):
 @pytest.mark.parametrize("cache_bytes", [0, 1 << 30])
 def test_training_with_rendering_ahead_gives_the_same_numbers(tmp_path, cache_bytes):
     """The same seed gives the same run, rendering ahead or in the loop, with and without the scene cache."""
-    cfg = _config(tmp_path, "data.augment=true", "model.dual_stream=true", "model.grounding=hard",
+    cfg = _config(tmp_path, "data.augment=true", "model.architecture=dual_stream", "model.grounding=hard",
                   "loss.cfa_start=0", "loss.decomposition_warmup=0")
     runs = [Trainer(cfg, cache_bytes=cache_bytes, prefetch=p) for p in (0, 2)]
     for tr in runs:

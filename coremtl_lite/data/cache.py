@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from coremtl_lite.protocols import BatchDataset
+
 #: default memory budget per cached dataset (bytes)
 DEFAULT_CACHE_BYTES = 1 << 30
 
@@ -42,7 +44,7 @@ class CachedDataset:
     chunk = 64
 
     def __init__(self, dataset: Any):
-        if not hasattr(dataset, "get_batch"):
+        if not isinstance(dataset, BatchDataset):
             raise TypeError(f"CachedDataset needs a dataset with get_batch, got {type(dataset).__name__}")
         self.dataset = dataset
         self._n = len(dataset)
@@ -114,7 +116,7 @@ class CacheBudget:
     def wrap(self, dataset: Any) -> Any:
         """``CachedDataset(dataset)`` when it has ``get_batch``, tensor-only batches and fits in the budget
         left; else ``dataset`` unchanged."""
-        if self.left <= 0 or not hasattr(dataset, "get_batch") or isinstance(dataset, CachedDataset):
+        if self.left <= 0 or not isinstance(dataset, BatchDataset) or isinstance(dataset, CachedDataset):
             return dataset
         try:
             need = cache_estimate(dataset)

@@ -13,6 +13,8 @@ image size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -192,7 +194,7 @@ def corruption_strength(clean: torch.Tensor, corrupted: torch.Tensor, name: str)
     return float(1 - F.cosine_similarity(a, b).mean())
 
 
-CORRUPTIONS = {"contrast": contrast, "defocus_blur": defocus_blur, "fog": fog, "gaussian_noise": gaussian_noise}
+CORRUPTIONS: dict[str, Callable[..., torch.Tensor]] = {"contrast": contrast, "defocus_blur": defocus_blur, "fog": fog, "gaussian_noise": gaussian_noise}
 
 
 def corrupt(x: torch.Tensor, name: str, severity: int, seeds=None, generator=None) -> torch.Tensor:

@@ -1,6 +1,7 @@
-"""Deterministic batching (``make_loader``) and train/val/test construction (``build_splits``).
+"""Deterministic batching (``make_loader``), random flips and joined datasets.
 
-The loader yields collated sample dicts (CONTRIBUTING.md). Synthetic datasets render a whole batch at
+The train/val/test splits are built by :mod:`coremtl_lite.data.registry`. The loader yields collated
+sample dicts (CONTRIBUTING.md). Synthetic datasets render a whole batch at
 once through ``get_batch``; other datasets are collated from ``__getitem__`` with torch's
 ``default_collate`` (optionally in worker processes). The order is a pure function of
 ``(seed, epoch)``; under data parallelism every rank receives a disjoint contiguous slice of each
@@ -10,7 +11,6 @@ once through ``get_batch``; other datasets are collated from ``__getitem__`` wit
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,15 +18,7 @@ from torch.utils.data import DataLoader, default_collate
 
 from coremtl_lite.data import _random
 from coremtl_lite.data._common import index_tensor
-
-
-@dataclass
-class Splits:
-    """Training, validation and per-domain test datasets."""
-
-    train: Any
-    val: Any
-    test: dict[str, Any]
+from coremtl_lite.protocols import BatchDataset
 
 
 class BatchLoader:
@@ -79,7 +71,7 @@ class BatchLoader:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         batches = self.rank_batches()
         gen = self._generator(2 + self.rank) if self.transform is not None else None
-        if hasattr(self.dataset, "get_batch"):
+        if isinstance(self.dataset, BatchDataset):
             source: Any = (self.dataset.get_batch(b) for b in batches)
         elif self.num_workers > 0:
             source = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.num_workers,
@@ -87,7 +79,7 @@ class BatchLoader:
         else:
             source = (default_collate([self.dataset[i] for i in b]) for b in batches)
         for batch in source:
-            yield self.transform(batch, gen) if self.transform is not None else batch
+            yield self.transform(batch, gen) if self.transform is not None and gen is not None else batch
 
 
 def make_loader(dataset: Any, batch_size: int, shuffle: bool, seed: int, epoch: int = 0, drop_last: bool = False,
@@ -156,8 +148,8 @@ class JoinedDataset:
     def get_batch(self, indices) -> dict[str, Any]:
         idx = index_tensor("JoinedDataset", indices, len(self))
         in_first = idx < self._n1
-        parts = [(in_first, self.first, idx[in_first]), (~in_first, self.second, idx[~in_first] - self._n1)]
-        parts = [(where, ds.get_batch(sub)) for where, ds, sub in parts if sub.numel()]
+        halves = [(in_first, self.first, idx[in_first]), (~in_first, self.second, idx[~in_first] - self._n1)]
+        parts = [(where, ds.get_batch(sub)) for where, ds, sub in halves if sub.numel()]
         if len(parts) == 1:
             return parts[0][1]
         order = torch.cat([where.nonzero().squeeze(1) for where, _ in parts]).argsort()
@@ -172,75 +164,3 @@ def _concat(batches: list[Any], order: torch.Tensor) -> Any:
     if isinstance(first, torch.Tensor):
         return torch.cat(batches)[order]
     raise TypeError(f"JoinedDataset can only join tensors and dicts of tensors, got {type(first).__name__}")
-
-
-SYNTHETIC = ("shaded_scenes", "shaded_attributes", "confounded_scenes", "digit_pairs", "multisem")
-
-
-def build_splits(data_cfg: Any, seed: int) -> Splits:
-    """``Splits(train, val, test)`` for ``data_cfg`` (:class:`coremtl_lite.config.DataConfig`).
-
-    Synthetic sets: train, val and test use disjoint index ranges of the same generator
-    (offsets 0, train_size, train_size + val_size); ``test`` holds one dataset per name in
-    ``data_cfg.eval_domains``. The label-label confounder sets (``multisem``, ``confounded_scenes``)
-    use ``data.m_train`` in training and the ``source`` test, ``data.m_val`` in validation and
-    ``data.m_test`` in the ``target`` test. Real sets dispatch on ``data_cfg.dataset`` and read ``data_cfg.root``.
-    ``data.train_on_val`` joins the validation split to the training set (:class:`JoinedDataset`; MT-CRL's
-    protocol for the methods that do not use it as an environment, its §4).
-    """
-    splits = _build_splits(data_cfg, seed)
-    if data_cfg.train_on_val:
-        splits = Splits(JoinedDataset(splits.train, splits.val), splits.val, splits.test)
-    return splits
-
-
-def _build_splits(data_cfg: Any, seed: int) -> Splits:
-    name = data_cfg.dataset
-    n_tr, n_va, n_te = data_cfg.train_size, data_cfg.val_size, data_cfg.test_size
-    if name in ("shaded_scenes", "shaded_attributes"):
-        from coremtl_lite.data.scenes import ShadedScenes
-
-        def make(domain: str, length: int, offset: int) -> Any:
-            if name == "shaded_scenes":
-                return ShadedScenes(domain=domain, size=data_cfg.image_size, length=length, seed=seed, offset=offset)
-            from coremtl_lite.data.attributes import ShadedAttributes
-
-            return ShadedAttributes(n_attributes=data_cfg.num_attributes, domain=domain, size=data_cfg.image_size,
-                                    length=length, seed=seed, offset=offset)
-
-        return Splits(make(data_cfg.source_domain, n_tr, 0), make(data_cfg.source_domain, n_va, n_tr),
-                      {d: make(d, n_te, n_tr + n_va) for d in data_cfg.eval_domains})
-    if name == "confounded_scenes":
-        from coremtl_lite.data.confounded import ConfoundedScenes
-
-        def cs(m_c: float, length: int, offset: int) -> Any:
-            return ConfoundedScenes(shapes=data_cfg.confounded_shapes, m_c=m_c, domain=data_cfg.source_domain,
-                                    size=data_cfg.image_size, length=length, seed=seed, offset=offset)
-
-        m_test = {"source": data_cfg.m_train, "target": data_cfg.m_test}
-        bad = [d for d in data_cfg.eval_domains if d not in m_test]
-        if bad:
-            raise ValueError(f"confounded_scenes has the evaluation domains source (m_train) and target (m_test), "
-                             f"not {bad}")
-        return Splits(cs(data_cfg.m_train, n_tr, 0), cs(data_cfg.m_val, n_va, n_tr),
-                      {d: cs(m_test[d], n_te, n_tr + n_va) for d in data_cfg.eval_domains})
-    if name == "digit_pairs":
-        from coremtl_lite.data.digits import DigitPairs
-
-        def dp(split: str) -> Any:
-            return DigitPairs(split=split, size=data_cfg.image_size, seed=seed,
-                              length={"train": n_tr, "val": n_va}.get(split, n_te))
-
-        return Splits(dp("train"), dp("val"), {d: dp(DigitPairs.domain_split(d)) for d in data_cfg.eval_domains})
-    if name == "multisem":
-        from coremtl_lite.data.sem import MultiSEM
-
-        def ms(split: str, length: int) -> Any:
-            return MultiSEM(split=split, length=length, seed=seed, num_tasks=data_cfg.num_tasks,
-                            m_train=data_cfg.m_train, m_val=data_cfg.m_val, m_test=data_cfg.m_test)
-
-        return Splits(ms("train", n_tr), ms("val", n_va),
-                      {d: ms(MultiSEM.domain_split(d), n_te) for d in data_cfg.eval_domains})
-    from coremtl_lite.data.real import build_real_splits
-
-    return build_real_splits(data_cfg)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import Any
 
 __all__ = ["DEFAULT_PREFETCH", "ahead"]
@@ -30,7 +30,7 @@ DEFAULT_PREFETCH = 2
 _DONE = object()
 
 
-def ahead(items: Iterable[Any], depth: int = DEFAULT_PREFETCH) -> Iterator[Any]:
+def ahead(items: Iterable[Any], depth: int = DEFAULT_PREFETCH) -> Generator[Any, None, None]:
     """The items of ``items`` in order, produced up to ``depth`` items ahead in a background thread.
 
     ``depth=0`` iterates in the caller's thread. An exception raised while producing an item is raised

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 from coremtl_lite.data.attributes import attribute_task_info, split_attributes
-from coremtl_lite.data.loading import Splits
 
 NYU_CLASSES = 13
 CITYSCAPES_CLASSES = 7
@@ -78,6 +77,8 @@ def check_values(arr: np.ndarray, path: Path, key: str, num_classes: int | None 
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError(f"data file {path} holds {int((~np.isfinite(arr)).sum())} NaN/inf values ({key})")
     if key == "segmentation":
+        if num_classes is None:
+            raise ValueError(f"check_values: {key} values of {path} need num_classes")
         if arr.dtype.kind == "f" and not np.array_equal(arr, np.rint(arr)):
             raise ValueError(f"data file {path} holds non-integer class ids (labels must be whole numbers)")
         ids = arr.astype(np.int64)
@@ -294,7 +295,7 @@ def load_celeba_image(path: Path, size: int) -> torch.Tensor:
             s = min(w, h)
             im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
             if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.float32) / 255.0
     except OSError as e:
         raise ValueError(f"corrupt image file {path}: {e}") from e
@@ -351,59 +352,3 @@ def _split(split: str) -> str:
 
 def _cityscapes_info() -> dict[str, dict]:
     return {"segmentation": {"kind": "segmentation", "num_classes": CITYSCAPES_CLASSES}, "depth": {"kind": "depth"}}
-
-
-REAL_DATASETS = ("nyuv2", "cityscapes", "gta5", "colored_cityscapes", "celeba")
-
-
-def build_real_splits(data_cfg: Any) -> Splits:
-    """``Splits`` for a real dataset named by ``data_cfg.dataset`` under ``data_cfg.root``.
-
-    Evaluation domains: ``source`` (the dataset's held-out split); for ``gta5`` also ``target``
-    (Cityscapes val at ``<root>/../cityscapes``); for ``cityscapes`` also ``corrupt:<name>:<severity>``
-    (``<root>/../cityscapes_c``); for ``colored_cityscapes`` ``colored`` and ``colored-permuted``.
-    """
-    name, root = data_cfg.dataset, data_cfg.root
-    if name not in REAL_DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of shaded_scenes, shaded_attributes, "
-                         f"confounded_scenes, digit_pairs, multisem, {', '.join(REAL_DATASETS)}")
-    if not root:
-        raise ValueError(f"data.root must name the prepared {name} folder (see data_scripts/)")
-    root = Path(root)
-    if name == "celeba":
-        n = data_cfg.num_attributes
-        return Splits(CelebA(root, "train", n), CelebA(root, "val", n),
-                      {_check_domain(d, ("source",), name): CelebA(root, "test", n) for d in data_cfg.eval_domains})
-    if name == "nyuv2":
-        return Splits(NYUv2(root, "train"), NYUv2(root, "val"),
-                      {_check_domain(d, ("source",), name): NYUv2(root, "val") for d in data_cfg.eval_domains})
-    if name == "colored_cityscapes":
-        tests = {}
-        for d in data_cfg.eval_domains:
-            _check_domain(d, ("source", "colored", "colored-permuted", "target"), name)
-            tests[d] = ColoredCityscapes(root, "val", permuted=d in ("colored-permuted", "target"))
-        return Splits(ColoredCityscapes(root, "train"), ColoredCityscapes(root, "val"), tests)
-    if name == "gta5":
-        tests = {}
-        for d in data_cfg.eval_domains:
-            _check_domain(d, ("source", "target"), name)
-            tests[d] = GTA5(root, "val") if d == "source" else Cityscapes(root.parent / "cityscapes", "val")
-        return Splits(GTA5(root, "train"), GTA5(root, "val"), tests)
-    tests = {}
-    for d in data_cfg.eval_domains:
-        if d.startswith("corrupt:"):
-            parts = d.split(":")
-            if len(parts) != 3 or not parts[2].isdigit():
-                raise ValueError(f"evaluation domain {d!r} must read corrupt:<corruption>:<severity 1-5>, e.g. "
-                                 "corrupt:fog:3")
-            _, corr, sev = parts
-            tests[d] = CityscapesC(root.parent / "cityscapes_c", corr, int(sev))
-        else:
-            tests[_check_domain(d, ("source",), name)] = Cityscapes(root, "val")
-    return Splits(Cityscapes(root, "train"), Cityscapes(root, "val"), tests)
-
-
-def _check_domain(domain: str, allowed: tuple[str, ...], name: str) -> str:
-    if domain not in allowed:
-        raise ValueError(f"dataset {name!r} has no evaluation domain {domain!r}; use one of {allowed}")
-    return domain

@@ -86,7 +86,7 @@ class MultiSEM:
         labels = confounded_labels(_random.uniform(key, self.num_tasks), self.m_c)  # P(Y_a = Y_t) = m_C
         eps = _random.normal(key ^ 0x3C6EF372, self.num_tasks * self.dim).view(-1, self.num_tasks, self.dim)
         sign = (2 * labels - 1).float()[:, :, None]
-        factors = sign * self.mu[None] + self.sigma * eps  # Eq. 10
+        factors = sign * self.mu[None] + self.sigma * eps  # MT-CRL Eq. 10
         names = list(self.task_info)
         semantic = {f"f_{name[5:]}": factors[:, t] for t, name in enumerate(names)}
         semantic["agree"] = labels[:, 1:] == labels[:, :1]

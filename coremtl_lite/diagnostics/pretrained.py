@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from coremtl_lite.config import Config, get_config
+from coremtl_lite.protocols import BatchDataset, Stateful
 
 __all__ = ["VARIANTS", "load_or_train", "probe_batch", "run_dir", "tutorial_config", "tutorial_run"]
 
@@ -62,13 +63,13 @@ def run_dir(cfg: Config, name: str, root: str | Path = "runs/tutorials") -> Path
 
 
 def _save_callbacks(path: Path, callbacks: list[Any]) -> None:
-    states = [cb.state_dict() if hasattr(cb, "state_dict") and hasattr(cb, "load_state_dict") else None
+    states = [cb.state_dict() if isinstance(cb, Stateful) else None
               for cb in callbacks]
     path.write_text(json.dumps(states))
 
 
 def _load_callbacks(path: Path, callbacks: list[Any]) -> bool:
-    wanted = [hasattr(cb, "state_dict") and hasattr(cb, "load_state_dict") for cb in callbacks]
+    wanted = [isinstance(cb, Stateful) for cb in callbacks]
     if not any(wanted):
         return True
     if not path.is_file():
@@ -137,7 +138,7 @@ def probe_batch(cfg: Config, size: int = 16) -> dict:
 
     val = build_splits(cfg.data, cfg.train.seed).val
     n = min(size, len(val))
-    if hasattr(val, "get_batch"):
+    if isinstance(val, BatchDataset):
         return val.get_batch(list(range(n)))
     from torch.utils.data import default_collate
 

@@ -26,6 +26,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from coremtl_lite.protocols import (
+    CausalMaskDataset,
+    FactorGradientDataset,
+    ModularModel,
+    PerSampleCausalMasks,
+    ToggleableDataset,
+)
+
 
 def _preds(model: nn.Module, x: Tensor) -> dict[str, Tensor]:
     out = model(x)
@@ -88,9 +96,9 @@ def _expand_mask(mask: Tensor, like: Tensor) -> Tensor:
 def causal_masks_of(dataset, batch: dict) -> dict[str, Tensor]:
     """The causal masks of ``batch``: per sample from ``dataset.causal_masks_for(batch)`` when the dataset
     has one (ConfoundedScenes), else the dataset's fixed ``causal_mask`` (DigitPairs, MultiSEM)."""
-    if hasattr(dataset, "causal_masks_for"):
+    if isinstance(dataset, PerSampleCausalMasks):
         return dataset.causal_masks_for(batch)
-    if hasattr(dataset, "causal_mask"):
+    if isinstance(dataset, CausalMaskDataset):
         return dataset.causal_mask
     raise TypeError(f"{type(dataset).__name__} knows no causal factors (no causal_mask / causal_masks_for)")
 
@@ -156,7 +164,7 @@ def spurious_scores_for(model: nn.Module, dataset, batch: dict, tasks: Sequence[
     factors when the dataset has ``factor_gradients`` (DigitPairs), else on the input elements with its
     causal masks (:func:`causal_masks_of`). ``chance`` is the mean chance level over the tasks."""
     tasks = list(tasks)
-    if hasattr(dataset, "factor_gradients"):
+    if isinstance(dataset, FactorGradientDataset):
         out = {t: factor_spurious_score(model, dataset, batch, t) for t in tasks}
         chance = [factor_chance_score(dataset, batch, t) for t in tasks]
     else:
@@ -202,7 +210,7 @@ def intervention_sensitivity(model: nn.Module, dataset, tasks: Sequence[str], n:
     of t does; large for one that reads o's objects as a shortcut. An interventional counterpart of
     rho_spur, possible because the renderer is the SCM. Returns the score per task and ``"mean"``.
     """
-    if not hasattr(dataset, "toggle"):
+    if not isinstance(dataset, ToggleableDataset):
         raise TypeError(f"{type(dataset).__name__} has no toggle(semantic, task) intervention")
     device = next(model.parameters()).device
     idx = torch.arange(min(n, len(dataset)))
@@ -238,7 +246,7 @@ def task_module_gradients(model: nn.Module, batch: dict, tasks: Sequence[str] | 
     helps less on the shifted split -- a spurious module. Needs ``model.experts`` and
     ``model.predict_from_modules`` (:class:`coremtl_lite.models.mtcrl_model.MTCRLModel`).
     """
-    if not hasattr(model, "predict_from_modules"):
+    if not isinstance(model, ModularModel):
         raise TypeError(f"task_module_gradients needs an MT-CRL model (MTCRLModel), got {type(model).__name__}")
     tasks = list(tasks or model.task_names)
     was_training = model.training

@@ -32,6 +32,7 @@ import torch
 
 from coremtl_lite.config import Config, apply_overrides, get_config
 from coremtl_lite.diagnostics.spurious import accuracy, intervention_sensitivity, spurious_scores_for
+from coremtl_lite.protocols import ToggleableDataset
 
 __all__ = ["METHODS", "MODELS", "MTCRL_PAPER_TABLE1", "MTCRL_PAPER_TABLE5", "ROW_KEYS", "STUDIES", "SpuriousRun",
            "format_rows", "mean_rows", "over_seeds", "run_spurious", "stl_vs_mtl", "study_config"]
@@ -201,7 +202,7 @@ def run_spurious(cfg: Config, score_samples: int = 256, train_samples: int = 512
                        "rho_spur": scores[t], "rho_chance": scores["chance"],
                        "sel_epoch": float(picker.epoch[t] if selection == "per_task" else
                                       (trainer.best_epoch if selection == "joint" else trainer.epoch))}
-        if hasattr(target, "toggle"):
+        if isinstance(target, ToggleableDataset):
             per_task[t]["do_other"] = intervention_sensitivity(trainer.model, target, [t], score_samples)[t]
     row = {k: sum(per_task[t][k] for t in tasks) / len(tasks) for k in per_task[tasks[0]]}
     row.update({f"rho_{t}": per_task[t]["rho_spur"] for t in tasks})

@@ -1,5 +1,8 @@
 """Losses of CORE-MTL: task losses, linear CKA (Eq. 11), grounding losses (Eq. 14-15), CFA (Eq. 12) and
-the total objective (Eq. 16) with its staged schedule (:func:`build_objective`)."""
+the total objective (Eq. 16) with its staged schedule (:func:`build_objective`).
+
+Equation numbers are the CORE-MTL paper's; docs/method.md states each one (label ``eq-N``).
+"""
 
 from coremtl_lite.losses.cka import gram_cka, linear_cka
 from coremtl_lite.losses.objective import (

@@ -1,9 +1,9 @@
-"""Linear CKA, the independence measure Indep(z_s, z_p) of CORE-MTL (paper Eq. 11, Appendix B Eq. 28).
+"""Linear CKA, the independence measure Indep(z_s, z_p) of CORE-MTL (paper Eq. 11; paper Eq. 28 in Appendix B).
 
 Linear centred kernel alignment (Kornblith et al., 2019) between a batch of features ``X`` (n, d1)
 and ``Y`` (n, d2), with columns centred over the batch::
 
-    CKA(X, Y) = ||Y^T X||_F^2 / (||X^T X||_F * ||Y^T Y||_F)          (Eq. 11 / Eq. 28)
+    CKA(X, Y) = ||Y^T X||_F^2 / (||X^T X||_F * ||Y^T Y||_F)          (paper Eq. 11 / paper Eq. 28)
 
 It lies in [0, 1], is invariant to orthogonal transforms and isotropic scaling of either side, and is
 0 when the two sides are linearly uncorrelated. CORE-MTL minimises it between the spatially pooled
@@ -13,6 +13,8 @@ Numerical safety: a side *without variance* -- batch size 1, or every column
 constant over the batch -- has no defined CKA; this module defines the value as **0** there (nothing
 to be dependent on), with zero, finite gradients. Each side is rescaled to unit Frobenius norm
 before the Gram products, so tiny or huge feature magnitudes neither underflow nor overflow.
+
+Equation numbers are the CORE-MTL paper's; docs/method.md states each one (label ``eq-N``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def _centre_and_normalise(a: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     uncentred sum of squares (relative, so a constant column whose centring leaves only round-off
     counts as constant), or is exactly zero.
     """
-    centred = a - a.mean(dim=0, keepdim=True)  # column centring of Eq. 11 (H X with H = I - 11^T/n)
+    centred = a - a.mean(dim=0, keepdim=True)  # column centring of paper Eq. 11 (H X with H = I - 11^T/n)
     ss = centred.pow(2).sum()
     scale = a.detach().pow(2).sum()
     has_var = ss > eps * scale + torch.finfo(a.dtype).tiny
@@ -53,7 +55,7 @@ def _centre_and_normalise(a: Tensor, eps: float) -> tuple[Tensor, Tensor]:
 
 
 def linear_cka(x: Tensor, y: Tensor, eps: float = 1e-10) -> Tensor:
-    """Linear CKA between features ``x`` (n, d1) and ``y`` (n, d2): paper Eq. 11 (Appendix B, Eq. 28).
+    """Linear CKA between features ``x`` (n, d1) and ``y`` (n, d2): paper Eq. 11 (paper Eq. 28 in Appendix B).
 
     Differentiable; works in float32 and float64 (the result has the inputs' promoted dtype).
 
@@ -73,11 +75,11 @@ def linear_cka(x: Tensor, y: Tensor, eps: float = 1e-10) -> Tensor:
         dtype = torch.get_default_dtype()
     xn, x_ok = _centre_and_normalise(x.to(dtype), eps)
     yn, y_ok = _centre_and_normalise(y.to(dtype), eps)
-    hsic_xy = (yn.T @ xn).pow(2).sum()  # ||Y^T X||_F^2          (Eq. 11 numerator)
+    hsic_xy = (yn.T @ xn).pow(2).sum()  # ||Y^T X||_F^2          (paper Eq. 11 numerator)
     hsic_xx = (xn.T @ xn).pow(2).sum()  # ||X^T X||_F^2
     hsic_yy = (yn.T @ yn).pow(2).sum()  # ||Y^T Y||_F^2
     ok = x_ok & y_ok
-    denom = torch.sqrt(torch.where(ok, hsic_xx * hsic_yy, torch.ones_like(hsic_xx)))  # Eq. 11 denominator
+    denom = torch.sqrt(torch.where(ok, hsic_xx * hsic_yy, torch.ones_like(hsic_xx)))  # paper Eq. 11 denominator
     return torch.where(ok, hsic_xy / denom, torch.zeros_like(hsic_xy))
 
 
@@ -86,7 +88,7 @@ def gram_cka(x: Tensor, y: Tensor, eps: float = 1e-10) -> Tensor:
 
     With linear Gram matrices K = X X^T, L = Y Y^T and the centring matrix H = I - 11^T / n,
     CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) with HSIC(K, L) = tr(K H L H) (Kornblith et al.
-    2019, Eq. 3-4). Equal to Eq. 11 because tr(K H L H) = ||(HY)^T (HX)||_F^2. Same conventions as
+    2019, Kornblith Eq. 3-4). Equal to paper Eq. 11 because tr(K H L H) = ||(HY)^T (HX)||_F^2. Same conventions as
     :func:`linear_cka` (0 when a side has no variance).
     """
     _check_pair(x, y, "gram_cka")

@@ -38,20 +38,26 @@ optimiser steps already taken (the trainer passes ``step / total_steps``), with 
 All losses are computed in float32 (AMP-safe). ``ObjectiveOutput.extra_terms`` holds the weighted
 terms separately (``rec``, ``ind``, ``cfa``), so the trainer can measure each one's gradient on the
 shared encoder.
+
+Equation numbers are the CORE-MTL paper's; docs/method.md states each one (label ``eq-N``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import Tensor, nn
 
+from coremtl_lite.config import LossConfig
 from coremtl_lite.losses.cka import linear_cka
 from coremtl_lite.losses.reconstruction import PHYSICS_WEIGHTS, build_perceptual, reconstruction_loss
+from coremtl_lite.protocols import GroundedModel
 
 __all__ = ["Objective", "ObjectiveOutput", "build_objective", "cfa_loss", "eval_mode", "frozen_batchnorm",
            "independence_loss"]
@@ -96,9 +102,11 @@ def independence_loss(z_s: Tensor, z_p: Tensor) -> Tensor:
     return linear_cka(zs, z_p.float())  # Eq. 11
 
 
-def cfa_loss(model: nn.Module, batch: Mapping[str, Tensor], outputs: Mapping[str, Tensor], tasks: Sequence,
+def cfa_loss(model: GroundedModel, batch: Mapping[str, Tensor], outputs: Mapping[str, Tensor], tasks: Sequence,
              task_weights: Mapping[str, float], form: str, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """L_CFA (Eq. 12) for one batch; returns ``(loss, perm)``. See the module doc for both forms."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"cfa_loss needs a torch module (its BatchNorm layers are frozen), got {type(model).__name__}")
     image, z_s, z_p = batch["image"], outputs["z_s"], outputs["z_p"]
     b = z_p.shape[0]
     perm = torch.randperm(b, generator=generator).to(z_p.device)  # z_p ~ empirical residual distribution
@@ -131,7 +139,7 @@ class Objective:
         physics_weights: weights of the hard-grounding regularisers (default :data:`PHYSICS_WEIGHTS`).
     """
 
-    def __init__(self, loss_cfg, tasks: Sequence, perceptual: nn.Module | None | str = "default",
+    def __init__(self, loss_cfg: LossConfig, tasks: Sequence, perceptual: nn.Module | None | str = "default",
                  physics_weights: Mapping[str, float] | None = None):
         loss_cfg.validate()
         self.cfg = loss_cfg
@@ -184,17 +192,18 @@ class Objective:
                  generator: torch.Generator) -> ObjectiveOutput:
         """The terms of Eq. 16 for one batch at ``progress`` (fraction of the run done, in [0, 1])."""
         image = batch["image"]
-        if not self.decomposition_stage(progress, model):
-            outputs = model(image)
-            task_losses = self._task_losses(outputs["preds"], batch)
-            train_tasks = True
-        else:  # stage 0: the encoder and decoder train on the decomposition; the heads are only read
+        if self.decomposition_stage(progress, model) and _has_decoder(model):
+            # stage 0: the encoder and decoder train on the decomposition; the heads are only read
             enc = model.encode(image)
             with torch.no_grad(), eval_mode(model.heads):
                 preds = model.predict(enc)
                 task_losses = self._task_losses(preds, batch)
             outputs = {"preds": preds, "features": enc["features"], "z_s": enc["z_s"], "z_p": enc["z_p"]}
             train_tasks = False
+        else:
+            outputs = model(image)
+            task_losses = self._task_losses(outputs["preds"], batch)
+            train_tasks = True
         logs: dict[str, Any] = {"stage0": float(not train_tasks)} if _has_decoder(model) else {}
         terms: dict[str, Tensor] = {}
         if outputs.get("z_p") is not None and outputs.get("z_s") is not None:
@@ -224,7 +233,7 @@ class Objective:
                         logs["cfa"] = cfa.detach()
                         applied = 1.0
                 logs["cfa_applied"] = applied
-        extra = sum(terms.values()) if terms else None
+        extra = functools.reduce(operator.add, terms.values()) if terms else None  # the sum, term by term
         return ObjectiveOutput(task_losses=task_losses, extra_loss=extra, outputs=outputs, logs=_as_floats(logs),
                                extra_terms=terms, train_tasks=train_tasks)
 
@@ -240,9 +249,9 @@ def _as_floats(logs: dict[str, Any]) -> dict[str, float]:
     return logs
 
 
-def _has_decoder(model: nn.Module) -> bool:
-    """Whether ``model`` is a dual-stream model with a grounding decoder (``decode``)."""
-    return bool(getattr(model, "dual_stream", False)) and hasattr(model, "decode")
+def _has_decoder(model: object) -> TypeGuard[GroundedModel]:
+    """Whether ``model`` is a dual-stream model with a grounding decoder (a :class:`GroundedModel`)."""
+    return isinstance(model, GroundedModel) and model.dual_stream
 
 
 @contextlib.contextmanager
@@ -256,6 +265,6 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
         module.train(was)
 
 
-def build_objective(loss_cfg, tasks: Sequence, **kwargs: Any) -> Objective:
+def build_objective(loss_cfg: LossConfig, tasks: Sequence, **kwargs: Any) -> Objective:
     """The :class:`Objective` of ``loss_cfg`` (a :class:`coremtl_lite.config.LossConfig`) for ``tasks``."""
     return Objective(loss_cfg, tasks, **kwargs)

@@ -17,6 +17,8 @@
   ground-truth normals when the batch has them (1 - cosine over valid pixels).
 
 Everything is computed in float32.
+
+Equation numbers are the CORE-MTL paper's; docs/method.md states each one (label ``eq-N``).
 """
 
 from __future__ import annotations
@@ -268,7 +270,7 @@ def reconstruction_loss(decoded: Mapping[str, Tensor], image: Tensor, batch: Map
     recon_lin = srgb_to_linear(decoded["recon"]).float() if recon_lin is None else recon_lin.float()
     target_lin = srgb_to_linear(image.float())
     if recon_lin.shape[-2:] != target_lin.shape[-2:]:
-        target_lin = F.adaptive_avg_pool2d(target_lin, recon_lin.shape[-2:])
+        target_lin = F.adaptive_avg_pool2d(target_lin, (recon_lin.shape[-2], recon_lin.shape[-1]))
     weights = class_balance_weights(batch, recon_lin.shape[-2:]) if balance == "class" else None
     if weights is None:
         l1 = F.l1_loss(recon_lin, target_lin)  # Eq. 14: L1 in linear RGB

@@ -9,6 +9,8 @@
 
 Every loss is computed in float32 (AMP-safe) and returns a scalar. A batch with no valid pixel gives
 a loss of exactly 0 that is still connected to the prediction (zero gradient, never NaN).
+
+Equation numbers are the CORE-MTL paper's; docs/method.md states each one (label ``eq-N``).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def _normalised(g: np.ndarray) -> tuple[np.ndarray, float]:
 
 def min_norm_simplex(g: np.ndarray, solver: str = "quadprog", eps: float = 1e-3,
                      max_iters: int = 100) -> np.ndarray:
-    """Weights of the min-norm point of the convex hull of J's rows (Sener & Koltun 2018, Eq. 3).
+    """Weights of the min-norm point of the convex hull of J's rows (Sener & Koltun 2018, MGDA Eq. 3).
 
     Solves ``min_{a in simplex} a^T G a``. ``solver="quadprog"`` solves the QP exactly (up to a
     1e-10 relative ridge that makes G positive definite); ``solver="frank_wolfe"`` is the paper's

@@ -12,7 +12,7 @@ from coremtl_lite.methods.base import register
 
 @register("aligned_mtl")
 class AlignedMTL(WeightedAggregator):
-    """Aligned-MTL (Senushkin et al. 2023, Algorithm 1, Eq. 10-12): make the task gradients an
+    """Aligned-MTL (Senushkin et al. 2023, Algorithm 1, Aligned-MTL Eq. 10-12): make the task gradients an
     orthogonal system with equal singular values (condition number 1) before summing.
 
     Eigen-decompose the Gramian ``G = V diag(lambda) V^T`` (keeping the rank-r part above a
@@ -40,5 +40,5 @@ class AlignedMTL(WeightedAggregator):
             return pref
         lam, v = lam[keep], v[:, keep]  # rank-r part
         scale = {"min": lam.min(), "median": lam.median(), "rmse": lam.mean()}[self.scale_mode]
-        b = scale.sqrt() * v @ torch.diag(lam.rsqrt()) @ v.T  # Eq. 12: balance transformation
+        b = scale.sqrt() * v @ torch.diag(lam.rsqrt()) @ v.T  # Aligned-MTL Eq. 12: balance transformation
         return b @ pref

@@ -35,6 +35,8 @@ weights) and returns floats worth logging. The regular ``method.backward(...)`` 
 
 ``build_method`` also accepts ``"torchjd:<AggregatorName>"`` (e.g. ``"torchjd:UPGrad"``): any
 aggregator of the installed torchjd, run through the :class:`Aggregator` seam.
+
+Equation numbers are the CORE-MTL paper's; docs/method.md states each one (label ``eq-N``).
 """
 
 from __future__ import annotations
@@ -227,7 +229,7 @@ def method_options(name: str) -> dict[str, tuple[str, object]]:
     for cls in _method_class(name).__mro__:
         if cls in (nn.Module, object) or "__init__" not in vars(cls):
             continue
-        params = inspect.signature(cls.__init__).parameters.values()
+        params = inspect.signature(vars(cls)["__init__"]).parameters.values()
         for p in params:
             if p.name in ("self", "task_names") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 continue
@@ -251,7 +253,7 @@ def coerce_options(name: str, options: dict[str, object]) -> dict[str, object]:
     from coremtl_lite.config import ConfigError
 
     known = method_options(name)
-    out = {}
+    out: dict[str, object] = {}
     for key, value in options.items():
         if key not in known:
             near = difflib.get_close_matches(key, list(known), n=1)
@@ -283,10 +285,10 @@ def coerce_options(name: str, options: dict[str, object]) -> dict[str, object]:
             if isinstance(value, str):
                 value = [v for v in value.split(",") if v.strip()]
             try:
-                vals = [float(v) for v in value]  # type: ignore[union-attr]
+                vals = [float(v) for v in value]  # type: ignore[attr-defined]  # not iterable: TypeError below
             except (TypeError, ValueError):
                 raise ConfigError(f"{where} expects a list of numbers, e.g. [0.5, 0.5], got {value!r}") from None
-            if not all(math.isfinite(v) for v in vals) or any(isinstance(v, bool) for v in value):
+            if not all(math.isfinite(v) for v in vals) or any(isinstance(v, bool) for v in value):  # type: ignore[attr-defined]
                 raise ConfigError(f"{where} expects finite numbers, got {value!r}")
             out[key] = vals
         else:  # an annotation this check does not know: passed on as given

@@ -13,7 +13,7 @@ from coremtl_lite.methods.base import register
 
 @register("cagrad")
 class CAGrad(WeightedAggregator):
-    """CAGrad (Liu et al. 2021, Eq. 5 and its dual, Algorithm 1): maximise the worst task's local
+    """CAGrad (Liu et al. 2021, CAGrad Eq. 5 and its dual, Algorithm 1): maximise the worst task's local
     improvement within a ball of radius ``c ||g0||`` around the mean gradient ``g0``.
 
     The dual is ``min_{w in simplex} g_w^T g0 + sqrt(phi) ||g_w||`` with ``g_w = J^T w`` and

@@ -56,7 +56,7 @@ def outputs_of(loss_fn, batch: dict, who: str) -> tuple[dict, dict]:
 
 @register("dann")
 class DANN(EnvironmentPenaltyMethod):
-    """Equal weighting + an adversarial environment classifier through gradient reversal (Ganin et al. 2016, Eq. 9-10).
+    """Equal weighting + an adversarial environment classifier through gradient reversal (Ganin et al. 2016, DANN Eq. 9-10).
 
     Per step, with features z^e = pool(Phi(x^e)) of the two environments e in {train=0, valid=1}:
 

@@ -1,4 +1,4 @@
-"""Dynamic Weight Average (DWA): Liu, Johns & Davison, CVPR 2019 (the MTAN paper), Eq. 7."""
+"""Dynamic Weight Average (DWA): Liu, Johns & Davison, CVPR 2019 (the MTAN paper), DWA Eq. 7."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from coremtl_lite.methods.base import Weighting, register
 
 @register("dwa")
 class DynamicWeightAverage(Weighting):
-    """DWA (Liu et al. 2019, Eq. 7): weight tasks by how slowly their loss has been falling.
+    """DWA (Liu et al. 2019, DWA Eq. 7): weight tasks by how slowly their loss has been falling.
 
     ``lambda_k(t) = K exp(w_k(t-1)/T) / sum_i exp(w_i(t-1)/T)`` with the descending rate
     ``w_k(t-1) = L_k(t-1) / L_k(t-2)``, where ``L_k(t)`` is task k's mean training loss over epoch t
@@ -20,6 +20,10 @@ class DynamicWeightAverage(Weighting):
     is part of ``state_dict()`` for exact resume. Same weights as torchjd's ``scalarization.DWA``
     (tested), which accumulates the epoch means itself instead.
     """
+
+    # registered buffers (typed here; nn.Module would type them Tensor | Module)
+    history: Tensor
+    num_epochs: Tensor
 
     def __init__(self, task_names, temperature: float = 2.0):
         super().__init__(task_names)
@@ -40,5 +44,5 @@ class DynamicWeightAverage(Weighting):
         if int(self.num_epochs) < 2:
             return torch.ones_like(losses)
         rate = self.history[1] / self.history[0]  # w_k(t-1) = L_k(t-1) / L_k(t-2)
-        lam = self.num_tasks * torch.softmax(rate / self.temperature, dim=0)  # Eq. 7
+        lam = self.num_tasks * torch.softmax(rate / self.temperature, dim=0)  # DWA Eq. 7
         return lam.to(losses)

@@ -12,7 +12,7 @@ from coremtl_lite.methods.base import register
 
 @register("fairgrad")
 class FairGrad(WeightedAggregator):
-    """FairGrad (Ban & Ji 2024, Eq. 4, Algorithm 1): alpha-fair allocation of the update's benefit.
+    """FairGrad (Ban & Ji 2024, FairGrad Eq. 4, Algorithm 1): alpha-fair allocation of the update's benefit.
 
     The update is ``d = J^T w`` where ``w > 0`` solves ``G w = w^(-1/alpha)`` elementwise: every
     task's improvement rate ``<g_t, d>`` is ``w_t^(-1/alpha)``. alpha -> 0 tends to the sum, alpha = 1
@@ -32,4 +32,4 @@ class FairGrad(WeightedAggregator):
         self.alpha = float(alpha)
 
     def weights(self, jacobian: Tensor) -> Tensor:
-        return torch.from_numpy(fair_weights(gramian(jacobian), self.alpha))  # Eq. 4
+        return torch.from_numpy(fair_weights(gramian(jacobian), self.alpha))  # FairGrad Eq. 4

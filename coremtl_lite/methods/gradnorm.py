@@ -10,14 +10,14 @@ from coremtl_lite.methods.base import Weighting, register
 
 @register("gradnorm")
 class GradNorm(Weighting):
-    """GradNorm (Chen et al. 2018, §3, Eq. 1-2): learn task weights ``w_i`` whose weighted gradient
+    """GradNorm (Chen et al. 2018, §3, GradNorm Eq. 1-2): learn task weights ``w_i`` whose weighted gradient
     norms on the last shared layer ``W`` follow each task's relative training rate.
 
-    Per step, with ``G_i = ||grad_W w_i L_i||`` (Eq. 1), ``G_bar = mean_i G_i``, the inverse training
+    Per step, with ``G_i = ||grad_W w_i L_i||`` (GradNorm Eq. 1), ``G_bar = mean_i G_i``, the inverse training
     rate ``r_i = L~_i / mean_j L~_j`` where ``L~_i = L_i(t) / L_i(0)``:
 
     * the model gets the gradient of ``sum_i w_i L_i (+ extra_loss)`` with ``w`` held fixed;
-    * ``w`` gets the gradient of ``L_grad = sum_i |G_i - G_bar r_i^alpha|`` (Eq. 2), the target
+    * ``w`` gets the gradient of ``L_grad = sum_i |G_i - G_bar r_i^alpha|`` (GradNorm Eq. 2), the target
       treated as a constant (§3.2). It is written into ``w.grad``; the trainer's optimiser (which
       receives ``method.parameters()``) applies it with the model's learning rate.
     * ``w`` is renormalised so that ``sum_i w_i = T`` (§3.2). The paper does this after each update;
@@ -31,6 +31,10 @@ class GradNorm(Weighting):
     ``L_i(0)`` is recorded at the first call and kept in a buffer. ``alpha`` = 1.5 (LibMTL's default;
     the paper tunes it per dataset).
     """
+
+    # registered buffers (typed here; nn.Module would type them Tensor | Module)
+    initial_losses: Tensor
+    has_initial: Tensor
 
     def __init__(self, task_names, alpha: float = 1.5, layer: int = -1):
         super().__init__(task_names)
@@ -64,11 +68,11 @@ class GradNorm(Weighting):
             if vec[i].requires_grad else vec.new_zeros(())
             for i in range(self.num_tasks)
         ]).detach()
-        g = self.loss_scale * norms  # Eq. 1: G_W^(i) = ||grad_W w_i L_i||
+        g = self.loss_scale * norms  # GradNorm Eq. 1: G_W^(i) = ||grad_W w_i L_i||
         ratio = vec.detach() / self.initial_losses.clamp_min(1e-12)  # L~_i
         r = ratio / ratio.mean()  # inverse training rate r_i
         target = (g.mean() * r ** self.alpha).detach()  # constant target (§3.2)
-        l_grad = (g - target).abs().sum()  # Eq. 2
+        l_grad = (g - target).abs().sum()  # GradNorm Eq. 2
         (gw,) = torch.autograd.grad(l_grad, self.loss_scale)
         self.loss_scale.grad = gw if self.loss_scale.grad is None else self.loss_scale.grad + gw
         w = self.loss_scale.detach()

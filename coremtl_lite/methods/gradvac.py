@@ -26,6 +26,9 @@ class GradVac(WeightedAggregator):
     torchjd, whose GradVac this matches exactly for the same random orders (tested).
     """
 
+    # registered buffers (typed here; nn.Module would type them Tensor | Module)
+    phi_hat: Tensor
+
     def __init__(self, task_names, on_features: bool = False, beta: float = 0.5, eps: float = 1e-8,
                  seed: int = 0):
         super().__init__(task_names, on_features=on_features)

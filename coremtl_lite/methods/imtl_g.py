@@ -13,13 +13,13 @@ from coremtl_lite.methods.base import register
 
 @register("imtl_g")
 class IMTLG(WeightedAggregator):
-    """IMTL-G (Liu et al. 2021, §3.2, Eq. 7-8): the direction ``d = sum_t a_t g_t`` with
+    """IMTL-G (Liu et al. 2021, §3.2, IMTL-G Eq. 7-8): the direction ``d = sum_t a_t g_t`` with
     ``sum_t a_t = 1`` whose projections onto every unit gradient ``u_t = g_t / ||g_t||`` are equal.
 
     Solved on the Gramian. Write ``G = N C N`` (``N = diag(||g_t||)``, C the cosine matrix) and
     ``b = N a``; then ``d = sum_t b_t u_t`` and the projections are ``(u_t^T d)_t = C b``. Equal
     projections ``C b = lambda 1`` give ``b ∝ C^{-1} 1``, i.e. ``a ∝ N^{-1} C^{-1} 1 = G^{-1} n``,
-    normalised to sum one. This is the paper's closed form Eq. 8 (``a_{2:T} = g_1 U^T (D U^T)^{-1}``)
+    normalised to sum one. This is the paper's closed form IMTL-G Eq. 8 (``a_{2:T} = g_1 U^T (D U^T)^{-1}``)
     written symmetrically, and torchjd's ``G^+ n`` for full-rank J (both tested).
 
     Rank-deficient J (the rank-deficient limit). When the gradients are linearly dependent, C is
@@ -56,5 +56,5 @@ class IMTLG(WeightedAggregator):
         total = raw.sum()
         if not np.isfinite(total) or abs(total) <= 1e-12 * np.abs(raw).sum():
             return torch.from_numpy(a)  # no non-zero direction has equal projections
-        a[nonzero] = raw / total  # sum_t a_t = 1 (Eq. 8)
+        a[nonzero] = raw / total  # sum_t a_t = 1 (IMTL-G Eq. 8)
         return torch.from_numpy(a)

@@ -1,4 +1,4 @@
-"""IRM for multi-task learning (Arjovsky et al. 2019, IRMv1), in MT-CRL's multi-task form (Hu et al. 2022, Eq. 6).
+"""IRM for multi-task learning (Arjovsky et al. 2019, IRMv1), in MT-CRL's multi-task form (Hu et al. 2022, MT-CRL Eq. 6).
 
 Also holds the small machinery the environment-based methods (IRM, MT-CRL's G-IRM, DANN) share:
 they see two *environments* through the generic held-out hook of ``methods/base.py`` -- the step's
@@ -47,6 +47,9 @@ class EnvironmentPenaltyMethod(Weighting):
     ``sum_t L_t + extra_loss + self.extra_terms(...)``. If the trainer never calls :meth:`meta_step`
     (no held-out batch), :meth:`backward` raises, since the method would silently be EW.
     """
+
+    # registered buffers (typed here; nn.Module would type them Tensor | Module)
+    step_count: Tensor
 
     uses_validation_batch = True
 
@@ -157,7 +160,7 @@ class IRM(EnvironmentPenaltyMethod):
                     raise ValueError(f"irm: task {self.task_names[t]!r} has no task-specific parameters "
                                      "(per-task predictor); the model must have one head per task")
                 grads = torch.autograd.grad(losses[t], head, create_graph=True)
-                env = env + sum(g.pow(2).sum() for g in grads)  # Eq. 6 (f_t part)
+                env = env + sum(g.pow(2).sum() for g in grads)  # MT-CRL Eq. 6 (f_t part)
             per_env.append(env)
             penalty = penalty + env
         logs = {"irm/penalty": float(penalty.detach()), "irm/penalty_train": float(per_env[0].detach()),

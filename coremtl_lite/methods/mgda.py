@@ -12,7 +12,7 @@ from coremtl_lite.methods.base import register
 
 @register("mgda")
 class MGDA(WeightedAggregator):
-    """MGDA (Sener & Koltun 2018, Eq. 3; Désidéri 2012): the min-norm point of the convex hull of
+    """MGDA (Sener & Koltun 2018, MGDA Eq. 3; Désidéri 2012): the min-norm point of the convex hull of
     the task gradients, ``d = sum_t a_t g_t`` with ``a = argmin_{a in simplex} ||sum_t a_t g_t||^2``.
 
     ``d`` is a common descent direction (``<d, g_t> >= ||d||^2`` for all t) and vanishes at a
@@ -36,13 +36,13 @@ class MGDA(WeightedAggregator):
         j = jacobian
         if self.normalize == "l2":
             j = j / j.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        a = min_norm_simplex(gramian(j), self.solver, self.eps, self.max_iters)  # Eq. 3
+        a = min_norm_simplex(gramian(j), self.solver, self.eps, self.max_iters)  # MGDA Eq. 3
         return torch.from_numpy(a)
 
 
 @register("mgda_ub")
 class MGDAUB(MGDA):
-    """MGDA-UB (Sener & Koltun 2018, §3.3, Eq. 8): MGDA on the Jacobian w.r.t. the shared
+    """MGDA-UB (Sener & Koltun 2018, §3.3, MGDA Eq. 8): MGDA on the Jacobian w.r.t. the shared
     representation Z instead of the shared parameters (an upper bound, one backward pass per task
     through the heads only). The min-norm direction on Z is back-propagated through the encoder,
     which gives the encoder exactly the gradient of ``sum_t a_t L_t``. (The paper's heads also get

@@ -30,6 +30,9 @@ class MOML(Weighting):
     forward passes and 2T backward passes over ``params``.
     """
 
+    # registered buffers (typed here; nn.Module would type them Tensor | Module)
+    logits: Tensor
+
     uses_validation_batch = True
 
     def __init__(self, task_names, inner_lr: float = 0.1, meta_lr: float = 0.1):

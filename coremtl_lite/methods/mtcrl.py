@@ -5,10 +5,10 @@ MT-CRL = a modular model (:class:`coremtl_lite.models.mtcrl_model.MTCRLModel`: K
 Phi_i, routing A = sigmoid(theta) in [0,1]^{T x K}, y_t = f_t(sum_i A_ti Phi_i(x)), §3.1) plus this
 method's three regularisers:
 
-* decorrelation between modules, Eq. 1-2 (:func:`decorrelation_loss`), used by the method as a
+* decorrelation between modules, MT-CRL Eq. 1-2 (:func:`decorrelation_loss`), used by the method as a
   per-entry mean (see :class:`MTCRL` for why);
-* sparsity + entropy balance of the task-to-module graph, Eq. 3 (:func:`graph_loss`);
-* Graph-IRM on the train/valid environments, Eq. 8 (norm) and Eq. 9 (variance)
+* sparsity + entropy balance of the task-to-module graph, MT-CRL Eq. 3 (:func:`graph_loss`);
+* Graph-IRM on the train/valid environments, MT-CRL Eq. 8 (norm) and MT-CRL Eq. 9 (variance)
   (:func:`girm_penalty`), with the per-task predictors f_t held fixed (Algorithm 1, line 11).
 
 The functions are pure and can be read and tested on hand-made tensors.
@@ -38,10 +38,10 @@ def pearson_cross_correlation(z_i: Tensor, z_j: Tensor, eps: float = 1e-8) -> Te
                          f"{tuple(z_i.shape)} and {tuple(z_j.shape)}")
     ci = z_i - z_i.mean(0, keepdim=True)
     cj = z_j - z_j.mean(0, keepdim=True)
-    cov = ci.T @ cj  # Cov(Z_i, Z_j) = [Z_i - mean]^T [Z_j - mean], Eq. 1
+    cov = ci.T @ cj  # Cov(Z_i, Z_j) = [Z_i - mean]^T [Z_j - mean], MT-CRL Eq. 1
     ni = ci.pow(2).sum(0).clamp_min(eps).sqrt()
     nj = cj.pow(2).sum(0).clamp_min(eps).sqrt()
-    return cov / (ni[:, None] * nj[None, :])  # Eq. 1
+    return cov / (ni[:, None] * nj[None, :])  # MT-CRL Eq. 1
 
 
 def module_correlations(modules: Tensor, eps: float = 1e-8) -> Tensor:
@@ -52,7 +52,7 @@ def module_correlations(modules: Tensor, eps: float = 1e-8) -> Tensor:
     z = modules.reshape(b, k * d)
     c = z - z.mean(0, keepdim=True)
     c = c / c.pow(2).sum(0, keepdim=True).clamp_min(eps).sqrt()
-    rho = (c.T @ c).view(k, d, k, d)  # all Pearson correlations at once, Eq. 1
+    rho = (c.T @ c).view(k, d, k, d)  # all Pearson correlations at once, MT-CRL Eq. 1
     return rho.pow(2).sum(dim=(1, 3))
 
 
@@ -60,7 +60,7 @@ def decorrelation_loss(modules: Tensor, eps: float = 1e-8, reduction: str = "sum
                        subtract_floor: bool = False) -> Tensor:
     """The decorrelation between the K modules of ``modules`` (B, K, D) (MT-CRL Eq. 2, without lambda_decor).
 
-    * ``reduction="sum"``: ``sum_{i<j} ||rho(Phi_i(X), Phi_j(X))||_F^2``, Eq. 2 as printed;
+    * ``reduction="sum"``: ``sum_{i<j} ||rho(Phi_i(X), Phi_j(X))||_F^2``, MT-CRL Eq. 2 as printed;
     * ``reduction="mean"``: the same divided by the number of terms, K(K-1)/2 pairs x D^2 entries, so
       it lies in [0, 1] whatever K and D.
 
@@ -74,7 +74,7 @@ def decorrelation_loss(modules: Tensor, eps: float = 1e-8, reduction: str = "sum
     m = module_correlations(modules, eps)
     b, k, d = modules.shape
     terms = k * (k - 1) // 2 * d * d
-    total = torch.triu(m, diagonal=1).sum()  # Eq. 2
+    total = torch.triu(m, diagonal=1).sum()  # MT-CRL Eq. 2
     if subtract_floor and b > 1:
         total = total - terms / (b - 1)
     if reduction == "mean":
@@ -98,23 +98,23 @@ def routing_entropy(routing: Tensor) -> Tensor:
 
 def graph_loss(routing: Tensor, lambda_sps: float, lambda_bal: float) -> Tensor:
     """``lambda_sps ||A||_1 - lambda_bal Entropy(sum_t A_t / sum A)`` (MT-CRL Eq. 3) for A (T, K) in [0, 1]."""
-    return lambda_sps * routing.abs().sum() - lambda_bal * routing_entropy(routing)  # Eq. 3
+    return lambda_sps * routing.abs().sum() - lambda_bal * routing_entropy(routing)  # MT-CRL Eq. 3
 
 
 def girm_penalty(env_grads: Tensor, form: str = "var") -> Tensor:
     """The G-IRM penalty from the routing gradients ``env_grads[e, t] = grad_{A_t} R_t^e`` (E, T, K).
 
-    * ``form="norm"`` (Eq. 8): ``sum_t sum_e ||g_t^e||^2``;
-    * ``form="var"`` (Eq. 9): ``sum_t sum_e (1/|E|) ||g_t^e - mean_e g_t^e||^2``, zero whenever the
+    * ``form="norm"`` (MT-CRL Eq. 8): ``sum_t sum_e ||g_t^e||^2``;
+    * ``form="var"`` (MT-CRL Eq. 9): ``sum_t sum_e (1/|E|) ||g_t^e - mean_e g_t^e||^2``, zero whenever the
       environments agree.
     """
     if env_grads.dim() != 3:
         raise ValueError(f"env_grads must be (E, T, K), got {tuple(env_grads.shape)}")
     if form == "norm":
-        return env_grads.pow(2).sum()  # Eq. 8
+        return env_grads.pow(2).sum()  # MT-CRL Eq. 8
     if form == "var":
         dev = env_grads - env_grads.mean(0, keepdim=True)
-        return dev.pow(2).sum() / env_grads.shape[0]  # Eq. 9
+        return dev.pow(2).sum() / env_grads.shape[0]  # MT-CRL Eq. 9
     raise ValueError(f"G-IRM form must be one of {GIRM_FORMS}, got {form!r}")
 
 
@@ -137,7 +137,7 @@ def _norm(grads: Sequence[Tensor | None]) -> float:
 # ------------------------------------------------------------------------------------- the method
 @register("mtcrl")
 class MTCRL(EnvironmentPenaltyMethod):
-    """MT-CRL's regularised objective (Eq. 4 + Eq. 7) for an :class:`MTCRLModel` (Algorithm 1).
+    """MT-CRL's regularised objective (MT-CRL Eq. 4 + MT-CRL Eq. 7) for an :class:`MTCRLModel` (Algorithm 1).
 
     ``backward`` back-propagates (lines 1-10 of Algorithm 1)
 
@@ -160,7 +160,7 @@ class MTCRL(EnvironmentPenaltyMethod):
     sigmoid saturates). All tasks' rows come from one backward pass of ``sum_t R_t`` since R_t
     depends on row t of A only.
 
-    **L_decor as a per-entry mean** (``decor_reduction="mean"``, the default; ``"sum"`` is Eq. 2 as
+    **L_decor as a per-entry mean** (``decor_reduction="mean"``, the default; ``"sum"`` is MT-CRL Eq. 2 as
     printed). The paper tunes lambda_decor in [0, 20] and reports that large values "do not harm"
     (appendix H). As a plain sum over K(K-1)/2 x D^2 = 28 x 256 = 7,168 squared correlations (K = 8,
     D = 16), even independent modules score 7,168/(B-1) ~ 114 at B = 64 -- the sampling floor --
@@ -209,8 +209,8 @@ class MTCRL(EnvironmentPenaltyMethod):
         vec = self._ordered(losses)
         theta = find_routing(shared_params)
         routing = routing_of(theta)
-        decor = decorrelation_loss(features, reduction=self.decor_reduction)  # Eq. 2
-        graph = graph_loss(routing, self.lambda_sps, self.lambda_bal)  # Eq. 3
+        decor = decorrelation_loss(features, reduction=self.decor_reduction)  # MT-CRL Eq. 2
+        graph = graph_loss(routing, self.lambda_sps, self.lambda_bal)  # MT-CRL Eq. 3
         task = vec.sum() if extra_loss is None else vec.sum() + extra_loss
         modules = [p for p in shared_params if p is not theta and p.requires_grad]
         # each regulariser's gradient separately, then the task losses' backward, all summed in .grad
@@ -257,7 +257,7 @@ class MTCRL(EnvironmentPenaltyMethod):
 
     def _add_pending(self) -> None:
         with torch.no_grad():
-            for p, g in self._pending:
+            for p, g in self._pending or ():
                 p.grad = g.to(p.dtype).clone() if p.grad is None else p.grad.add_(g.to(p.grad.dtype))
         self._pending = None
 
@@ -285,7 +285,7 @@ class MTCRL(EnvironmentPenaltyMethod):
             else:
                 g = self.routing_gradients(torch.stack(losses), theta)
             env_grads.append(g)
-        penalty = girm_penalty(torch.stack(env_grads), self.girm_form)  # Eq. 8 / Eq. 9 (line 15)
+        penalty = girm_penalty(torch.stack(env_grads), self.girm_form)  # MT-CRL Eq. 8 / MT-CRL Eq. 9 (line 15)
         logs = {"mtcrl/girm": float(penalty.detach())}
         weight = self.current_weight()
         if weight == 0.0:

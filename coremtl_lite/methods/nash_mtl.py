@@ -13,7 +13,7 @@ from coremtl_lite.methods.base import register
 
 @register("nash_mtl")
 class NashMTL(WeightedAggregator):
-    """Nash-MTL (Navon et al. 2022, Theorem 3.1, Eq. 2): the Nash bargaining solution
+    """Nash-MTL (Navon et al. 2022, Theorem 3.1, Nash-MTL Eq. 2): the Nash bargaining solution
     ``d = J^T a`` where ``a > 0`` solves ``G a = 1 / a`` elementwise (``G = J J^T``).
 
     Solver: ``a`` is the unique minimiser of the strictly convex ``1/2 a^T G a - sum_t log a_t``
@@ -28,6 +28,10 @@ class NashMTL(WeightedAggregator):
     ``update_weights_every`` > 1 reuses the last weights for that many steps (state in buffers).
     """
 
+    # registered buffers (typed here; nn.Module would type them Tensor | Module)
+    alpha: Tensor
+    step: Tensor
+
     def __init__(self, task_names, on_features: bool = False, max_norm: float = 1.0,
                  update_weights_every: int = 1):
         super().__init__(task_names, on_features=on_features)
@@ -41,7 +45,7 @@ class NashMTL(WeightedAggregator):
     def weights(self, jacobian: Tensor) -> Tensor:
         g = gramian(jacobian)
         if int(self.step) % self.update_weights_every == 0:
-            self.alpha.copy_(torch.from_numpy(fair_weights(g, alpha=1.0)))  # Eq. 2: G a = 1/a
+            self.alpha.copy_(torch.from_numpy(fair_weights(g, alpha=1.0)))  # Nash-MTL Eq. 2: G a = 1/a
         self.step += 1
         a = self.alpha.clone()
         if self.max_norm > 0:

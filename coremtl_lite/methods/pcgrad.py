@@ -12,7 +12,7 @@ from coremtl_lite.methods.base import register
 
 @register("pcgrad")
 class PCGrad(WeightedAggregator):
-    """PCGrad (Yu et al. 2020, Algorithm 1, Eq. 1): for each task i, visit the other tasks j in a
+    """PCGrad (Yu et al. 2020, Algorithm 1, PCGrad Eq. 1): for each task i, visit the other tasks j in a
     random order; whenever ``<g_i^PC, g_j> < 0`` project the conflicting component out,
     ``g_i^PC <- g_i^PC - <g_i^PC, g_j> / ||g_j||^2 g_j``; the update is ``sum_i g_i^PC``.
 
@@ -43,7 +43,7 @@ class PCGrad(WeightedAggregator):
                     continue
                 dot = c @ g[:, j]  # <g_i^PC, g_j>
                 if dot < 0.0:
-                    c[j] -= dot / g[j, j]  # Eq. 1: remove the projection on g_j
+                    c[j] -= dot / g[j, j]  # PCGrad Eq. 1: remove the projection on g_j
             total += c
         return total
 

@@ -13,9 +13,9 @@ from coremtl_lite.methods.base import Weighting, register
 
 @register("stch")
 class SmoothTchebycheff(Weighting):
-    """STCH (Lin et al. 2024, Eq. 6): ``g_mu(f) = mu log sum_i exp(lambda_i (f_i - z*_i) / mu)``.
+    """STCH (Lin et al. 2024, STCH Eq. 6): ``g_mu(f) = mu log sum_i exp(lambda_i (f_i - z*_i) / mu)``.
 
-    A smooth version of the Tchebycheff scalarisation ``max_i lambda_i (f_i - z*_i)`` (Eq. 4); the
+    A smooth version of the Tchebycheff scalarisation ``max_i lambda_i (f_i - z*_i)`` (STCH Eq. 4); the
     gap to it is at most ``mu log T`` (Prop. 3.3). ``lambda`` is the preference on the simplex
     (``preference``, default uniform ``1/T``), ``z*`` the ideal point (``ideal``, default none, i.e.
     0), ``mu`` the smoothing temperature. Computed with the max subtracted before ``exp`` (the
@@ -29,6 +29,12 @@ class SmoothTchebycheff(Weighting):
     (That code also uses ``lambda_i = 1`` and multiplies by T; pass ``preference=[1]*T`` to get the
     same direction, the factor T being a learning-rate scale.)
     """
+
+    # registered buffers (typed here; nn.Module would type them Tensor | Module)
+    preference: Tensor
+    ideal: Tensor
+    nadir: Tensor
+    epoch: Tensor
 
     def __init__(self, task_names, mu: float = 0.1, preference: Sequence[float] | None = None,
                  ideal: Sequence[float] | None = None, normalize: str = "none", warmup_epochs: int = 1):
@@ -71,7 +77,7 @@ class SmoothTchebycheff(Weighting):
             return torch.log(losses + 1e-20).sum()
         y = self.preference.to(losses) * (self._objectives(losses) - self.ideal.to(losses))
         y_max = y.max().detach()
-        return self.mu * torch.logsumexp((y - y_max) / self.mu, dim=0) + y_max  # Eq. 6 (App. B.1)
+        return self.mu * torch.logsumexp((y - y_max) / self.mu, dim=0) + y_max  # STCH Eq. 6 (App. B.1)
 
     def weights(self, losses: Tensor) -> Tensor:
         """``d combine / d L_t``: the effective weight each task loss gets this step."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
+from coremtl_lite.config import Config
 from coremtl_lite.methods.base import EqualWeighting, register
 
 
@@ -25,7 +26,7 @@ class SingleTask(EqualWeighting):
                              "run per task with coremtl_lite.methods.stl.single_task_configs(cfg)")
 
 
-def single_task_configs(cfg) -> Iterator[tuple[str, object]]:
+def single_task_configs(cfg: Config) -> Iterator[tuple[str, Config]]:
     """Yield ``(task, cfg_t)`` for every task of ``cfg.data.tasks``: the STL runs of a config.
 
     ``cfg_t`` is a copy of ``cfg`` with ``data.tasks=(task,)``, ``train.method="stl"``, the task's

@@ -49,4 +49,4 @@ class TorchJDAggregator(Aggregator):
         self.name = f"torchjd:{aggregator}"
 
     def aggregate(self, jacobian: Tensor) -> Tensor:
-        return self.inner(jacobian)
+        return self.__dict__["inner"](jacobian)  # set with object.__setattr__ above (not a submodule)

@@ -15,7 +15,7 @@ from coremtl_lite.methods.base import register
 
 @register("upgrad")
 class UPGrad(WeightedAggregator):
-    """UPGrad (Quinton & Rey 2024, Eq. 3-5): project every task gradient onto the dual cone of
+    """UPGrad (Quinton & Rey 2024, UPGrad Eq. 3-5): project every task gradient onto the dual cone of
     all of them, ``{x : J x >= 0}``, and average the projections.
 
     By their Prop. 1 the projection of ``J^T u`` is ``J^T w`` with ``w = argmin_{v >= u} v^T G v``,
@@ -37,6 +37,6 @@ class UPGrad(WeightedAggregator):
 
     def weights(self, jacobian: Tensor) -> Tensor:
         g = gramian(jacobian)
-        w = sum(dual_cone_weights(g, np.eye(len(g))[i] * self.preference[i], self.reg_eps)  # Eq. 5
+        w = sum(dual_cone_weights(g, np.eye(len(g))[i] * self.preference[i], self.reg_eps)  # UPGrad Eq. 5
                 for i in range(len(g)))
         return torch.from_numpy(np.asarray(w, dtype=np.float64))

@@ -9,10 +9,12 @@ the baselines, MTAN and MMoE (architecture baselines) and the MT-CRL model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from torch import nn
 
+from coremtl_lite.config import ModelConfig
 from coremtl_lite.models.decoders import GenericDecoder, PhysicsDecoder
 from coremtl_lite.models.dual_stream import DualStreamModel, GroundedDualStreamModel, VanillaModel
 from coremtl_lite.models.encoders import LiteEncoder, ResNetEncoder, build_encoder
@@ -20,25 +22,28 @@ from coremtl_lite.models.heads import DenseHead, GlobalHead
 from coremtl_lite.models.mmoe import MMoE, build_mmoe
 from coremtl_lite.models.mtan import MTAN, build_mtan
 
+if TYPE_CHECKING:
+    from coremtl_lite.tasks import Task
+
 __all__ = ["DenseHead", "DualStreamModel", "GenericDecoder", "GlobalHead", "GroundedDualStreamModel", "LiteEncoder",
            "MMoE", "MODEL_BUILDERS", "MTAN", "PhysicsDecoder", "ResNetEncoder", "VanillaModel", "build_dual_stream",
            "build_encoder", "build_mmoe", "build_model", "build_mtan", "build_mtcrl", "build_mtcrl_vector",
            "build_vanilla", "VECTOR_BUILDERS"]
 
 
-def build_dual_stream(model_cfg, tasks, in_channels: int = 3) -> nn.Module:
+def build_dual_stream(model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3) -> nn.Module:
     """The CORE-MTL model (§3.1), with the grounding decoder of ``model_cfg.grounding`` (§3.2) unless none."""
     if model_cfg.grounding == "none":
         return DualStreamModel(model_cfg, tasks, in_channels)
     return GroundedDualStreamModel(model_cfg, tasks, in_channels)
 
 
-def build_vanilla(model_cfg, tasks, in_channels: int = 3) -> nn.Module:
+def build_vanilla(model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3) -> nn.Module:
     """The vanilla shared-encoder model of the baselines (same encoder and heads, no streams)."""
     return VanillaModel(model_cfg, tasks, in_channels)
 
 
-def _mtcrl(model_cfg, tasks, input_shape: tuple[int, ...]) -> nn.Module:
+def _mtcrl(model_cfg: ModelConfig, tasks: Sequence[Task], input_shape: tuple[int, ...]) -> nn.Module:
     import torch
 
     from coremtl_lite.models.mtcrl_model import build_mtcrl_model
@@ -53,14 +58,14 @@ def _mtcrl(model_cfg, tasks, input_shape: tuple[int, ...]) -> nn.Module:
                              width=model_cfg.module_width, seed=seed)
 
 
-def build_mtcrl(model_cfg, tasks, in_channels: int = 3) -> nn.Module:
+def build_mtcrl(model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3) -> nn.Module:
     """The MT-CRL model (Hu et al. 2022) on images: K = ``model.num_modules`` small CNN modules routed to
     per-task predictors by A = sigmoid(theta); for classification and attribute tasks (train it with
     ``train.method=mtcrl``, or with any other method: A is then just another weight)."""
     return _mtcrl(model_cfg, tasks, (in_channels, 0, 0))
 
 
-def build_mtcrl_vector(model_cfg, tasks, dim: int) -> nn.Module:
+def build_mtcrl_vector(model_cfg: ModelConfig, tasks: Sequence[Task], dim: int) -> nn.Module:
     """The MT-CRL model on vector inputs of size ``dim`` (MultiSEM): K MLP modules."""
     return _mtcrl(model_cfg, tasks, (dim,))
 
@@ -71,7 +76,7 @@ MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {"dual_stream": build_dual
 VECTOR_BUILDERS: dict[str, Callable[..., nn.Module]] = {"mtcrl": build_mtcrl_vector}
 
 
-def build_model(model_cfg, tasks, in_channels: int = 3, input_shape: tuple[int, ...] | None = None) -> nn.Module:
+def build_model(model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, input_shape: tuple[int, ...] | None = None) -> nn.Module:
     """The model of ``model_cfg`` (a :class:`coremtl_lite.config.ModelConfig`) for ``tasks``.
 
     ``model_cfg.architecture`` (when the config has it and it is not ``"auto"``) names a builder of

@@ -29,6 +29,8 @@ per-pixel work of decoding and of its loss by 4, which is most of CORE-MTL's ext
 each modulated AdaIN-style by z_p (instance-normalised features scaled and shifted by affine maps of
 z_p), to the render stride, then a 1x1 conv and a sigmoid (``recon_linear`` is its linear-RGB decoding
 at the render resolution) and bilinear upsampling to the output resolution (``recon``).
+
+Equation numbers are the CORE-MTL paper's; docs/method.md states each one (label ``eq-N``).
 """
 
 from __future__ import annotations
@@ -74,9 +76,9 @@ class PhysicsDecoder(nn.Module):
         self.region_logits = nn.Conv2d(channels, regions, 1)  # where each albedo colour goes (from z_s)
         self.palette = nn.Linear(c_p, regions * 3)  # the colours (from z_p)
         hidden = max(c_p, 32)
-        self.light = nn.Sequential(nn.Linear(c_p, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 3 * NUM_SH))
+        first, last = nn.Linear(c_p, hidden), nn.Linear(hidden, 3 * NUM_SH)
+        self.light = nn.Sequential(first, nn.ReLU(inplace=True), last)
         with torch.no_grad():  # start from a soft frontal light: S ~ 0.8 at n = (0, 0, 1)
-            last = self.light[-1]
             last.weight.mul_(0.1)
             bias = torch.zeros(3, NUM_SH)
             bias[:, 0] = 0.5 / SH_C0
@@ -92,7 +94,7 @@ class PhysicsDecoder(nn.Module):
         colours = torch.sigmoid(self.palette(z_p)).view(-1, self.regions, 3)  # (B, R, 3)
         albedo = torch.einsum("brhw,brc->bchw", masks, colours)  # A from z_p, laid out by z_s
         lighting = self.light(z_p).view(-1, 3, NUM_SH)  # L: 27 SH numbers from the global feature
-        shading = sh_shading(normal, lighting)  # S(N, L), Eq. 14
+        shading = sh_shading(normal, lighting)  # S(N, L) of Eq. 13
         recon_linear = albedo * shading  # Eq. 13: I = A ⊙ S(N, L)
         recon = linear_to_srgb(upsample_to(recon_linear, size))
         return {"recon": recon, "recon_linear": recon_linear, "albedo": albedo,

@@ -25,13 +25,20 @@ reaches the heads through Q.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
+from coremtl_lite.config import ModelConfig
 from coremtl_lite.models.blocks import ConvBNReLU
 from coremtl_lite.models.decoders import build_decoder
 from coremtl_lite.models.encoders import build_encoder
 from coremtl_lite.models.heads import build_heads
+
+if TYPE_CHECKING:
+    from coremtl_lite.tasks import Task
 
 __all__ = ["DualStreamModel", "GroundedDualStreamModel", "VanillaModel"]
 
@@ -46,7 +53,7 @@ class _MTLBase(nn.Module):
 
     dual_stream = False
 
-    def __init__(self, model_cfg, tasks, in_channels: int, head_in: int, low_level_skip: bool):
+    def __init__(self, model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int, head_in: int, low_level_skip: bool):
         super().__init__()
         tasks = list(tasks)
         if not tasks:
@@ -67,15 +74,11 @@ class _MTLBase(nn.Module):
         x, low, size = self.head_input(enc), enc.get("low"), tuple(enc["size"])
         return {name: head(x, low, size) for name, head in self.heads.items()}
 
-    def head_parameters(self) -> list[nn.Parameter]:
-        """The task-specific head parameters."""
-        return list(self.heads.parameters())
-
 
 class VanillaModel(_MTLBase):
     """A shared encoder with one head per task (the baselines' model; no streams, no decoder)."""
 
-    def __init__(self, model_cfg, tasks, in_channels: int = 3, low_level_skip: bool = True):
+    def __init__(self, model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, low_level_skip: bool = True):
         super().__init__(model_cfg, tasks, in_channels, 0, low_level_skip)
 
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -101,7 +104,7 @@ class DualStreamModel(_MTLBase):
 
     dual_stream = True
 
-    def __init__(self, model_cfg, tasks, in_channels: int = 3, low_level_skip: bool = True):
+    def __init__(self, model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, low_level_skip: bool = True):
         c_s, c_p = model_cfg.semantic_channels, model_cfg.residual_channels
         self.leaky = bool(model_cfg.leaky_heads)
         super().__init__(model_cfg, tasks, in_channels, c_s * (2 if self.leaky else 1), low_level_skip)
@@ -141,16 +144,19 @@ class DualStreamModel(_MTLBase):
 class GroundedDualStreamModel(DualStreamModel):
     """:class:`DualStreamModel` plus the grounding decoder D(z_s, z_p) (paper §3.2) and :meth:`decode`."""
 
-    def __init__(self, model_cfg, tasks, in_channels: int = 3, low_level_skip: bool = True):
+    def __init__(self, model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, low_level_skip: bool = True):
         super().__init__(model_cfg, tasks, in_channels, low_level_skip)
         if in_channels != 3:
             raise ValueError(f"grounding decoders reconstruct RGB images; in_channels must be 3, got {in_channels}")
         self.grounding = model_cfg.grounding
         render_stride = 2 if model_cfg.encoder == "lite" else 1  # see decoders.py: CPU cost of decoding
-        self.decoder = build_decoder(model_cfg.grounding, self.semantic_channels, self.residual_channels,
-                                     model_cfg.head_channels, self.output_stride, render_stride)
+        decoder = build_decoder(model_cfg.grounding, self.semantic_channels, self.residual_channels,
+                                model_cfg.head_channels, self.output_stride, render_stride)
+        if decoder is None:
+            raise ValueError("model.grounding='none' has no decoder; build a DualStreamModel instead")
+        self.decoder = decoder
 
-    def decode(self, z_s: Tensor, z_p: Tensor, size: tuple[int, int] | None = None) -> dict[str, Tensor]:
+    def decode(self, z_s: Tensor, z_p: Tensor, size: tuple[int, ...] | None = None) -> dict[str, Tensor]:
         """D(z_s, z_p): a dict with ``recon`` (sRGB in [0, 1]) at ``size`` (default: output_stride x the
         z_s map), and for hard grounding ``albedo``, ``shading``, ``normal_phys``, ``lighting`` (Eq. 13)."""
         if size is None:

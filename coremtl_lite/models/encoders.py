@@ -25,16 +25,33 @@ import sys
 import torch
 from torch import Tensor, nn
 
+from coremtl_lite.config import ModelConfig
 from coremtl_lite.models.blocks import ConvBNReLU, DSConv
 
-__all__ = ["LiteEncoder", "ResNetEncoder", "build_encoder", "load_imagenet_state"]
+__all__ = ["Encoder", "LiteEncoder", "ResNetEncoder", "build_encoder", "load_imagenet_state"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _WARNED: set[str] = set()
 
 
-class LiteEncoder(nn.Module):
+class Encoder(nn.Module):
+    """What every encoder exposes (module doc): channel counts, output stride, ``stages()`` and
+    ``normalise`` (the input normalisation the first stage expects; the identity by default)."""
+
+    out_channels: int
+    low_channels: int
+    output_stride: int
+
+    def stages(self) -> list[nn.Module]:  # pragma: no cover - overridden
+        raise NotImplementedError  # abstract: every encoder lists its stages
+
+    def normalise(self, x: Tensor) -> Tensor:
+        """The input as the first stage expects it (identity here)."""
+        return x
+
+
+class LiteEncoder(Encoder):
     """A small CNN at output stride 8 (see module doc). ``width`` is the stride-4 channel count; F has
     ``2 * width`` channels."""
 
@@ -66,11 +83,14 @@ def load_imagenet_state(arch: str) -> dict[str, Tensor]:
     return weights.get_state_dict(progress=False)
 
 
-class ResNetEncoder(nn.Module):
+class ResNetEncoder(Encoder):
     """torchvision ResNet-50 (dilated, output stride 8) or ResNet-18 (output stride 32) (Appendix E).
 
     The input is normalised with the ImageNet mean and std inside the module. ``low`` = layer1 (stride 4).
     """
+
+    mean: Tensor  # registered buffers: ImageNet mean and std, (1, 3, 1, 1)
+    std: Tensor
 
     def __init__(self, arch: str = "resnet50", pretrained: bool = True, in_channels: int = 3):
         super().__init__()
@@ -116,7 +136,7 @@ class ResNetEncoder(nn.Module):
         return low, self.layer4(self.layer3(self.layer2(low)))
 
 
-def build_encoder(model_cfg, in_channels: int = 3) -> nn.Module:
+def build_encoder(model_cfg: ModelConfig, in_channels: int = 3) -> Encoder:
     """The encoder named by ``model_cfg.encoder`` (lite | resnet50 | resnet18)."""
     name = model_cfg.encoder
     if name == "lite":

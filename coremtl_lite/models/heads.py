@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -83,7 +85,7 @@ class GlobalHead(nn.Module):
     def __init__(self, cin: int, out_channels: int, hidden: int = 256, grid: tuple[int, int] = (1, 1),
                  dropout: float = 0.5):
         super().__init__()
-        self.grid = tuple(grid)
+        self.grid = (int(grid[0]), int(grid[1]))
         self.mlp = nn.Sequential(nn.Linear(cin * self.grid[0] * self.grid[1], hidden), nn.BatchNorm1d(hidden),
                                  nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, out_channels))
 
@@ -121,12 +123,15 @@ def init_heads_from_data(heads: nn.ModuleDict, kinds: dict[str, str], stats: dic
     for name, head in heads.items():
         if name not in stats or name not in kinds:
             continue
+        layer: nn.Conv2d | nn.Linear
         if isinstance(head, DenseHead):
             layer = head.classifier
         elif isinstance(head, GlobalHead):
-            layer = head.mlp[-1]
+            layer = cast(nn.Linear, head.mlp[-1])
         else:
             continue
+        if layer.bias is None:
+            raise ValueError(f"init_heads_from_data: the output layer of task {name!r} has no bias to initialise")
         kind, stat = kinds[name], stats[name].to(layer.bias.device, layer.bias.dtype)
         if kind in ("segmentation", "classification"):
             bias = stat.clamp_min(1e-4).log()

@@ -14,11 +14,18 @@ decorrelation loss reads -- ``expert_maps`` (B, K, D, h, w) and ``gates`` {task:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
+from coremtl_lite.config import ModelConfig
 from coremtl_lite.models.encoders import build_encoder
 from coremtl_lite.models.heads import build_heads
+
+if TYPE_CHECKING:
+    from coremtl_lite.tasks import Task
 
 __all__ = ["MMoE", "build_mmoe"]
 
@@ -29,7 +36,7 @@ class MMoE(nn.Module):
 
     dual_stream = False
 
-    def __init__(self, model_cfg, tasks, in_channels: int = 3, num_experts: int = 8,
+    def __init__(self, model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, num_experts: int = 8,
                  expert_channels: int | None = None):
         super().__init__()
         tasks = list(tasks)
@@ -53,10 +60,6 @@ class MMoE(nn.Module):
         """The encoder and the experts."""
         return [*self.encoder.parameters(), *self.experts.parameters()]
 
-    def head_parameters(self) -> list[nn.Parameter]:
-        """Task-specific parameters: gates and heads."""
-        return [*self.gates.parameters(), *self.heads.parameters()]
-
     def forward(self, image: Tensor) -> dict:
         if image.dim() != 4 or image.shape[1] != self.in_channels:
             raise ValueError(f"MMoE input must be (B, {self.in_channels}, H, W), got {tuple(image.shape)}")
@@ -75,6 +78,6 @@ class MMoE(nn.Module):
                 "gates": gates}
 
 
-def build_mmoe(model_cfg, tasks, in_channels: int = 3, num_experts: int = 8) -> MMoE:
+def build_mmoe(model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, num_experts: int = 8) -> MMoE:
     """An :class:`MMoE` on ``model_cfg.encoder`` with the standard heads."""
     return MMoE(model_cfg, tasks, in_channels, num_experts)

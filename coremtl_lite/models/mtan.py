@@ -15,12 +15,19 @@ and the shared f_j (the attention modules h are task-specific).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
+
 import torch
 from torch import Tensor, nn
 
+from coremtl_lite.config import ModelConfig
 from coremtl_lite.models.blocks import ConvBNReLU
 from coremtl_lite.models.encoders import build_encoder
 from coremtl_lite.models.heads import build_heads
+
+if TYPE_CHECKING:
+    from coremtl_lite.tasks import Task
 
 __all__ = ["MTAN", "build_mtan"]
 
@@ -39,7 +46,7 @@ class MTAN(nn.Module):
 
     dual_stream = False
 
-    def __init__(self, model_cfg, tasks, in_channels: int = 3):
+    def __init__(self, model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3):
         super().__init__()
         tasks = list(tasks)
         if not tasks:
@@ -50,8 +57,7 @@ class MTAN(nn.Module):
         self.output_stride = self.encoder.output_stride
         with torch.no_grad():  # probe each stage's channels and stride
             x = torch.zeros(1, in_channels, 64, 64)
-            if hasattr(self.encoder, "normalise"):
-                x = self.encoder.normalise(x)
+            x = self.encoder.normalise(x)
             chans, sizes = [], []
             was_training = self.encoder.training
             self.encoder.eval()
@@ -73,14 +79,10 @@ class MTAN(nn.Module):
         """The encoder and the shared adapters f_j."""
         return [*self.encoder.parameters(), *self.shared_adapters.parameters()]
 
-    def head_parameters(self) -> list[nn.Parameter]:
-        """Task-specific parameters: attention modules and heads."""
-        return [*self.attention.parameters(), *self.heads.parameters()]
-
     def forward(self, image: Tensor) -> dict:
         if image.dim() != 4 or image.shape[1] != self.in_channels:
             raise ValueError(f"MTAN input must be (B, {self.in_channels}, H, W), got {tuple(image.shape)}")
-        x = self.encoder.normalise(image) if hasattr(self.encoder, "normalise") else image
+        x = self.encoder.normalise(image)
         shared = []
         for stage in self.encoder.stages():
             x = stage(x)
@@ -88,7 +90,7 @@ class MTAN(nn.Module):
         size = tuple(image.shape[-2:])
         preds, attended = {}, {}
         for t in self.task_names:
-            att = self.attention[t]
+            att = cast(nn.ModuleList, self.attention[t])
             feats = [att[0](shared[0]) * shared[0]]  # a_1 ⊙ p_1
             for j in range(1, len(shared)):
                 prev = self.shared_adapters[j](feats[-1])
@@ -98,6 +100,6 @@ class MTAN(nn.Module):
         return {"preds": preds, "features": shared[-1], "attended": attended}
 
 
-def build_mtan(model_cfg, tasks, in_channels: int = 3) -> MTAN:
+def build_mtan(model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3) -> MTAN:
     """An :class:`MTAN` on ``model_cfg.encoder`` with the standard heads."""
     return MTAN(model_cfg, tasks, in_channels)

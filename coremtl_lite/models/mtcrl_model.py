@@ -119,12 +119,13 @@ class ConvExperts(nn.Module):
         super().__init__()
         torch.manual_seed(seed)  # nn.Conv2d's own init; the seed makes it reproducible
         k = num_modules
-        self.num_modules, self.grid = k, tuple(grid)
+        self.num_modules, self.grid = k, (int(grid[0]), int(grid[1]))
         self.conv1 = nn.Conv2d(in_channels, k * width, 3, stride=2, padding=1)
         self.conv2 = nn.Conv2d(k * width, k * width, 3, stride=2, padding=1, groups=k)
         for conv in (self.conv1, self.conv2):  # He initialisation: the scale survives both layers
             nn.init.kaiming_normal_(conv.weight, a=0.1, nonlinearity="leaky_relu")
-            nn.init.zeros_(conv.bias)
+            if conv.bias is not None:  # always (bias=True); the check is for the type checker
+                nn.init.zeros_(conv.bias)
         self.proj = GroupedLinear(k, width * self.grid[0] * self.grid[1], module_dim,
                                   torch.Generator().manual_seed(seed), gain=2.0 ** 0.5)
         self.norm = ModuleNorm(k, module_dim) if normalize else nn.Identity()
@@ -154,6 +155,8 @@ class MTCRLModel(nn.Module):
     ``{task: sum_i A_ti Z_i}``. ``shared_parameters()`` = the modules and the routing parameter.
     The parameter ``self.theta`` is phi; the paper's theta is ``routing_scale * self.theta``.
     """
+
+    dual_stream = False  # no z_s / z_p streams (protocols.MultiTaskModel)
 
     def __init__(self, experts: nn.Module, task_channels: dict[str, int], num_modules: int, module_dim: int,
                  hidden: int = 32, init_logit: float = 0.0, seed: int = 0, routing_scale: float = 10.0):
@@ -211,6 +214,7 @@ def build_mtcrl_model(input_shape: Sequence[int], task_channels: dict[str, int],
     d and gives each module d/K; a shared-bottom model is K = 1, D = 128).
     """
     shape = tuple(int(s) for s in input_shape)
+    experts: nn.Module
     if len(shape) == 1:
         experts = MLPExperts(shape[0], num_modules, module_dim, hidden=max(width, 8) * 4, seed=seed,
                              normalize=normalize)

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from coremtl_lite.metrics import task_deltas
+from coremtl_lite.protocols import DistributedMeter
 from coremtl_lite.train.distributed import DistContext, all_reduce_sum
 
 Results = dict[str, dict[str, dict[str, float]]]  # {domain: {task: {metric: value}}}
@@ -41,13 +42,13 @@ def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> 
     return batch
 
 
-def reduce_meter(meter: Any) -> None:
+def reduce_meter(meter: DistributedMeter) -> None:
     """Sum a meter's state over ranks in place (no-op in one process).
 
     Meters (``coremtl_lite.metrics``) expose a flat summable ``state()`` and ``load_state(t)``: the
     states of disjoint data add up, so the all-reduced sum is the state of the whole set.
     """
-    if not (hasattr(meter, "state") and hasattr(meter, "load_state")):
+    if not isinstance(meter, DistributedMeter):
         raise TypeError(f"meter {type(meter).__name__} has no state()/load_state(); it cannot be evaluated "
                         "under data parallelism")
     state = meter.state()

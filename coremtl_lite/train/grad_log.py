@@ -13,6 +13,8 @@ hard. Every ``train.grad_log_every`` steps the trainer differentiates each weigh
 
 This is the measurement behind the default loss weights (:class:`coremtl_lite.config.LossConfig`)
 and behind tutorial 02's "which term drives the encoder" figure.
+
+Equation numbers are the CORE-MTL paper's; docs/method.md states each one (label ``eq-N``).
 """
 
 from __future__ import annotations

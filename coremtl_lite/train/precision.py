@@ -77,7 +77,7 @@ class Precision:
         if self.scaler is None:
             return task_losses, extra
         scale = float(self.scaler.get_scale())
-        return {k: scale_gradients(v, scale) for k, v in task_losses.items()}, scale_gradients(extra, scale)
+        return {k: _ScaleGrad.apply(v, scale) for k, v in task_losses.items()}, scale_gradients(extra, scale)
 
     def unscale(self, optimizer: torch.optim.Optimizer) -> None:
         """Divide the gradients by the scale (before clipping); a no-op without a scaler."""

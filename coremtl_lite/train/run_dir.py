@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from coremtl_lite.config import Config
 from coremtl_lite.train.checkpoint import remove_stale_temp_files
 
 LOCK = ".lock"
@@ -187,7 +188,7 @@ def describe_mismatch(path: str | os.PathLike, diff: dict[str, tuple[Any, Any]])
 
 
 # ------------------------------------------------------------------------------- before a run starts
-def preflight(cfg: Any) -> list[str]:
+def preflight(cfg: Config) -> list[str]:
     """Check a whole :class:`~coremtl_lite.config.Config` before anything is built or printed as started.
 
     Raises :class:`~coremtl_lite.config.ConfigError` for an unknown method or method option, an unknown
@@ -197,8 +198,7 @@ def preflight(cfg: Any) -> list[str]:
     on a dual-stream model without a decoder (``model.grounding=none``).
     """
     from coremtl_lite.config import ConfigError
-    from coremtl_lite.data.loading import SYNTHETIC
-    from coremtl_lite.data.real import REAL_DATASETS
+    from coremtl_lite.data.registry import dataset_entry
     from coremtl_lite.methods.base import build_method
 
     cfg = cfg.validate()
@@ -210,17 +210,19 @@ def preflight(cfg: Any) -> list[str]:
     except (TypeError, ValueError) as err:
         raise ConfigError(f"train.method_options: {err}") from None
     warnings = []
-    if dc.dataset in SYNTHETIC:
+    try:
+        synthetic = dataset_entry(dc.dataset).synthetic
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if synthetic:
         if dc.root:
             warnings.append(f"data.root={dc.root!r} is ignored: data.dataset={dc.dataset!r} is synthetic "
                             "(generated from train.seed)")
-    elif dc.dataset in REAL_DATASETS:
+    else:
         if not dc.root:
             raise ConfigError(f"data.root must name the prepared {dc.dataset} folder (see data_scripts/)")
         if not Path(dc.root).is_dir():
             raise ConfigError(f"data.root {dc.root!r} is not a folder (prepare {dc.dataset} with data_scripts/)")
-    else:
-        raise ConfigError(f"unknown data.dataset {dc.dataset!r}; choose one of {', '.join(SYNTHETIC + REAL_DATASETS)}")
     arch = mc.architecture if mc.architecture != "auto" else ("dual_stream" if mc.dual_stream else "vanilla")
     extra = [f"loss.{k}={getattr(lc, k)}" for k in ("lambda_rec", "lambda_ind", "lambda_cfa") if getattr(lc, k) > 0]
     if arch != "dual_stream":
