@@ -9,10 +9,14 @@ only runs the iteration earlier -- so training on ``ahead(loader)`` sees the sam
 What it does not do: change any thread setting. ``torch.set_num_threads`` is process-wide; the
 background thread runs torch with the settings the process already has.
 
-On a 2-core CPU rendering and the training step compete for the same cores, so rendering ahead
-gains little there; the render-once cache (:mod:`coremtl_lite.data.cache`) is what keeps rendering
-off the training loop when the dataset fits in memory. Rendering ahead matters for sets too large
-for the cache, and when the step runs on a GPU and leaves the CPU idle.
+**Off by default** (:data:`DEFAULT_PREFETCH` = 0). On a 2-core CPU the background thread's torch
+operators start a second OpenMP team of threads beside the training step's, and the two teams fight
+over the cores: measured on a shared 2-core machine in one process, alternating epochs (cpu profile,
+2 threads, scenes cached), the loop ran at about half the speed with ``prefetch=2`` (EW 318-402
+against 131-177 img/s, CORE-MTL 157-226 against 69-85). There the render-once cache (:mod:`coremtl_lite.data.cache`) is what keeps
+rendering off the training loop. Turn rendering ahead on (``Trainer(prefetch=2)``) when the step runs
+on a GPU and leaves the CPU idle, or for a dataset too large for the cache on a machine with cores
+to spare, and measure (``benchmarks/bench_train.py --uncached``).
 """
 
 from __future__ import annotations
@@ -24,13 +28,13 @@ from typing import Any
 
 __all__ = ["DEFAULT_PREFETCH", "ahead"]
 
-#: batches rendered ahead of the training step by default
-DEFAULT_PREFETCH = 2
+#: batches rendered ahead of the training step by default: none (see the module docstring)
+DEFAULT_PREFETCH = 0
 
 _DONE = object()
 
 
-def ahead(items: Iterable[Any], depth: int = DEFAULT_PREFETCH) -> Generator[Any, None, None]:
+def ahead(items: Iterable[Any], depth: int = 2) -> Generator[Any, None, None]:
     """The items of ``items`` in order, produced up to ``depth`` items ahead in a background thread.
 
     ``depth=0`` iterates in the caller's thread. An exception raised while producing an item is raised

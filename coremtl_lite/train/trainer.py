@@ -15,9 +15,10 @@ or model's name), phase by phase::
     all-reduce gradients over ranks; clip (Appendix F: norm 10) # 5. sync and clip
     AdamW step                                                # 6. optimiser step
 
-Mixed precision (CUDA only: autocast, fp16 gradient scaling) lives in :mod:`.precision`. The batches
-of an epoch are rendered ahead in a background thread (:mod:`coremtl_lite.data.prefetch`) and each
-synthetic scene is rendered only once (:mod:`coremtl_lite.data.cache`); neither changes a number.
+Mixed precision (CUDA only: autocast, fp16 gradient scaling) lives in :mod:`.precision`. Each
+synthetic scene is rendered only once (:mod:`coremtl_lite.data.cache`), and with ``prefetch > 0``
+the batches are rendered ahead in a background thread (:mod:`coremtl_lite.data.prefetch`); neither
+changes a number.
 
 ``progress`` = step / total_steps drives the objective's staged schedule (stage 0, lambda_ind ramp,
 CFA start; :mod:`coremtl_lite.losses.objective`), so the stages keep their proportions whatever the
@@ -112,8 +113,9 @@ class Trainer:
         objective: a ready objective instead of ``build_objective(cfg.loss, tasks)`` (same contract).
         cache_bytes: memory budget of the render-once cache of the synthetic datasets, all of them together
             (:mod:`coremtl_lite.data.cache`); 0 disables the cache.
-        prefetch: training batches rendered ahead in a background thread (:mod:`coremtl_lite.data.prefetch`;
-            the same batches in the same order); 0 renders them in the loop.
+        prefetch: batches rendered ahead in a background thread (:mod:`coremtl_lite.data.prefetch`; the
+            same batches in the same order); 0 (the default) renders them in the loop -- on a small CPU
+            the background thread slows the step down more than it saves.
 
     Attributes a notebook or callback may read: ``model``, ``tasks``, ``objective``, ``method``,
     ``optimizer``, ``splits``, ``history``, ``epoch`` (epochs completed), ``step`` (optimiser steps
@@ -381,7 +383,7 @@ class Trainer:
         n_steps = 0
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", leave=False, unit="step",
                    disable=not (cfg.train.progress and self.is_main))
-        # the epoch's batches, rendered ahead in a background thread (the same batches in the same order)
+        # the epoch's batches (with prefetch > 0 rendered ahead in a background thread: the same batches)
         batches = ahead(itertools.islice(self.train_loader, self.steps_per_epoch), self.prefetch)
         try:
             for batch in batches:
