@@ -29,8 +29,8 @@ from coremtl_lite.train import Trainer
 from coremtl_lite.train.evaluation import to_device
 
 RECIPES = {
-    "EW (vanilla)": ("model.dual_stream=false", "model.grounding=none", "train.method=ew"),
-    "CORE-MTL": ("model.dual_stream=true", "model.grounding=hard", "train.method=ew", "loss.cfa_start=0",
+    "EW (vanilla)": ("model.architecture=vanilla", "model.grounding=none", "train.method=ew"),
+    "CORE-MTL": ("model.architecture=dual_stream", "model.grounding=hard", "train.method=ew", "loss.cfa_start=0",
                  "loss.decomposition_warmup=0", "loss.cfa_max_rec_ratio=1e9"),
 }
 

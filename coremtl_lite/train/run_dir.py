@@ -221,7 +221,7 @@ def preflight(cfg: Any) -> list[str]:
             raise ConfigError(f"data.root {dc.root!r} is not a folder (prepare {dc.dataset} with data_scripts/)")
     else:
         raise ConfigError(f"unknown data.dataset {dc.dataset!r}; choose one of {', '.join(SYNTHETIC + REAL_DATASETS)}")
-    arch = mc.architecture if mc.architecture != "auto" else ("dual_stream" if mc.dual_stream else "vanilla")
+    arch = mc.architecture
     extra = [f"loss.{k}={getattr(lc, k)}" for k in ("lambda_rec", "lambda_ind", "lambda_cfa") if getattr(lc, k) > 0]
     if arch != "dual_stream":
         unused = ([f"model.grounding={mc.grounding!r}"] if mc.grounding != "none" else []) + extra
