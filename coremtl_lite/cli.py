@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -194,8 +193,9 @@ def _config(args: argparse.Namespace) -> Config:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from coremtl_lite.evaluate import format_results, save_results
+    from coremtl_lite.experiments import train_and_evaluate
     from coremtl_lite.metrics import below_trivial
-    from coremtl_lite.train import CheckpointError, Trainer
+    from coremtl_lite.train import CheckpointError
     from coremtl_lite.train.run_dir import (
         RunDirError,
         RunLock,
@@ -230,23 +230,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             if diff:
                 raise CheckpointError(describe_mismatch(out / "last.pt", diff))
     _say(f"training {cfg.train.method} on {cfg.data.dataset} (profile {cfg.profile}) -> {out}")
-    trainer = Trainer(cfg)
     if args.overwrite and main_rank and not cfg.train.checkpoint_every:  # the trainer writes no checkpoint and
         lock = RunLock(out)  # so claims no folder: clear the old run's files here
         lock.claim(resume=False, overwrite=True)
         lock.release()
-    start = time.perf_counter()
-    trainer.fit(resume=args.resume, overwrite=args.overwrite)
-    seconds = time.perf_counter() - start
-    results = trainer.evaluate(split="test", use_best=True)
-    trivial = trainer.evaluate_trivial()
-    if trainer.is_main:
+    run = train_and_evaluate(cfg, resume=args.resume, overwrite=args.overwrite)  # test split of data.eval_domains
+    if run.trainer.is_main:
         cfg.to_json(out / "config.json")
-        save_results(out / "results.json", {"results": results, "trivial": trivial, "best_epoch": trainer.best_epoch,
-                                            "seconds": seconds, "config": cfg.to_dict()})
-    _say(f"done in {seconds:.1f} s; best validation epoch {trainer.best_epoch}")
-    _say(format_results(results, trivial=trivial))
-    _warn_below_trivial("the model", below_trivial(results, trivial, trainer.tasks))
+        save_results(out / "results.json", {"results": run.results, "trivial": run.trivial,
+                                            "best_epoch": run.best_epoch, "seconds": run.seconds,
+                                            "config": cfg.to_dict()})
+    _say(f"done in {run.seconds:.1f} s; best validation epoch {run.best_epoch}")
+    _say(format_results(run.results, trivial=run.trivial))
+    _warn_below_trivial("the model", below_trivial(run.results, run.trivial, run.trainer.tasks))
     return 0
 
 

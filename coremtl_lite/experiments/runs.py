@@ -62,7 +62,7 @@ class TrainedRun:
 
 
 def train_and_evaluate(cfg: Config, domains: Sequence[str] | None = None, callbacks: Iterable[Any] = (),
-                       resume: bool = False) -> TrainedRun:
+                       resume: bool = False, overwrite: bool = True) -> TrainedRun:
     """Train ``cfg``, select on validation, evaluate ``domains`` (test split) and the trivial predictors.
 
     Args:
@@ -71,12 +71,13 @@ def train_and_evaluate(cfg: Config, domains: Sequence[str] | None = None, callba
             nothing, for callers that score the trained model themselves.
         callbacks: trainer callbacks (e.g. a gradient logger).
         resume: continue from ``<train.out_dir>/last.pt`` when it exists.
+        overwrite: replace a finished run already in ``train.out_dir`` (else that is an error).
     """
     from coremtl_lite.train import Trainer
 
     trainer = Trainer(cfg, callbacks=list(callbacks))
     start = time.perf_counter()
-    history = trainer.fit(resume=resume)
+    history = trainer.fit(resume=resume, overwrite=overwrite)
     seconds = time.perf_counter() - start
     domains = list(cfg.data.eval_domains if domains is None else domains)
     results = trainer.evaluate(domains=domains, split="test", use_best=True) if domains else {}
