@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 from coremtl_lite.data.scenes import SHAPES, ShadedScenes
+from coremtl_lite.data.scenes.geometry import HEIGHT_RANGE, SIZE_RANGE
 
-LARGE_SIZE = 0.27  # an object is "large" when its size factor exceeds this
-TALL_HEIGHT = 0.55  # an object is "tall" when its height factor exceeds this
+LARGE_SIZE = sum(SIZE_RANGE) / 2  # an object is "large" when its size factor exceeds this (the median size)
+TALL_HEIGHT = sum(HEIGHT_RANGE) / 2  # an object is "tall" when its height factor exceeds this (the median)
 
 
 def _attribute_table() -> list[tuple[str, str, int]]:

@@ -202,11 +202,13 @@ def _build_splits(data_cfg: Any, seed: int) -> Splits:
 
         def make(domain: str, length: int, offset: int) -> Any:
             if name == "shaded_scenes":
-                return ShadedScenes(domain=domain, size=data_cfg.image_size, length=length, seed=seed, offset=offset)
+                return ShadedScenes(domain=domain, size=data_cfg.image_size, length=length, seed=seed, offset=offset,
+                                    rho=data_cfg.rho, severity=data_cfg.severity)
             from coremtl_lite.data.attributes import ShadedAttributes
 
             return ShadedAttributes(n_attributes=data_cfg.num_attributes, domain=domain, size=data_cfg.image_size,
-                                    length=length, seed=seed, offset=offset)
+                                    length=length, seed=seed, offset=offset, rho=data_cfg.rho,
+                                    severity=data_cfg.severity)
 
         return Splits(make(data_cfg.source_domain, n_tr, 0), make(data_cfg.source_domain, n_va, n_tr),
                       {d: make(d, n_te, n_tr + n_va) for d in data_cfg.eval_domains})
