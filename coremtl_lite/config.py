@@ -47,6 +47,12 @@ class DataConfig:
     test_size: int = 256
     source_domain: str = "source"
     eval_domains: tuple[str, ...] = ("source", "target")
+    # ShadedScenes' dials (coremtl_lite.data.scenes.priors). rho: the spurious-correlation strength of the source
+    # (the probability that a surface keeps its class-keyed colour; the target has 0). severity: how far the
+    # `target` domain moves every residual range from the source's (0) to the far end (1). The defaults put a
+    # vanilla model's target score clearly between the trivial predictor and its source score (tutorial 01b)
+    rho: float = 0.5
+    severity: float = 0.5
     batch_size: int = 32
     num_workers: int = 0
     augment: bool = False
@@ -61,7 +67,7 @@ class DataConfig:
     def validate(self) -> None:
         _positive(self, "image_size", "train_size", "val_size", "test_size", "batch_size", "num_attributes",
                   "num_tasks")
-        for name in ("m_train", "m_val", "m_test"):
+        for name in ("m_train", "m_val", "m_test", "rho", "severity"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
         if len(self.confounded_shapes) != 2:
