@@ -88,7 +88,7 @@ FACTORS = (
     # free (class-independent) colour of a surface, in sRGB HSV; the hue is uniform on [0, 1) in both
     Factor("saturation", "colour", (0.35, 0.75), (0.2, 0.9)),
     Factor("value", "colour", (0.6, 0.9), (0.45, 0.9)),
-    # texture: spatial frequency (cycles per half-width / pi ... see appearance.texture) and contrast
+    # texture: frequency (texture_freq / 2 periods per half-width of the image) and contrast (0 = plain colour)
     Factor("texture_freq", "texture", (1.5, 4.5), (2.0, 8.0)),
     Factor("texture_amp", "texture", (0.05, 0.2), (0.1, 0.4)),
     # lighting: the azimuth relative to the direction of the objects' centroid, elevation, colour, strength
@@ -357,6 +357,10 @@ def prior_w1(a: Domain | str, b: Domain | str, rho: float = DEFAULT_RHO,
     divided by the width of the factor's support, source and target ranges together, so unitless in
     [0, 1]), ``sum`` (of the normalised ones) and ``l2`` (their Euclidean norm). The categorical
     texture kind is not included: it moves with the texture group's severity.
+
+    These are distances between *marginal* laws. rho mostly changes how the hue depends on the class,
+    not the hue's marginal (six evenly spaced class hues are nearly uniform): between the default
+    source and target the hue's normalised W1 is 0.013, against 0.28 for the light's temperature.
     """
     da = parse_domain(a, rho, severity) if isinstance(a, str) else a
     db = parse_domain(b, rho, severity) if isinstance(b, str) else b
