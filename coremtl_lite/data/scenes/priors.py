@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -105,7 +106,7 @@ FACTOR_BY_NAME = {f.name: f for f in FACTORS}
 
 #: the class-keyed colour a surface keeps with probability rho: hue (class k of the 6 shapes at
 #: (k - 1) / 6, plus a N(0, jitter^2) jitter), saturation and value ranges; the ground's own
-KEYED_COLOUR = {"hue_jitter": 0.02, "saturation": (0.55, 0.65), "value": (0.75, 0.85),
+KEYED_COLOUR: dict[str, Any] = {"hue_jitter": 0.02, "saturation": (0.55, 0.65), "value": (0.75, 0.85),
                 "ground_hue": 0.28, "ground_saturation": (0.2, 0.3), "ground_value": (0.5, 0.6)}
 
 # Colored-Cityscapes analogue: one fixed linear-RGB colour per class (ground first), and the
@@ -170,11 +171,13 @@ def parse_domain(domain: str, rho: float = DEFAULT_RHO, severity: float = DEFAUL
     if domain in ("colored", "colored-permuted"):
         return Domain(domain, 0.0, none, colored="permuted" if domain.endswith("permuted") else "fixed")
     if head == "shift" and rest:
-        return Domain(domain, rho, (_dial(domain, rest, "severity"),) * 4)
+        sev = _dial(domain, rest, "severity")
+        return Domain(domain, rho, (sev, sev, sev, sev))
     if head == "rho" and rest:
         return Domain(domain, _dial(domain, rest, "rho"), none)
     if head == "only" and rest in GROUPS:
-        return Domain(domain, rho, tuple(1.0 if g == rest else 0.0 for g in GROUPS))
+        c, t, li, ca = (1.0 if g == rest else 0.0 for g in GROUPS)
+        return Domain(domain, rho, (c, t, li, ca))
     if head == "corrupt":
         name, _, level = rest.partition(":")
         if name not in CORRUPTIONS or level not in ("1", "2", "3", "4", "5"):
