@@ -40,7 +40,7 @@ from coremtl_lite.tasks import tasks_from_info
 def make_step(variant: str, cfg, tasks, batch, seed: int = 0):
     """A closure running one training step of ``variant`` ("ew" or "core"), and its model."""
     torch.manual_seed(seed)
-    cfg.model.dual_stream = variant == "core"
+    cfg.model.architecture = "dual_stream" if variant == "core" else "vanilla"
     cfg.model.grounding = "hard"
     cfg.loss.cfa_prob, cfg.loss.cfa_start, cfg.loss.cfa_max_rec_ratio = 0.5, 0.0, 1e9  # CFA whatever the decoder
     model = build_model(cfg.model, tasks)

@@ -87,13 +87,11 @@ def seam_epoch_time(method_name: str, num_tasks: int, epochs: int, steps: int, b
 
 def trainer_epoch_time(variant: str, num_tasks: int, profile: str, extra: list[str]) -> dict:
     """Seconds per epoch of the package trainer on the ``scalability`` recipe of ``variant``."""
-    from coremtl_lite.bench.suites import CORE_MTL, VANILLA
+    from coremtl_lite.bench.suites import SCALABILITY
     from coremtl_lite.config import get_config
     from coremtl_lite.train import Trainer
 
-    recipe = {"ew": VANILLA + ("train.method=ew",), "pcgrad": VANILLA + ("train.method=pcgrad",),
-              "stch": VANILLA + ("train.method=stch",),
-              "core_mtl": CORE_MTL + ("loss.lambda_cfa=0", "loss.lambda_ind=0.5")}[variant]
+    recipe = {r.name: r.overrides for r in SCALABILITY}[variant]
     overrides = ["data.dataset=shaded_attributes", "data.tasks=attributes", "model.grounding=none",
                  f"data.num_attributes={num_tasks}", *recipe, "train.checkpoint_every=0", "train.eval_every=0",
                  "train.progress=false", f"train.out_dir=runs/bench_scaling/{variant}-{num_tasks}", *extra]

@@ -3,7 +3,7 @@
 Examples::
 
     coremtl-lite demo                                   # CORE-MTL vs equal weighting, ID/OOD table + HTML report
-    coremtl-lite train --profile cpu train.method=pcgrad model.dual_stream=false model.grounding=none
+    coremtl-lite train --profile cpu train.method=pcgrad model.architecture=vanilla model.grounding=none
     coremtl-lite train --config runs/default/config.json --resume     # continue a run (also after a crash)
     coremtl-lite methods                                # every method with its options, defaults and paper
     coremtl-lite evaluate runs/default/best.pt --domains source,target,corrupt:fog:3
@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,21 +38,18 @@ from coremtl_lite.config import (
     get_config,
     paper_config,
 )
+from coremtl_lite.experiments.recipes import CORE, Recipe, baseline
 
-#: the two recipes of the demo (the same as the benchmark suites'): CORE-MTL = dual-stream model with
-#: hard (physics) grounding, CKA and CFA (Eq. 16), tasks equally weighted; the baseline = the vanilla
-#: shared-encoder model with equal weighting (the lambda_* of the extra terms do not apply to it)
 TRIVIAL = "trivial (constants)"  # majority class, mean depth, mean normal of the training split
 
-DEMO_RUNS: dict[str, tuple[str, ...]] = {
-    "CORE-MTL": ("model.dual_stream=true", "model.grounding=hard", "train.method=ew"),
-    "EW (vanilla MTL)": ("model.dual_stream=false", "model.grounding=none", "train.method=ew"),
-}
+#: the two runs of the demo, by their display names: CORE-MTL and the vanilla model with equal weighting,
+#: the recipes of :mod:`coremtl_lite.experiments.recipes` (the benchmark suites' ``core_mtl`` and ``ew``)
+DEMO_RUNS: dict[str, Recipe] = {"CORE-MTL": CORE, "EW (vanilla MTL)": baseline("ew")}
 
 
 _EXAMPLES = """examples:
   coremtl-lite demo                                  CORE-MTL vs equal weighting: ID/OOD table + runs/demo/report.html
-  coremtl-lite train --profile cpu train.method=pcgrad model.dual_stream=false model.grounding=none
+  coremtl-lite train --profile cpu train.method=pcgrad model.architecture=vanilla model.grounding=none
   coremtl-lite train --config runs/default/config.json --resume    continue a run (also after a crash)
   coremtl-lite methods                              every method: its options, their defaults, its paper
   coremtl-lite evaluate runs/default/best.pt --domains source,target,corrupt:fog:3
@@ -197,8 +193,9 @@ def _config(args: argparse.Namespace) -> Config:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from coremtl_lite.evaluate import format_results, save_results
+    from coremtl_lite.experiments import train_and_evaluate
     from coremtl_lite.metrics import below_trivial
-    from coremtl_lite.train import CheckpointError, Trainer
+    from coremtl_lite.train import CheckpointError
     from coremtl_lite.train.run_dir import (
         RunDirError,
         RunLock,
@@ -233,23 +230,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             if diff:
                 raise CheckpointError(describe_mismatch(out / "last.pt", diff))
     _say(f"training {cfg.train.method} on {cfg.data.dataset} (profile {cfg.profile}) -> {out}")
-    trainer = Trainer(cfg)
     if args.overwrite and main_rank and not cfg.train.checkpoint_every:  # the trainer writes no checkpoint and
         lock = RunLock(out)  # so claims no folder: clear the old run's files here
         lock.claim(resume=False, overwrite=True)
         lock.release()
-    start = time.perf_counter()
-    trainer.fit(resume=args.resume, overwrite=args.overwrite)
-    seconds = time.perf_counter() - start
-    results = trainer.evaluate(split="test", use_best=True)
-    trivial = trainer.evaluate_trivial()
-    if trainer.is_main:
+    run = train_and_evaluate(cfg, resume=args.resume, overwrite=args.overwrite)  # test split of data.eval_domains
+    if run.trainer.is_main:
         cfg.to_json(out / "config.json")
-        save_results(out / "results.json", {"results": results, "trivial": trivial, "best_epoch": trainer.best_epoch,
-                                            "seconds": seconds, "config": cfg.to_dict()})
-    _say(f"done in {seconds:.1f} s; best validation epoch {trainer.best_epoch}")
-    _say(format_results(results, trivial=trivial))
-    _warn_below_trivial("the model", below_trivial(results, trivial, trainer.tasks))
+        save_results(out / "results.json", {"results": run.results, "trivial": run.trivial,
+                                            "best_epoch": run.best_epoch, "seconds": run.seconds,
+                                            "config": cfg.to_dict()})
+    _say(f"done in {run.seconds:.1f} s; best validation epoch {run.best_epoch}")
+    _say(format_results(run.results, trivial=run.trivial))
+    _warn_below_trivial("the model", below_trivial(run.results, run.trivial, run.trainer.tasks))
     return 0
 
 
@@ -270,13 +263,16 @@ def run_demo(profile: str | None = None, out: str | Path = "runs/demo", override
              progress: bool | None = None) -> dict[str, Any]:
     """Train the :data:`DEMO_RUNS`, evaluate source and target, write ``results.json`` and ``report.html``.
 
-    The trivial predictors (:mod:`coremtl_lite.models.trivial`) are the first row of the table; a run
-    that does not beat them on a task and domain is flagged with a warning line.
+    Each run is :func:`coremtl_lite.experiments.train_and_evaluate` in ``<out>/<recipe>-<run key>``
+    (:func:`coremtl_lite.experiments.run_key`). The trivial predictors (:mod:`coremtl_lite.models.trivial`)
+    are the first row of the table; a run that does not beat them on a task and domain is flagged
+    with a warning line.
 
     Returns ``{"results": {run: {domain: {task: {metric}}}}, "rows": [...], "seconds": {run: s},
     "below_trivial": {run: [(domain, task, delta%)]}, "report": path}``.
     """
     from coremtl_lite.evaluate import save_results
+    from coremtl_lite.experiments import run_key, train_and_evaluate
     from coremtl_lite.metrics import below_trivial
     from coremtl_lite.report import (
         curves_figure,
@@ -286,10 +282,10 @@ def run_demo(profile: str | None = None, out: str | Path = "runs/demo", override
         rows_html,
         write_report,
     )
-    from coremtl_lite.train import Trainer
 
     profile = profile or (os.environ.get("COREMTL_PROFILE") and active_profile()) or "cpu"
     out = Path(out)
+    domains = ["source", "target"]
     results, histories, seconds, best = {}, {}, {}, {}
     base = ["data.dataset=shaded_scenes", "data.source_domain=source", "data.eval_domains=source,target"]
     if progress is None and sys.stderr.isatty():
@@ -298,20 +294,15 @@ def run_demo(profile: str | None = None, out: str | Path = "runs/demo", override
         base.append(f"train.progress={str(progress).lower()}")
     _label(profile)
     for name, recipe in DEMO_RUNS.items():
-        slug = "core_mtl" if name.startswith("CORE") else "ew_vanilla"
-        cfg = get_config(profile, [*base, *recipe, *overrides, f"train.out_dir={out / slug}"])
+        cfg = get_config(profile, [*base, *recipe.overrides, *overrides])
+        cfg = apply_overrides(cfg, [f"train.out_dir={out / f'{recipe.name}-{run_key(cfg)}'}"])
         _say(f"[demo] {name}: profile {profile}, {cfg.optim.epochs} epochs, {cfg.data.train_size} scenes of "
              f"{cfg.data.image_size}px, batch {cfg.data.batch_size}")
-        trainer = Trainer(cfg)
-        start = time.perf_counter()
-        histories[name] = trainer.fit()
-        seconds[name] = time.perf_counter() - start
-        results[name] = trainer.evaluate(domains=["source", "target"], split="test", use_best=True)
-        best[name] = trainer.best_epoch
-        _say(f"[demo] {name}: trained in {seconds[name]:.1f} s (best validation epoch {trainer.best_epoch})")
-        if TRIVIAL not in results:  # the same data for every run: one trivial reference
-            results[TRIVIAL] = trainer.evaluate_trivial(domains=["source", "target"])
-        directions = trainer.directions()
+        run = train_and_evaluate(cfg, domains)
+        results[name], histories[name], seconds[name], best[name] = run.results, run.history, run.seconds, run.best_epoch
+        _say(f"[demo] {name}: trained in {seconds[name]:.1f} s (best validation epoch {run.best_epoch})")
+        results.setdefault(TRIVIAL, run.trivial)  # the same data for every run: one trivial reference
+        directions = run.trainer.directions()
     results = {k: results[k] for k in [TRIVIAL, *DEMO_RUNS]}  # the trivial predictors first
     rows = id_ood_rows(results)
     table = id_ood_table(rows)
@@ -345,7 +336,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from coremtl_lite.bench import DEFAULT_BASELINES, build_suites, markdown_table, pivot, run_bench
+    from coremtl_lite.bench import DEFAULT_BASELINES, build_suites, pivot, run_bench
+    from coremtl_lite.experiments import format_table
 
     suites = list(build_suites()) if args.suites == "all" else [s for s in args.suites.split(",") if s]
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -360,7 +352,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sel = [r for r in rows if r["suite"] == suite]
         for domain in dict.fromkeys(r["domain"] for r in sel if r["domain"] != "-"):
             _say(f"\n## {suite} ({domain})\n")
-            _say(markdown_table(*pivot(sel, domain, headline_metrics(sel))))
+            _say(format_table(*pivot(sel, domain, headline_metrics(sel)), style="markdown"))
     _label(profile)
     _say(f"\nwrote {args.out}/results.json, results.csv, report.html, metadata.json")
     return 0

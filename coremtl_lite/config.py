@@ -47,6 +47,12 @@ class DataConfig:
     test_size: int = 256
     source_domain: str = "source"
     eval_domains: tuple[str, ...] = ("source", "target")
+    # ShadedScenes' dials (coremtl_lite.data.scenes.priors). rho: the spurious-correlation strength of the source
+    # (the probability that a surface keeps its class-keyed colour; the target has 0). severity: how far the
+    # `target` domain moves every residual range from the source's (0) to the far end (1). The defaults put a
+    # vanilla model's target score clearly between the trivial predictor and its source score (tutorial 01b)
+    rho: float = 0.5
+    severity: float = 0.5
     batch_size: int = 32
     num_workers: int = 0
     augment: bool = False
@@ -61,7 +67,7 @@ class DataConfig:
     def validate(self) -> None:
         _positive(self, "image_size", "train_size", "val_size", "test_size", "batch_size", "num_attributes",
                   "num_tasks")
-        for name in ("m_train", "m_val", "m_test"):
+        for name in ("m_train", "m_val", "m_test", "rho", "severity"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
         if len(self.confounded_shapes) != 2:
@@ -72,16 +78,23 @@ class DataConfig:
             raise ConfigError("data.tasks must name at least one task")
 
 
+#: the values of ``model.architecture``, the one setting that chooses the network
+ARCHITECTURES = ("dual_stream", "vanilla", "mtan", "mmoe", "mtcrl")
+
+#: keys that no longer exist, and what replaced them (an override or a saved config naming one is an error)
+RETIRED_KEYS = {"model.dual_stream": "model.dual_stream was replaced by model.architecture=dual_stream|vanilla "
+                                     "(true -> dual_stream, false -> vanilla)"}
+
+
 @dataclass
 class ModelConfig:
     """The network: encoder, the two streams (paper §3.1) and the grounding decoder (§3.2)."""
 
-    architecture: str = "auto"  # auto (dual_stream or vanilla, by dual_stream) | dual_stream | vanilla | mtan | mmoe | mtcrl
+    architecture: str = "dual_stream"  # dual_stream (CORE-MTL) | vanilla (shared encoder, the baselines) | mtan | mmoe | mtcrl
     encoder: str = "lite"  # lite | resnet50 (dilated, output stride 8) | resnet18
     width: int = 32  # base channel width of the lite encoder
     semantic_channels: int = 64  # C_s of z_s = P_s(F)
     residual_channels: int = 32  # C_p of z_p = GAP(P_p(F))
-    dual_stream: bool = True  # False: a vanilla shared-encoder model (the baselines)
     leaky_heads: bool = False  # True: the released code's heads that also read projected backbone features
     grounding: str = "hard"  # hard (physics decoder, Eq. 13-14) | soft (generic decoder, Eq. 15) | none
     head_channels: int = 32
@@ -92,13 +105,13 @@ class ModelConfig:
     module_width: int = 8  # channels (CNN modules) or a quarter of the hidden units (MLP modules) per module
 
     def validate(self) -> None:
-        _choice(self, "architecture", ("auto", "dual_stream", "vanilla", "mtan", "mmoe", "mtcrl"))
+        _choice(self, "architecture", ARCHITECTURES)
         _choice(self, "encoder", ("lite", "resnet50", "resnet18"))
         _choice(self, "grounding", ("hard", "soft", "none"))
         _positive(self, "width", "semantic_channels", "residual_channels", "head_channels", "num_modules",
                   "module_dim", "module_width")
-        if self.leaky_heads and not self.dual_stream:
-            raise ConfigError("model.leaky_heads needs model.dual_stream=true")
+        if self.leaky_heads and self.architecture != "dual_stream":
+            raise ConfigError(f"model.leaky_heads needs model.architecture=dual_stream, got {self.architecture!r}")
 
 
 @dataclass
@@ -451,6 +464,8 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
         key = key.strip()
         if key == "profile":
             raise ConfigError("choose the profile with get_config(profile=...) or --profile, not an override")
+        if key in RETIRED_KEYS:
+            raise ConfigError(RETIRED_KEYS[key])
         if key not in valid:
             if key.startswith("train.method_options."):  # one option: train.method_options.alpha=2
                 name = key.split(".", 2)[2]

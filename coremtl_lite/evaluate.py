@@ -6,7 +6,7 @@
 * :func:`delta_m_by_domain` -- Δm% (paper §4.1) against a single-task reference, per domain;
 * :func:`save_results` / :func:`load_results` -- the JSON files (``{"results": {domain: {task:
   {metric: value}}}, ...}``) that the CLI, the demo and the benchmarks write and read;
-* :func:`format_results` -- a plain text table.
+* :func:`format_results` -- a plain text table (:func:`coremtl_lite.experiments.format_table`).
 
 The evaluation loop itself is :func:`coremtl_lite.train.evaluate_datasets` (the trainer uses it for
 model selection, so it lives one layer down).
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from coremtl_lite.experiments.tables import format_table
 from coremtl_lite.metrics import below_trivial, delta_m
 from coremtl_lite.train import Trainer, atomic_write, evaluate_datasets
 from coremtl_lite.train.evaluation import Results
@@ -131,9 +132,7 @@ def format_results(results: Results, delta: Mapping[str, float] | None = None,
         if trivial and domain in trivial:
             rows.append([f"  trivial ({domain})"] + [_num(trivial[domain].get(t, {}).get(m, math.nan))
                                                       for t, m in cols] + ([""] if delta else []))
-    width = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, width)))
-    return "\n".join([fmt(header), "-" * sum(w + 2 for w in width), *map(fmt, rows)])
+    return format_table(header, rows)
 
 
 def _num(v: float) -> str:

@@ -28,7 +28,8 @@ Conventions (LibMTL's ``examples/nyu/utils.py`` and ``examples/cityscapes``; whe
   mean over attributes (``acc``).
 * **Classification** (:class:`ClassificationMeter`): top-1 accuracy (``acc``).
 
-:func:`delta_m` is the multi-task summary Delta m% against a single-task reference.
+:func:`delta_m` is the multi-task summary Delta m% against a reference (single-task learning, or the
+trivial predictors for model selection), the only implementation of the formula in the package.
 """
 
 from __future__ import annotations
@@ -327,20 +328,25 @@ def task_deltas(results: Mapping[str, Mapping[str, float]], reference: Mapping[s
     return out
 
 
-def delta_m(results: Mapping[str, Mapping[str, float]], stl_results: Mapping[str, Mapping[str, float]],
-            tasks: Any) -> float:
-    """Delta m% = (1/T) sum_t (1/N_t) sum_i (-1)^{s_ti} (M_ti - M_STL,ti) / M_STL,ti * 100 (paper §4.1, LibMTL).
+def delta_m(results: Mapping[str, Mapping[str, float]], reference: Mapping[str, Mapping[str, float]],
+            tasks: Any, lenient: bool = False) -> float:
+    """Delta m% = (1/T) sum_t (1/N_t) sum_i (-1)^{s_ti} (M_ti - M_ref,ti) / M_ref,ti * 100 (paper §4.1, LibMTL).
 
-    ``s_ti = 1`` when lower is better, so a positive Delta m is an improvement over single-task learning.
+    The one Delta m% of the package: the reported score against single-task learning, the trainer's
+    model-selection score against the trivial predictors
+    (:func:`coremtl_lite.train.evaluation.relative_score`) and the benchmark's per-seed score.
+    ``s_ti = 1`` when lower is better, so a positive Delta m is an improvement over the reference.
 
     Args:
-        results: ``{task: {metric: value}}`` of the multi-task model.
-        stl_results: the same for the single-task reference.
-        tasks: a list of :class:`coremtl_lite.tasks.Task` or ``{task: {metric: higher_is_better}}``;
-            every listed metric of every listed task must be in both results.
+        results: ``{task: {metric: value}}`` of the model.
+        reference: the same for the reference (single-task learning, or the trivial predictors).
+        tasks: a list of :class:`coremtl_lite.tasks.Task` or ``{task: {metric: higher_is_better}}``.
+        lenient: ``False`` -- every listed metric of every listed task must be in both results and the
+            reference finite and non-zero (else ``KeyError`` / ``ValueError``); ``True`` -- such metrics
+            are skipped (:func:`task_deltas`), and the result is NaN when no metric is left.
     """
-    per_task = task_deltas(results, stl_results, tasks)
-    return sum(per_task.values()) / len(per_task)
+    per_task = task_deltas(results, reference, tasks, lenient=lenient)
+    return sum(per_task.values()) / len(per_task) if per_task else float("nan")
 
 
 def below_trivial(results: Mapping[str, Mapping[str, Mapping[str, float]]],

@@ -23,6 +23,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from coremtl_lite.experiments.tables import format_table
 from coremtl_lite.train.checkpoint import atomic_write
 from coremtl_lite.train.history import History
 
@@ -198,7 +199,8 @@ def id_ood_rows(results: Mapping[str, Mapping[str, Any]], source: str = "source"
 
 
 def id_ood_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A text table of :func:`id_ood_rows` for the terminal, one line per (metric, run), under 100 columns.
+    """A text table of :func:`id_ood_rows` for the terminal (:func:`coremtl_lite.experiments.format_table`),
+    one line per (metric, run), under 100 columns.
 
     Columns: metric, run, source value, target value, gap (target - source).
     """
@@ -209,14 +211,7 @@ def id_ood_table(rows: Sequence[Mapping[str, Any]]) -> str:
     header = ["metric", "run", *domains, "gap"]
     body = [[label if i == 0 else "", str(r["run"]), *(_fmt(r[f"{label} ({d})"]) for d in domains),
              _fmt(r[f"{label} gap"])] for label in metrics for i, r in enumerate(rows)]
-    width = [max(len(h), *(len(b[k]) for b in body)) for k, h in enumerate(header)]
-
-    def line(cells):
-        return "  ".join(c.ljust(w) if k < 2 else c.rjust(w) for k, (c, w) in enumerate(zip(cells, width)))
-
-    out = [line(header), "-" * len(line(header))]
-    out += [line(b) for b in body]
-    return "\n".join(out)
+    return format_table(header, body, left=2)
 
 
 def html_table(header: Sequence[str], body: Sequence[Sequence[Any]], caption: str | None = None) -> str:

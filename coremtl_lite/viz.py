@@ -10,19 +10,26 @@ Every tutorial and widget draws through these few functions, so pictures look th
   values and saved artefacts;
 * plotly figures -- :func:`image_grid` (a grid of RGB panels with titles), :func:`heatmap` (an
   annotated matrix, e.g. gradient cosines, paper Fig. 5) and :func:`line_plot` (curves over training,
-  paper Fig. 4).
+  paper Fig. 4);
+* the diagnostics' figures (the diagnostics compute numbers, these draw them) --
+  :func:`plot_counterfactual_gallery` and :func:`plot_true_vs_model` (counterfactual grids, paper
+  Fig. 2), and MT-CRL's :func:`plot_saliency`, :func:`plot_routing`, :func:`plot_task_module_gradients`,
+  :func:`plot_task_graph` (:func:`plot_heatmap` underneath).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 __all__ = ["SEGMENTATION_PALETTE", "TERM_COLOURS", "depth_to_rgb", "gradient_terms_figure", "heatmap", "image_grid",
-           "line_plot", "normal_to_rgb",
-           "png_bytes", "prediction_to_rgb", "segmentation_to_rgb", "to_uint8_image"]
+           "line_plot", "normal_to_rgb", "plot_counterfactual_gallery", "plot_heatmap", "plot_routing",
+           "plot_saliency", "plot_task_graph", "plot_task_module_gradients", "plot_true_vs_model", "png_bytes",
+           "prediction_to_rgb", "segmentation_to_rgb", "to_uint8_image"]
 
 #: RGB colours of segmentation classes 0, 1, 2, ... (ShadedScenes: ground, hemisphere, cone, cylinder,
 #: box, pyramid, torus); class ids beyond the palette cycle through it.
@@ -242,4 +249,128 @@ def gradient_terms_figure(history, title: str = "Which term drives the shared en
     fig.update_yaxes(range=[-1, 1], row=1, col=2)
     fig.update_xaxes(title_text="step")
     fig.update_layout(title=title, height=380)
+    return fig
+
+
+# --------------------------------------------------------------------------- counterfactual galleries
+def plot_counterfactual_gallery(grid: Tensor, contents: Tensor | None = None, donors: Tensor | None = None,
+                                title: str = "Counterfactuals: content (rows) x residual donor (columns)",
+                                panel_size: int = 110):
+    """A plotly gallery of a counterfactual grid; the first row/column show the donors/contents."""
+    b, bd = grid.shape[:2]
+    # the diagonal is a reconstruction only when the donors are the contents themselves
+    self_donors = donors is None or (contents is not None and donors.shape == contents.shape
+                                     and torch.equal(donors, contents))
+    panels, titles = [], []
+    blank = torch.ones(3, *grid.shape[-2:])
+    if donors is not None:
+        panels.append(blank)
+        titles.append("")
+        for j in range(bd):
+            panels.append(donors[j])
+            titles.append(f"donor {j}")
+    for i in range(b):
+        if contents is not None:
+            panels.append(contents[i])
+            titles.append(f"content {i}")
+        for j in range(bd):
+            panels.append(grid[i, j])
+            titles.append("recon" if i == j and self_donors else f"s{i} + r{j}")
+    cols = bd + (1 if contents is not None else 0)
+    if donors is not None and contents is None:
+        panels, titles = panels[1:], titles[1:]
+    return image_grid(panels, titles, cols=cols, title=title, panel_size=panel_size)
+
+
+def plot_true_vs_model(model_grid: Tensor, true_grid: Tensor, pairs: Sequence[tuple[int, int]],
+                       errors: dict | None = None, panel_size: int = 120):
+    """For each ``(i, j)``: the true counterfactual ``render(s_i, r_j)`` ("true si+rj"), the model's
+    ``D(z_s(x_i), z_p(x_j))`` ("model si+rj"), and |difference|."""
+    panels, titles = [], []
+    for i, j in pairs:
+        diff = (model_grid[i, j] - true_grid[i, j]).abs().mean(0, keepdim=True).expand(3, -1, -1)
+        diff = diff / diff.max().clamp_min(1e-6)
+        l1 = float((model_grid[i, j] - true_grid[i, j]).abs().mean())
+        panels += [true_grid[i, j], model_grid[i, j], diff]
+        titles += [f"true s{i}+r{j}", f"model s{i}+r{j}", f"|diff|, L1 {l1:.3f}"]
+    title = "True vs model counterfactuals"
+    if errors:
+        title += f" -- mean L1 {errors['l1']:.3f}"
+    return image_grid(panels, titles, cols=3, title=title, panel_size=panel_size)
+
+
+# ------------------------------------------------------------------ MT-CRL's saliency and routing figures
+def _names(prefix: str, n: int) -> list[str]:
+    return [f"{prefix} {i}" for i in range(n)]
+
+
+def plot_heatmap(values: Tensor, row_names: Sequence[str], col_names: Sequence[str], title: str,
+                 diverging: bool = False, zrange: tuple[float, float] | None = None):
+    """A plotly heatmap of a (rows, cols) tensor; ``zrange`` fixes the colour scale (e.g. (0, 1))."""
+    import plotly.graph_objects as go
+
+    v = values.detach().cpu().float()
+    kwargs: dict[str, Any] = {"colorscale": "RdBu", "zmid": 0.0} if diverging else {"colorscale": "Viridis"}
+    if zrange is not None:
+        kwargs.update(zmin=float(zrange[0]), zmax=float(zrange[1]))
+    fig = go.Figure(go.Heatmap(z=v.tolist(), x=list(col_names), y=list(row_names), **kwargs))
+    fig.update_layout(title=title, height=120 + 40 * len(row_names), margin={"l": 60, "r": 20, "t": 50, "b": 40})
+    return fig
+
+
+def plot_routing(routing: Tensor, task_names: Sequence[str], title: str = "Task-to-module graph A"):
+    """Heatmap of the learned routing graph A (T, K) (MT-CRL Fig. 16), on the fixed colour scale [0, 1]."""
+    return plot_heatmap(routing, task_names, _names("module", routing.shape[1]), title, zrange=(0.0, 1.0))
+
+
+def plot_task_module_gradients(diff: Tensor, task_names: Sequence[str],
+                               title: str = "(valid - train) task-to-module gradients"):
+    """Diverging heatmap of (valid - train) task-to-module gradients (MT-CRL Fig. 4-5, 13-14)."""
+    return plot_heatmap(diff, task_names, _names("module", diff.shape[1]), title, diverging=True)
+
+
+def plot_task_graph(similarity: Tensor, task_names: Sequence[str], threshold: float = 0.1,
+                    title: str = "Task similarity induced by A"):
+    """A task-similarity graph (``similarity``: (T, T), e.g.
+    :func:`coremtl_lite.diagnostics.spurious.task_similarity` of a routing graph A): tasks on a circle,
+    an edge where the similarity exceeds ``threshold`` (MT-CRL Fig. 10 used 0.1), edge width proportional to it."""
+    import math
+
+    import plotly.graph_objects as go
+
+    sim = similarity.detach().cpu().float()
+    n = len(task_names)
+    xy = [(math.cos(2 * math.pi * i / n), math.sin(2 * math.pi * i / n)) for i in range(n)]
+    fig = go.Figure()
+    for i in range(n):
+        for j in range(i + 1, n):
+            s = float(sim[i, j])
+            if s > threshold:
+                fig.add_trace(go.Scatter(x=[xy[i][0], xy[j][0]], y=[xy[i][1], xy[j][1]], mode="lines",
+                                         line={"width": 1 + 8 * s, "color": "rgba(60,60,160,0.6)"},
+                                         hovertext=f"{task_names[i]}-{task_names[j]}: {s:.2f}",
+                                         showlegend=False))
+    fig.add_trace(go.Scatter(x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers+text",
+                             text=list(task_names), textposition="top center", marker={"size": 18},
+                             showlegend=False))
+    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"},
+                      height=360)
+    return fig
+
+
+def plot_saliency(maps: dict[str, Tensor], title: str = "Input-gradient saliency"):
+    """Side-by-side saliency maps ``{label: (H, W) or (D,)}`` (MT-CRL Fig. 3 and 7)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    labels = list(maps)
+    fig = make_subplots(rows=1, cols=len(labels), subplot_titles=labels)
+    for c, lab in enumerate(labels, start=1):
+        m = maps[lab].detach().cpu().float()
+        m = m / m.max().clamp_min(1e-12)
+        if m.dim() == 1:
+            fig.add_trace(go.Bar(y=m.tolist(), showlegend=False), row=1, col=c)
+        else:
+            fig.add_trace(go.Heatmap(z=m.flip(0).tolist(), colorscale="Hot", showscale=False), row=1, col=c)
+    fig.update_layout(title=title, height=300)
     return fig

@@ -92,7 +92,7 @@ def ddp_trainer(out_dir, *overrides: str):
 
     over = ["data.image_size=16", "data.train_size=32", "data.val_size=16", "data.test_size=16",
             "data.batch_size=8", "optim.epochs=2", "optim.warmup_epochs=1", "optim.lr=1e-3", "train.method=ew",
-            "model.dual_stream=false", "model.grounding=none", f"train.out_dir={out_dir}",
+            "model.architecture=vanilla", "model.grounding=none", f"train.out_dir={out_dir}",
             "train.progress=false", "train.checkpoint_every=0", "train.eval_every=0", *overrides]
     cfg = get_config("ci", over)
     tasks = tasks_from_info(build_splits(cfg.data, cfg.train.seed).train.task_info, cfg.data.tasks)

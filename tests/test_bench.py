@@ -6,7 +6,8 @@ import math
 import pytest
 
 from coremtl_lite.bench import build_suites, run_bench
-from coremtl_lite.bench.runner import delta_m, merge_per_task, plan_runs, summarise
+from coremtl_lite.bench.runner import merge_per_task, plan_runs, summarise
+from coremtl_lite.metrics import delta_m
 
 DIRECTIONS = {"segmentation": {"mIoU": True}, "depth": {"abs_err": False}}
 
@@ -34,6 +35,7 @@ def test_stl_runs_one_model_per_task():
     runs = plan_runs(build_suites(("ew",))["id"], "ci", (0,))
     stl = [r for r in runs if r.variant.per_task]
     assert sorted(r.cfg.data.tasks for r in stl) == [("depth",), ("normal",), ("segmentation",)]
+    assert {r.cfg.train.method for r in stl} == {"stl"} and len({r.key for r in stl}) == 3
 
 
 def test_delta_m_signs_follow_directions():
@@ -43,6 +45,9 @@ def test_delta_m_signs_follow_directions():
     assert delta_m(ref, ref, DIRECTIONS) == 0.0
     worse = {"segmentation": {"mIoU": 0.45}, "depth": {"abs_err": 1.1}}
     assert delta_m(worse, ref, DIRECTIONS) == pytest.approx(-10.0)
+    # the benchmark's lenient form: a metric missing on one side is skipped, none left is NaN
+    assert delta_m({"segmentation": {"mIoU": 0.55}}, ref, DIRECTIONS, lenient=True) == pytest.approx(10.0)
+    assert math.isnan(delta_m({"other": {"acc": 1.0}}, ref, DIRECTIONS, lenient=True))
 
 
 def test_summary_gives_mean_std_and_delta_m_against_stl():
@@ -71,13 +76,13 @@ def test_unknown_suite_is_an_error(tmp_path):
 
 @pytest.mark.slow
 def test_every_suite_runs_end_to_end_in_the_ci_profile_and_resumes(tmp_path):
-    from coremtl_lite.bench.runner import train_and_evaluate
+    from coremtl_lite.bench.runner import train_and_record
 
     calls = []
 
     def counting(cfg, domains):
         calls.append((cfg.train.seed, cfg.data.tasks))
-        return train_and_evaluate(cfg, domains)
+        return train_and_record(cfg, domains)
 
     over = ["optim.epochs=1", "data.train_size=16", "data.val_size=8", "data.test_size=8", "loss.perceptual=ssim"]
     names = list(build_suites(("ew",)))

@@ -42,7 +42,7 @@ def test_bad_override_names_the_nearest_key(capsys):
 
 def test_train_then_evaluate(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "--profile", "ci", *SMALL, "train.method=ew", "model.dual_stream=false",
+    code = main(["train", "--profile", "ci", *SMALL, "train.method=ew", "model.architecture=vanilla",
                  "model.grounding=none", "data.tasks=segmentation,depth", f"train.out_dir={out}"])
     assert code == 0
     for name in ("last.pt", "best.pt", "history.json", "results.json", "config.json"):

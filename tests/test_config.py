@@ -43,11 +43,11 @@ def test_profile_comes_from_the_environment(monkeypatch):
 
 
 def test_overrides_are_typed():
-    cfg = C.get_config("ci", ["optim.lr=0.5", "data.tasks=segmentation,depth", "model.dual_stream=false",
+    cfg = C.get_config("ci", ["optim.lr=0.5", "data.tasks=segmentation,depth", "model.architecture=vanilla",
                               "optim.epochs=3", 'loss.task_weights={"depth": 2}', "data.root=none"])
     assert cfg.optim.lr == 0.5 and isinstance(cfg.optim.lr, float)
     assert cfg.data.tasks == ("segmentation", "depth")
-    assert cfg.model.dual_stream is False
+    assert cfg.model.architecture == "vanilla"
     assert cfg.optim.epochs == 3 and isinstance(cfg.optim.epochs, int)
     assert cfg.loss.task_weights == {"depth": 2.0}
     assert cfg.data.root is None
@@ -69,7 +69,9 @@ def test_unknown_key_suggests_the_nearest():
 @pytest.mark.parametrize("override,match", [
     ("optim.epochs=1.5", "integer"),
     ("optim.lr=fast", "number"),
-    ("model.dual_stream=maybe", "true/false"),
+    ("model.leaky_heads=maybe", "true/false"),
+    ("model.dual_stream=false", "replaced by model.architecture=dual_stream|vanilla"),
+    ("model.architecture=auto", "not one of dual_stream, vanilla, mtan, mmoe, mtcrl"),
     ("model.encoder=vgg", "not one of"),
     ("loss.cfa_prob=2", r"\[0, 1\]"),
     ("data.batch_size=0", "> 0"),
@@ -138,3 +140,10 @@ def test_a_bare_key_suggests_the_full_key():
         C.get_config("ci", ["lr=1"])
     with pytest.raises(C.ConfigError, match="did you mean 'train.seed'"):
         C.get_config("ci", ["seed=1"])
+
+
+def test_a_saved_config_with_the_retired_dual_stream_key_names_its_replacement():
+    raw = C.get_config("ci").to_dict()
+    raw["model"]["dual_stream"] = True
+    with pytest.raises(C.ConfigError, match="model.dual_stream was replaced by model.architecture"):
+        C.Config.from_dict(raw)

@@ -24,7 +24,7 @@ def _scene(objects, tilt=(0.1, -0.1)):
 
 def test_attributes_match_definitions_on_hand_built_scene():
     # two cones (left-top large, right-bottom small), one tall torus on the right
-    sem = _scene([(1, -0.5, 0.5, 0.3, 0.3), (1, 0.5, -0.5, 0.16, 0.3), (5, 0.4, 0.4, 0.2, 0.7)])
+    sem = _scene([(1, -0.5, 0.5, 0.5, 0.3), (1, 0.5, -0.5, 0.32, 0.3), (5, 0.4, 0.4, 0.35, 0.7)])
     a = dict(zip(ATTRIBUTE_NAMES, attributes_from_semantic(sem)[0].tolist()))
     assert len(ATTRIBUTE_NAMES) == MAX_ATTRIBUTES >= 40
     expect_true = {"has_cone", "has_torus", "at_least_2_objects", "at_least_3_objects", "cone_left", "cone_top",

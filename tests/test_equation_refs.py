@@ -22,7 +22,6 @@ METHOD = ROOT / "docs" / "method.md"
 
 #: files whose equation labels are fixed by a change in flight; remove an entry once it has landed
 PENDING = {
-    "coremtl_lite/data/scenes.py": "rewritten as ShadedScenes v2 (its SH shading is Eq. 13, not 14)",
 }
 
 CITATION = re.compile(r"\bEqs?\.\s?\(?(\d+)\)?((?:\s?[-–]\s?\d+)?)")

@@ -39,7 +39,7 @@ from coremtl_lite.train.run_dir import RunDirError, RunLock, preflight
 ROOT = Path(__file__).resolve().parents[1]
 #: the ci profile made smaller still: a command takes seconds
 SMALL = ["--profile", "ci", "data.image_size=16", "data.train_size=32", "data.val_size=16", "data.test_size=16",
-         "data.batch_size=16", "optim.epochs=1", "model.dual_stream=false", "model.grounding=none",
+         "data.batch_size=16", "optim.epochs=1", "model.architecture=vanilla", "model.grounding=none",
          "data.tasks=segmentation,depth", "data.eval_domains=source"]
 
 #: one entry per fault that passed: (fault id, data lost?)
@@ -406,9 +406,9 @@ def test_5_a_checkpoint_with_a_nonsensical_epoch_is_refused(request, run_copy, e
 
 @pytest.mark.parametrize("overrides,match", [
     (["data.root=/somewhere"], "data.root='/somewhere' is ignored"),
-    (["model.dual_stream=true", "model.grounding=none", "loss.lambda_cfa=1"], "loss.lambda_cfa=1.0.*ignored"),
-    (["model.dual_stream=false", "model.grounding=soft"], "model.grounding='soft'.* ignored: the vanilla model"),
-    (["model.dual_stream=false", "model.grounding=none", "loss.lambda_ind=0.5"], "loss.lambda_ind=0.5.*ignored"),
+    (["model.architecture=dual_stream", "model.grounding=none", "loss.lambda_cfa=1"], "loss.lambda_cfa=1.0.*ignored"),
+    (["model.architecture=vanilla", "model.grounding=soft"], "model.grounding='soft'.* ignored: the vanilla model"),
+    (["model.architecture=vanilla", "model.grounding=none", "loss.lambda_ind=0.5"], "loss.lambda_ind=0.5.*ignored"),
 ])
 def test_5_harmless_but_ignored_settings_give_one_warning(request, overrides, match):
     warnings = preflight(get_config("ci", overrides))

@@ -152,7 +152,7 @@ def test_reconstruction_loss_at_render_resolution():
 # ------------------------------------------------------------------------------------------- objective
 def test_vanilla_model_has_no_extra_loss(setup):
     cfg, batch, tasks = setup
-    model = _model(cfg, tasks, dual_stream=False)
+    model = _model(cfg, tasks, architecture="vanilla")
     obj = build_objective(cfg.loss, tasks, perceptual=None)
     out = obj(model, batch, 0.5, torch.Generator().manual_seed(0))
     assert out.extra_loss is None and out.logs == {} and out.extra_terms == {} and out.train_tasks
@@ -161,7 +161,7 @@ def test_vanilla_model_has_no_extra_loss(setup):
 
 def test_task_weights_scale_task_losses(setup):
     cfg, batch, tasks = setup
-    model = _model(cfg, tasks, dual_stream=False)
+    model = _model(cfg, tasks, architecture="vanilla")
     model.eval()
     plain = build_objective(cfg.loss, tasks, perceptual=None)(model, batch, 0.5, torch.Generator())
     lc = get_config("ci", ['loss.task_weights={"depth": 3.0}']).loss
@@ -172,7 +172,7 @@ def test_task_weights_scale_task_losses(setup):
 
 def test_core_objective_terms_and_gradients(setup):
     cfg, batch, tasks = setup
-    model = _model(cfg, tasks, dual_stream=True, grounding="hard")
+    model = _model(cfg, tasks, architecture="dual_stream", grounding="hard")
     lc = get_config("ci", ["loss.cfa_prob=1.0", "loss.cfa_start=0", "loss.cfa_max_rec_ratio=1e9"]).loss
     obj = build_objective(lc, tasks, perceptual=SSIMLoss())
     out = obj(model, batch, 1.0, torch.Generator().manual_seed(0))
@@ -195,7 +195,7 @@ def test_core_objective_terms_and_gradients(setup):
 def test_cfa_leaves_batchnorm_statistics_untouched(setup):
     cfg, batch, tasks = setup
     for form in ("consistency", "task"):
-        model = _model(cfg, tasks, dual_stream=True, grounding="hard")
+        model = _model(cfg, tasks, architecture="dual_stream", grounding="hard")
         model.train()
         with torch.no_grad():
             out = model(batch["image"])
@@ -225,15 +225,15 @@ def test_schedule_fractions_warmup_ramp_and_cfa_start(setup):
     lc = get_config("ci", ["loss.decomposition_warmup=0.2", "loss.ind_ramp=0.4", "loss.lambda_ind=2.0",
                            "loss.cfa_start=0.5", "loss.cfa_prob=1.0", "loss.cfa_max_rec_ratio=1e9"]).loss
     obj = build_objective(lc, tasks, perceptual=None)
-    model = _model(cfg, tasks, dual_stream=True, grounding="hard")
+    model = _model(cfg, tasks, architecture="dual_stream", grounding="hard")
     ps = [0.0, 0.1, 0.2, 0.3, 0.4, 0.6, 0.9]
     assert [obj.lambda_ind(p, model) for p in ps] == pytest.approx([0.0, 0.0, 0.0, 0.5, 1.0, 2.0, 2.0])
     assert [obj.cfa_active(p) for p in (0.0, 0.49, 0.5, 1.0)] == [False, False, True, True]
     assert [obj.decomposition_stage(p, model) for p in (0.0, 0.19, 0.2)] == [True, True, False]
-    no_decoder = _model(cfg, tasks, dual_stream=True, grounding="none")  # no stage 0: the ramp starts at 0
+    no_decoder = _model(cfg, tasks, architecture="dual_stream", grounding="none")  # no stage 0: the ramp starts at 0
     assert not obj.decomposition_stage(0.0, no_decoder)
     assert obj.lambda_ind(0.2, no_decoder) == pytest.approx(1.0)
-    vanilla = _model(cfg, tasks, dual_stream=False)  # baselines have no decomposition stage
+    vanilla = _model(cfg, tasks, architecture="vanilla")  # baselines have no decomposition stage
     assert not obj.decomposition_stage(0.0, vanilla) and obj(vanilla, batch, 0.0, torch.Generator()).train_tasks
     assert obj(model, batch, 0.6, torch.Generator().manual_seed(0)).logs["cfa_applied"] == 1.0
 
@@ -242,7 +242,7 @@ def test_stage0_sends_no_task_gradient_and_leaves_the_heads_untouched(setup):
     cfg, batch, tasks = setup
     lc = get_config("ci", ["loss.decomposition_warmup=0.5"]).loss
     obj = build_objective(lc, tasks, perceptual=None)
-    model = _model(cfg, tasks, dual_stream=True, grounding="hard")
+    model = _model(cfg, tasks, architecture="dual_stream", grounding="hard")
     model.train()
     heads_before = {k: v.clone() for k, v in model.heads.state_dict().items()}
     out = obj(model, batch, 0.1, torch.Generator().manual_seed(0))
@@ -262,7 +262,7 @@ def test_stage0_sends_no_task_gradient_and_leaves_the_heads_untouched(setup):
 
 def test_cfa_is_skipped_while_the_decoder_is_below_its_bar(setup):
     cfg, batch, tasks = setup
-    model = _model(cfg, tasks, dual_stream=True, grounding="hard")
+    model = _model(cfg, tasks, architecture="dual_stream", grounding="hard")
     for bar, applied in ((0.0, 0.0), (1e9, 1.0)):
         lc = get_config("ci", ["loss.cfa_prob=1.0", "loss.cfa_start=0", f"loss.cfa_max_rec_ratio={bar}"]).loss
         out = build_objective(lc, tasks, perceptual=None)(model, batch, 1.0, torch.Generator().manual_seed(0))
@@ -277,7 +277,7 @@ def test_cfa_is_skipped_while_the_decoder_is_below_its_bar(setup):
 def test_cfa_probability_zero_never_applies(setup):
     cfg, batch, tasks = setup
     lc = get_config("ci", ["loss.cfa_prob=0.0", "loss.cfa_start=0"]).loss
-    model = _model(cfg, tasks, dual_stream=True, grounding="soft")
+    model = _model(cfg, tasks, architecture="dual_stream", grounding="soft")
     obj = build_objective(lc, tasks, perceptual=None)
     g = torch.Generator().manual_seed(0)
     assert all(obj(model, batch, 1.0, g).logs["cfa_applied"] == 0.0 for _ in range(3))
@@ -289,7 +289,7 @@ def test_objective_is_deterministic_given_the_generator(setup):
                            "loss.cfa_form=task"]).loss
 
     def run(seed):
-        model = _model(cfg, tasks, seed=0, dual_stream=True, grounding="hard")
+        model = _model(cfg, tasks, seed=0, architecture="dual_stream", grounding="hard")
         obj = build_objective(lc, tasks, perceptual=SSIMLoss())
         g = torch.Generator().manual_seed(seed)
         vals = []
@@ -306,7 +306,7 @@ def test_objective_is_deterministic_given_the_generator(setup):
 
 def test_objective_errors(setup):
     cfg, batch, tasks = setup
-    model = _model(cfg, tasks, dual_stream=False)
+    model = _model(cfg, tasks, architecture="vanilla")
     obj = build_objective(cfg.loss, tasks, perceptual=None)
     with pytest.raises(KeyError, match="no labels for task 'depth'"):
         obj(model, {k: v for k, v in batch.items() if k != "depth"}, 0, torch.Generator())

@@ -57,7 +57,7 @@ def test_dual_stream_outputs_and_shared_parameters():
     names = {n for n, p in model.named_parameters() if any(p is q for q in model.shared_parameters())}
     assert any(n.startswith("encoder.") for n in names) and "semantic_proj.weight" in names
     assert "residual_proj.weight" in names and not any(n.startswith(("heads.", "decoder.")) for n in names)
-    vanilla = build_model(_cfg(dual_stream=False), TASKS)
+    vanilla = build_model(_cfg(architecture="vanilla"), TASKS)
     vout = vanilla(_image())
     assert "z_p" not in vout and vout["features"].shape[1] == vanilla.encoder.out_channels
     assert not hasattr(vanilla, "decode")

@@ -314,7 +314,7 @@ def test_exact_resume_core_mtl_with_the_real_objective(tmp_path):
     def make(out):
         return Trainer(get_config("ci", ["data.image_size=16", "data.train_size=32", "data.val_size=16",
                                          "data.test_size=16", "data.batch_size=8", "data.eval_domains=source",
-                                         "model.dual_stream=true", "model.grounding=hard", "train.method=rlw",
+                                         "model.architecture=dual_stream", "model.grounding=hard", "train.method=rlw",
                                          "loss.cfa_prob=0.5", "loss.cfa_max_rec_ratio=1e9", "loss.perceptual=ssim",
                                          f"train.out_dir={out}"]))
 
@@ -404,7 +404,7 @@ def test_stage0_in_the_trainer_leaves_the_heads_untouched_and_trains_the_encoder
 
 
 def test_model_selection_scores_against_the_trivial_predictors(tmp_path):
-    tr = Trainer(_core_config(tmp_path, "optim.epochs=1", "train.eval_every=1", "model.dual_stream=false",
+    tr = Trainer(_core_config(tmp_path, "optim.epochs=1", "train.eval_every=1", "model.architecture=vanilla",
                               "model.grounding=none"))
     tr.fit()
 

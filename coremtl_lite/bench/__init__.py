@@ -10,19 +10,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from coremtl_lite.bench.report import markdown_table, pivot, write_html
+from coremtl_lite.bench.report import pivot, write_html
 from coremtl_lite.bench.runner import (
     RunFn,
     execute,
     plan_runs,
     run_metadata,
     summarise,
-    train_and_evaluate,
+    train_and_record,
     write_rows,
 )
-from coremtl_lite.bench.suites import DEFAULT_BASELINES, Suite, Variant, build_suites
+from coremtl_lite.bench.suites import DEFAULT_BASELINES, Suite, build_suites
 
-__all__ = ["DEFAULT_BASELINES", "Suite", "Variant", "build_suites", "committed_results", "markdown_table", "pivot",
+__all__ = ["DEFAULT_BASELINES", "Suite", "build_suites", "committed_results", "pivot",
            "run_bench"]
 
 #: where the results of the committed ``cpu``-profile benchmark run live (see README)
@@ -41,7 +41,7 @@ def committed_results(folder: str | os.PathLike = COMMITTED) -> tuple[list[dict[
 
 def run_bench(suites: Sequence[str] = ("id",), profile: str = "cpu", seeds: Sequence[int] = (0, 1, 2),
               out_dir: str | os.PathLike = "runs/bench", baselines: Sequence[str] = DEFAULT_BASELINES,
-              overrides: Sequence[str] = (), run_fn: RunFn = train_and_evaluate,
+              overrides: Sequence[str] = (), run_fn: RunFn = train_and_record,
               progress: bool = True) -> list[dict[str, Any]]:
     """Run the named suites (finished runs are read back, not retrained) and write
     ``<out_dir>/results.json``, ``results.csv``, ``report.html`` and ``metadata.json``.

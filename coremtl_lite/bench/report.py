@@ -1,4 +1,8 @@
-"""Tables and a plotly HTML report from the summary rows of :mod:`coremtl_lite.bench.runner`."""
+"""The benchmark's tables and plotly HTML report, from the summary rows of :mod:`coremtl_lite.bench.runner`.
+
+:func:`pivot` lays the rows out as a variant x metric grid of ``mean ± std`` cells; print it with
+:func:`coremtl_lite.experiments.format_table` (markdown) or embed it with :func:`write_html`.
+"""
 
 from __future__ import annotations
 
@@ -32,13 +36,6 @@ def pivot(rows: Sequence[dict[str, Any]], domain: str, metrics: Sequence[tuple[s
             line.append("–" if r is None else f"{r['mean']:.4g} ± {r['std']:.2g}")
         body.append(line)
     return header, body
-
-
-def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    """A GitHub-flavoured markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines)
 
 
 def headline_metrics(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:

@@ -5,15 +5,17 @@ depth, mean normal, ... fitted on each run's training split; :mod:`coremtl_lite.
 the same test sets, so a number always stands next to what a constant scores.
 
 Each run trains one configuration with the one training loop, selects the model on the validation
-split only, then evaluates the test split of every domain of the suite. A finished run is stored
-under ``<out>/runs/<key>.json`` (``key`` hashes the full configuration and seed) and skipped when the
-suite runs again, so an interrupted benchmark resumes where it stopped.
+split only, then evaluates the test split of every domain of the suite
+(:func:`coremtl_lite.experiments.train_and_evaluate`). A finished run is stored under
+``<out>/runs/<key>.json`` (``key`` = :func:`coremtl_lite.experiments.run_key`, the hash of the resolved
+configuration, seed included) and skipped when the suite runs again, so an interrupted benchmark
+resumes where it stopped. Means and standard deviations over seeds are
+:func:`coremtl_lite.experiments.mean_std`; Delta m% is :func:`coremtl_lite.metrics.delta_m`.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import os
@@ -28,9 +30,10 @@ from typing import Any
 
 import torch
 
-from coremtl_lite.bench.suites import Suite, Variant
+from coremtl_lite.bench.suites import Suite
 from coremtl_lite.config import Config, get_config
-from coremtl_lite.metrics import task_deltas
+from coremtl_lite.experiments import Recipe, expand, mean_std, run_key, train_and_evaluate
+from coremtl_lite.metrics import delta_m
 
 #: the variant name of the trivial predictors' rows in every suite's table
 TRIVIAL = "trivial"
@@ -40,19 +43,9 @@ TRIVIAL = "trivial"
 RunFn = Callable[[Config, Sequence[str]], dict[str, Any]]
 
 
-def train_and_evaluate(cfg: Config, domains: Sequence[str]) -> dict[str, Any]:
-    """Train ``cfg`` with the one training loop, select on validation, evaluate ``domains`` (test split)."""
-    from coremtl_lite.train import Trainer
-
-    trainer = Trainer(cfg)
-    start = time.perf_counter()
-    history = trainer.fit()
-    seconds = time.perf_counter() - start
-    results = trainer.evaluate(domains=list(domains), split="test", use_best=True)
-    trivial = trainer.evaluate_trivial(domains=list(domains))  # the constants every model must beat
-    epoch_times = [e["seconds"] for e in history.epochs if "seconds" in e]
-    return {"results": results, "trivial": trivial, "seconds": seconds,
-            "epoch_seconds": (sum(epoch_times) / len(epoch_times)) if epoch_times else seconds / cfg.optim.epochs}
+def train_and_record(cfg: Config, domains: Sequence[str]) -> dict[str, Any]:
+    """The default :data:`RunFn`: :func:`~coremtl_lite.experiments.train_and_evaluate`, as its JSON record."""
+    return train_and_evaluate(cfg, domains).record()
 
 
 @dataclass
@@ -60,7 +53,7 @@ class Run:
     """One (variant, seed[, task]) training run of a suite."""
 
     suite: str
-    variant: Variant
+    variant: Recipe
     seed: int
     cfg: Config
     domains: tuple[str, ...]
@@ -68,10 +61,8 @@ class Run:
 
     @property
     def key(self) -> str:
-        """Hash of the full training configuration: suites that train the same thing share the run."""
-        cfg = self.cfg.to_dict()
-        cfg["train"].pop("out_dir")
-        return hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+        """The run identity (:func:`~coremtl_lite.experiments.run_key`): suites that train the same thing share it."""
+        return run_key(self.cfg)
 
 
 def plan_runs(suite: Suite, profile: str, seeds: Iterable[int], overrides: Sequence[str] = (),
@@ -83,21 +74,14 @@ def plan_runs(suite: Suite, profile: str, seeds: Iterable[int], overrides: Seque
             # validation drives model selection during training; the test domains are evaluated once, at the end
             over = [*suite.base_overrides, *variant.overrides, *overrides, f"train.seed={seed}",
                     f"data.eval_domains={suite.eval_domains[0]}"]
-            cfg = get_config(profile, over)
-            if variant.per_task:
-                for task in cfg.data.tasks:
-                    weights = {t: w for t, w in cfg.loss.task_weights.items() if t == task}
-                    task_cfg = get_config(profile, [*over, f"data.tasks={task}",
-                                                    f"loss.task_weights={json.dumps(weights)}"])
-                    runs.append(Run(suite.name, variant, seed, task_cfg, suite.eval_domains, task))
-            else:
-                runs.append(Run(suite.name, variant, seed, cfg, suite.eval_domains))
+            for task, cfg in expand(variant, get_config(profile, over)):  # per-task recipes: one run per task
+                runs.append(Run(suite.name, variant, seed, cfg, suite.eval_domains, task))
     for run in runs:
         run.cfg.train.out_dir = str(Path(out_root) / "checkpoints" / run.key)
     return runs
 
 
-def execute(runs: Sequence[Run], out_dir: str | os.PathLike, run_fn: RunFn = train_and_evaluate,
+def execute(runs: Sequence[Run], out_dir: str | os.PathLike, run_fn: RunFn = train_and_record,
             progress: bool = True) -> list[dict[str, Any]]:
     """Run (or read back) every run; return their records in order."""
     from tqdm.auto import tqdm
@@ -121,13 +105,6 @@ def execute(runs: Sequence[Run], out_dir: str | os.PathLike, run_fn: RunFn = tra
 
 
 # ------------------------------------------------------------------------------------- aggregation
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, std
-
-
 def merge_per_task(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Merge the single-task runs of one (variant, seed) into one record holding every task."""
     merged: dict[tuple, dict[str, Any]] = {}
@@ -145,14 +122,6 @@ def merge_per_task(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         for domain, tasks in rec["results"].items():
             target["results"].setdefault(domain, {}).update(tasks)
     return out
-
-
-def delta_m(result: dict[str, dict[str, float]], reference: dict[str, dict[str, float]],
-            directions: dict[str, dict[str, bool]]) -> float:
-    """Δm% (paper §4.1) against the single-task reference, lenient (:func:`coremtl_lite.metrics.task_deltas`):
-    metrics missing on either side or with a zero reference are skipped; NaN when no metric is left."""
-    per_task = task_deltas(result, reference, directions, lenient=True)
-    return sum(per_task.values()) / len(per_task) if per_task else float("nan")
 
 
 def _trivial_records(suite: Suite, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -174,7 +143,7 @@ def summarise(suite: Suite, records: Sequence[dict[str, Any]],
     records = [*_trivial_records(suite, records), *records]
     stl = {(r["seed"], d): res for r in records if r["variant"] == "stl" for d, res in r["results"].items()}
     rows: list[dict[str, Any]] = []
-    for variant in (Variant(TRIVIAL, ()), *suite.variants):
+    for variant in (Recipe(TRIVIAL, ()), *suite.variants):
         mine = [r for r in records if r["variant"] == variant.name]
         if not mine:
             continue
@@ -191,17 +160,17 @@ def summarise(suite: Suite, records: Sequence[dict[str, Any]],
                     values.setdefault(("all", "avg_acc"), []).append(sum(accs) / len(accs))
                 ref = stl.get((rec["seed"], domain))
                 if ref is not None:
-                    dms.append(delta_m(res, ref, directions))
+                    dms.append(delta_m(res, ref, directions, lenient=True))
             for (task, metric), vals in sorted(values.items()):
-                mean, std = _mean_std(vals)
+                mean, std = mean_std(vals)
                 rows.append({"suite": suite.name, "variant": variant.name, "domain": domain, "task": task,
                              "metric": metric, "mean": mean, "std": std, "n": len(vals)})
             if dms and not all(math.isnan(d) for d in dms):
-                mean, std = _mean_std([d for d in dms if not math.isnan(d)])
+                mean, std = mean_std([d for d in dms if not math.isnan(d)])
                 rows.append({"suite": suite.name, "variant": variant.name, "domain": domain, "task": "all",
                              "metric": "delta_m%", "mean": mean, "std": std, "n": len(dms)})
         if suite.timed and variant.name != TRIVIAL:
-            mean, std = _mean_std([float(r["epoch_seconds"]) for r in mine])
+            mean, std = mean_std([float(r["epoch_seconds"]) for r in mine])
             rows.append({"suite": suite.name, "variant": variant.name, "domain": "-", "task": "all",
                          "metric": "seconds/epoch", "mean": mean, "std": std, "n": len(mine)})
     return rows

@@ -13,9 +13,12 @@ from typing import Any
 import torch
 
 from coremtl_lite.data.scenes import SHAPES, ShadedScenes
+from coremtl_lite.data.scenes.geometry import SHAPE_HEIGHT_RANGES, SHAPE_SIZE_RANGES
 
-LARGE_SIZE = 0.27  # an object is "large" when its size factor exceeds this
-TALL_HEIGHT = 0.55  # an object is "tall" when its height factor exceeds this
+# an object is "large" ("tall") when its size (height) exceeds the median of its class's range: every class
+# has its own proportions, so one threshold for all would make some attributes constant
+LARGE_SIZE = tuple(sum(r) / 2 for r in SHAPE_SIZE_RANGES)
+TALL_HEIGHT = tuple(sum(r) / 2 for r in SHAPE_HEIGHT_RANGES)
 
 
 def _attribute_table() -> list[tuple[str, str, int]]:
@@ -39,7 +42,7 @@ def attributes_from_semantic(semantic: dict[str, torch.Tensor], n_attributes: in
 
     Definitions (over valid objects; x to the right, y up): ``has_<c>``: some object of class c;
     ``at_least_k_objects``; ``<c>_left``: an object of class c with centre x < 0; ``<c>_top``: centre
-    y > 0; ``<c>_large``: size > :data:`LARGE_SIZE`; ``<c>_tall``: height > :data:`TALL_HEIGHT`;
+    y > 0; ``<c>_large``: size > :data:`LARGE_SIZE` of c; ``<c>_tall``: height > :data:`TALL_HEIGHT` of c;
     ``<c>_two_or_more``: at least two objects of class c; ``ground_slopes_up_*``: positive ground slope.
     """
     if not 1 <= n_attributes <= MAX_ATTRIBUTES:
@@ -60,9 +63,9 @@ def attributes_from_semantic(semantic: dict[str, torch.Tensor], n_attributes: in
         elif kind == "top":
             col = (of_class & (pos[..., 1] > 0)).any(1)
         elif kind == "large":
-            col = (of_class & (size > LARGE_SIZE)).any(1)
+            col = (of_class & (size > LARGE_SIZE[arg])).any(1)
         elif kind == "tall":
-            col = (of_class & (height > TALL_HEIGHT)).any(1)
+            col = (of_class & (height > TALL_HEIGHT[arg])).any(1)
         elif kind == "multiple":
             col = of_class.sum(1) >= 2
         elif kind == "tilt_x":

@@ -26,7 +26,7 @@ import torch
 
 from coremtl_lite.data import _random
 from coremtl_lite.data._common import confounded_labels
-from coremtl_lite.data.scenes import CLASS_NAMES, MAX_OBJECTS, SHAPES, ShadedScenes
+from coremtl_lite.data.scenes import CLASS_NAMES, MAX_OBJECTS, SHAPES, ShadedScenes, object_factors
 
 DEFAULT_SHAPES = ("cone", "box")
 
@@ -75,10 +75,10 @@ class ConfoundedScenes(ShadedScenes):
         lone = s["num_objects"] < 2
         s["num_objects"] = torch.where(lone, 2, s["num_objects"])
         s["valid"][:, 1] = True
-        s["position"][:, 1] = torch.where(lone[:, None], u[:, 2:4] * 1.4 - 0.7, s["position"][:, 1])
-        s["size"][:, 1] = torch.where(lone, 0.15 + 0.2 * u[:, 4], s["size"][:, 1])
-        s["height"][:, 1] = torch.where(lone, 0.25 + 0.55 * u[:, 5], s["height"][:, 1])
-        s["angle"][:, 1] = torch.where(lone, u[:, 6] * (torch.pi / 2), s["angle"][:, 1])
+        extra = object_factors(u[:, 2:7], s["shape"][:, 1])
+        s["position"][:, 1] = torch.where(lone[:, None], extra["position"], s["position"][:, 1])
+        for k in ("size", "height", "angle"):
+            s[k][:, 1] = torch.where(lone, extra[k], s[k][:, 1])
         # objects of class A or B (and the new object 1) get one of the other classes ...
         others = torch.tensor(self.other_shape_ids)
         pick = others[(u[:, 8:] * len(others)).long().clamp_max(len(others) - 1)]

@@ -121,7 +121,8 @@ def _shaded_scenes(data_cfg: DataConfig, seed: int) -> Splits:
     return _by_offset(
         data_cfg,
         lambda domain, length, offset: ShadedScenes(
-            domain=domain, size=data_cfg.image_size, length=length, seed=seed, offset=offset
+            domain=domain, size=data_cfg.image_size, length=length, seed=seed, offset=offset,
+            rho=data_cfg.rho, severity=data_cfg.severity,
         ),
     )
 
@@ -139,6 +140,8 @@ def _shaded_attributes(data_cfg: DataConfig, seed: int) -> Splits:
             length=length,
             seed=seed,
             offset=offset,
+            rho=data_cfg.rho,
+            severity=data_cfg.severity,
         ),
     )
 

@@ -25,14 +25,14 @@ from torch import Tensor, nn
 
 from coremtl_lite.diagnostics.streams import is_dual_stream, model_output
 
-__all__ = ["counterfactual_errors", "counterfactual_grid", "default_perceptual", "grounding_scores",
-           "plot_counterfactual_gallery", "plot_true_vs_model", "psnr", "swap_gain", "true_counterfactual_grid"]
+__all__ = ["counterfactual_errors", "counterfactual_grid", "default_perceptual", "grounding_scores", "psnr",
+           "swap_gain", "true_counterfactual_grid"]
 
 
 def _require_decoder(model: nn.Module) -> None:
     if not is_dual_stream(model):
         raise TypeError(f"{type(model).__name__} has no decode(z_s, z_p): counterfactuals need a dual-stream "
-                        "model with a grounding decoder (model.dual_stream=true, model.grounding=hard|soft)")
+                        "model with a grounding decoder (model.architecture=dual_stream, model.grounding=hard|soft)")
 
 
 def _recon(decoded) -> Tensor:
@@ -165,56 +165,6 @@ def swap_gain(model_grid: Tensor, true_grid: Tensor) -> dict[str, float]:
     err_own = (own[:, None] - true_grid).abs().flatten(2).mean(2)
     with_swap, without = float(err[off].mean()), float(err_own[off].mean())
     return {"l1_with_swap": with_swap, "l1_without_swap": without, "ratio": with_swap / max(without, 1e-12)}
-
-
-def plot_counterfactual_gallery(grid: Tensor, contents: Tensor | None = None, donors: Tensor | None = None,
-                                title: str = "Counterfactuals: content (rows) x residual donor (columns)",
-                                panel_size: int = 110):
-    """A plotly gallery of a counterfactual grid; the first row/column show the donors/contents."""
-    from coremtl_lite.viz import image_grid
-
-    b, bd = grid.shape[:2]
-    # the diagonal is a reconstruction only when the donors are the contents themselves
-    self_donors = donors is None or (contents is not None and donors.shape == contents.shape
-                                     and torch.equal(donors, contents))
-    panels, titles = [], []
-    blank = torch.ones(3, *grid.shape[-2:])
-    if donors is not None:
-        panels.append(blank)
-        titles.append("")
-        for j in range(bd):
-            panels.append(donors[j])
-            titles.append(f"donor {j}")
-    for i in range(b):
-        if contents is not None:
-            panels.append(contents[i])
-            titles.append(f"content {i}")
-        for j in range(bd):
-            panels.append(grid[i, j])
-            titles.append("recon" if i == j and self_donors else f"s{i} + r{j}")
-    cols = bd + (1 if contents is not None else 0)
-    if donors is not None and contents is None:
-        panels, titles = panels[1:], titles[1:]
-    return image_grid(panels, titles, cols=cols, title=title, panel_size=panel_size)
-
-
-def plot_true_vs_model(model_grid: Tensor, true_grid: Tensor, pairs: Sequence[tuple[int, int]],
-                       errors: dict | None = None, panel_size: int = 120):
-    """For each ``(i, j)``: the true counterfactual ``render(s_i, r_j)`` ("true si+rj"), the model's
-    ``D(z_s(x_i), z_p(x_j))`` ("model si+rj"), and |difference|."""
-    from coremtl_lite.viz import image_grid
-
-    panels, titles = [], []
-    for i, j in pairs:
-        diff = (model_grid[i, j] - true_grid[i, j]).abs().mean(0, keepdim=True).expand(3, -1, -1)
-        diff = diff / diff.max().clamp_min(1e-6)
-        l1 = float((model_grid[i, j] - true_grid[i, j]).abs().mean())
-        panels += [true_grid[i, j], model_grid[i, j], diff]
-        titles += [f"true s{i}+r{j}", f"model s{i}+r{j}", f"|diff|, L1 {l1:.3f}"]
-    title = "True vs model counterfactuals"
-    if errors:
-        title += f" -- mean L1 {errors['l1']:.3f}"
-    return image_grid(panels, titles, cols=3, title=title, panel_size=panel_size)
 
 
 def psnr(a: Tensor, b: Tensor) -> float:

@@ -1,65 +1,49 @@
 """Load the model a tutorial needs, or train a small one when there is none.
 
 Tutorials 03-05 look inside trained models. :func:`load_or_train` keeps one run folder per
-configuration (``runs/tutorials/<name>-<profile>-<hash of the config>``): when its final checkpoint
+configuration (``runs/tutorials/<name>-<profile>-<run key>``, the key being
+:func:`coremtl_lite.experiments.run_key`, the one run identity of the package): when its final checkpoint
 exists (written by an earlier tutorial or an earlier run of this one) the trainer is rebuilt from it
 in seconds; otherwise the run is trained with the one :class:`~coremtl_lite.train.Trainer` and saved.
 Callbacks with ``state_dict``/``load_state_dict`` (e.g.
 :class:`~coremtl_lite.diagnostics.gradients.GradientCosineLogger`) are saved beside the checkpoint
 (``callbacks.json``) and restored, so a loaded run also has its training-time measurements.
 
-:func:`tutorial_config` gives the three runs the tutorials compare: CORE-MTL (dual-stream model with
-its Eq. 16 extras and equal task weights) and the vanilla shared-encoder baselines EW and PCGrad.
+:func:`tutorial_config` gives the runs the tutorials compare, the recipes of
+:data:`coremtl_lite.experiments.RECIPES`: CORE-MTL (dual-stream model with its Eq. 16 extras and equal
+task weights), CORE-MTL with soft grounding, and the vanilla shared-encoder baselines EW and PCGrad.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from coremtl_lite.config import Config, get_config
+from coremtl_lite.experiments import RECIPES, recipe, run_key, train_and_evaluate
 from coremtl_lite.protocols import BatchDataset, Stateful
 
-__all__ = ["VARIANTS", "load_or_train", "probe_batch", "run_dir", "tutorial_config", "tutorial_run"]
-
-#: overrides that turn a profile into each compared run
-VARIANTS: dict[str, tuple[str, ...]] = {
-    "core_mtl": ("model.dual_stream=true", "train.method=ew"),
-    "core_mtl_soft": ("model.dual_stream=true", "model.grounding=soft", "train.method=ew"),
-    "ew": ("model.dual_stream=false", "model.grounding=none", "train.method=ew"),
-    "pcgrad": ("model.dual_stream=false", "model.grounding=none", "train.method=pcgrad"),
-}
+__all__ = ["load_or_train", "probe_batch", "run_dir", "tutorial_config", "tutorial_run"]
 
 #: per-profile overrides of the tutorial runs (none today: the ``cpu`` profile is sized so that the
 #: validation curves flatten within its budget, and the tutorials use it as it is, like the demo)
 TUTORIAL_PROFILE_OVERRIDES: dict[str, tuple[str, ...]] = {}
 
-_IGNORED = {("train", "out_dir"), ("train", "progress"), ("train", "log_every"), ("train", "device"),
-            ("train", "checkpoint_every")}
-
-
 def tutorial_config(variant: str = "core_mtl", profile: str | None = None, overrides: Sequence[str] = ()) -> Config:
-    """The config of one compared run (:data:`VARIANTS`) on ``profile`` (default: ``$COREMTL_PROFILE``)."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    """The config of one compared run (a recipe of :data:`coremtl_lite.experiments.RECIPES`) on ``profile``
+    (default: ``$COREMTL_PROFILE``)."""
+    if variant not in RECIPES:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(RECIPES)}")
     base = get_config(profile)
     extra = TUTORIAL_PROFILE_OVERRIDES.get(base.profile, ())
-    return get_config(base.profile, [*extra, *VARIANTS[variant], "train.progress=false", *overrides])
-
-
-def _fingerprint(cfg: Config) -> str:
-    raw = cfg.to_dict()
-    for section, key in _IGNORED:
-        raw.get(section, {}).pop(key, None)
-    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return get_config(base.profile, [*extra, *recipe(variant).overrides, "train.progress=false", *overrides])
 
 
 def run_dir(cfg: Config, name: str, root: str | Path = "runs/tutorials") -> Path:
-    """The run folder of ``cfg``: ``<root>/<name>-<profile>-<config hash>``."""
-    return Path(root) / f"{name}-{cfg.profile}-{_fingerprint(cfg)}"
+    """The run folder of ``cfg``: ``<root>/<name>-<profile>-<run key>`` (:func:`coremtl_lite.experiments.run_key`)."""
+    return Path(root) / f"{name}-{cfg.profile}-{run_key(cfg)}"
 
 
 def _save_callbacks(path: Path, callbacks: list[Any]) -> None:
@@ -123,8 +107,7 @@ def load_or_train(cfg: Config, path: str | Path | None = None, callbacks: Iterab
                 print(f"cannot reuse {last} ({err}); training again")
     if verbose:
         print(f"training {name} ({cfg.profile} profile, {cfg.optim.epochs} epochs) into {folder} ...")
-    trainer = Trainer(cfg, callbacks=callbacks)
-    trainer.fit()
+    trainer = train_and_evaluate(cfg, domains=(), callbacks=callbacks).trainer  # the tutorials evaluate it
     folder.mkdir(parents=True, exist_ok=True)
     _save_callbacks(folder / "callbacks.json", callbacks)
     trainer.model.eval()

@@ -9,7 +9,7 @@
   their (valid - train) difference (MT-CRL §4.1 case study, Fig. 4-5, 13-14);
 * :func:`task_similarity` -- the task-similarity graph induced by the routing graph A (appendix G,
   Fig. 10 and 17);
-* plotly figures of all of these (``plot_*``).
+* their figures are in :mod:`coremtl_lite.viz` (``plot_saliency``, ``plot_routing``, ...).
 
 Datasets with known causal structure (``MultiSEM``) carry ``causal_mask[task]``: a boolean mask over
 the input marking the task's causal factors; everything else is non-causal. ``ConfoundedScenes`` gives
@@ -271,82 +271,6 @@ def task_similarity(routing: Tensor) -> Tensor:
         raise ValueError(f"routing A must be (T, K), got {tuple(routing.shape)}")
     a = routing / routing.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return a @ a.T
-
-
-# -------------------------------------------------------------------------------------- figures
-def _names(prefix: str, n: int) -> list[str]:
-    return [f"{prefix} {i}" for i in range(n)]
-
-
-def plot_heatmap(values: Tensor, row_names: Sequence[str], col_names: Sequence[str], title: str,
-                 diverging: bool = False, zrange: tuple[float, float] | None = None):
-    """A plotly heatmap of a (rows, cols) tensor; ``zrange`` fixes the colour scale (e.g. (0, 1))."""
-    import plotly.graph_objects as go
-
-    v = values.detach().cpu().float()
-    kwargs = {"colorscale": "RdBu", "zmid": 0.0} if diverging else {"colorscale": "Viridis"}
-    if zrange is not None:
-        kwargs.update(zmin=float(zrange[0]), zmax=float(zrange[1]))
-    fig = go.Figure(go.Heatmap(z=v.tolist(), x=list(col_names), y=list(row_names), **kwargs))
-    fig.update_layout(title=title, height=120 + 40 * len(row_names), margin={"l": 60, "r": 20, "t": 50, "b": 40})
-    return fig
-
-
-def plot_routing(routing: Tensor, task_names: Sequence[str], title: str = "Task-to-module graph A"):
-    """Heatmap of the learned routing graph A (T, K) (MT-CRL Fig. 16), on the fixed colour scale [0, 1]."""
-    return plot_heatmap(routing, task_names, _names("module", routing.shape[1]), title, zrange=(0.0, 1.0))
-
-
-def plot_task_module_gradients(diff: Tensor, task_names: Sequence[str],
-                               title: str = "(valid - train) task-to-module gradients"):
-    """Diverging heatmap of (valid - train) task-to-module gradients (MT-CRL Fig. 4-5, 13-14)."""
-    return plot_heatmap(diff, task_names, _names("module", diff.shape[1]), title, diverging=True)
-
-
-def plot_task_graph(routing: Tensor, task_names: Sequence[str], threshold: float = 0.1,
-                    title: str = "Task similarity induced by A"):
-    """The task-similarity graph of :func:`task_similarity`: tasks on a circle, an edge where the
-    similarity exceeds ``threshold`` (MT-CRL Fig. 10 used 0.1), edge width proportional to it."""
-    import math
-
-    import plotly.graph_objects as go
-
-    sim = task_similarity(routing.detach().cpu().float())
-    n = len(task_names)
-    xy = [(math.cos(2 * math.pi * i / n), math.sin(2 * math.pi * i / n)) for i in range(n)]
-    fig = go.Figure()
-    for i in range(n):
-        for j in range(i + 1, n):
-            s = float(sim[i, j])
-            if s > threshold:
-                fig.add_trace(go.Scatter(x=[xy[i][0], xy[j][0]], y=[xy[i][1], xy[j][1]], mode="lines",
-                                         line={"width": 1 + 8 * s, "color": "rgba(60,60,160,0.6)"},
-                                         hovertext=f"{task_names[i]}-{task_names[j]}: {s:.2f}",
-                                         showlegend=False))
-    fig.add_trace(go.Scatter(x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers+text",
-                             text=list(task_names), textposition="top center", marker={"size": 18},
-                             showlegend=False))
-    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"},
-                      height=360)
-    return fig
-
-
-def plot_saliency(maps: dict[str, Tensor], title: str = "Input-gradient saliency"):
-    """Side-by-side saliency maps ``{label: (H, W) or (D,)}`` (MT-CRL Fig. 3 and 7)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    labels = list(maps)
-    fig = make_subplots(rows=1, cols=len(labels), subplot_titles=labels)
-    for c, lab in enumerate(labels, start=1):
-        m = maps[lab].detach().cpu().float()
-        m = m / m.max().clamp_min(1e-12)
-        if m.dim() == 1:
-            fig.add_trace(go.Bar(y=m.tolist(), showlegend=False), row=1, col=c)
-        else:
-            fig.add_trace(go.Heatmap(z=m.flip(0).tolist(), colorscale="Hot", showscale=False), row=1, col=c)
-    fig.update_layout(title=title, height=300)
-    return fig
 
 
 def evaluate_spurious(model: nn.Module, batches: dict[str, dict], causal_masks: dict[str, Tensor],

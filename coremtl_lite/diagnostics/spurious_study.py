@@ -19,7 +19,9 @@ the weights selected on the validation split:
   (:func:`~coremtl_lite.diagnostics.spurious.intervention_sensitivity`).
 
 :func:`stl_vs_mtl` gives one row of MT-CRL's Table 1 (one multi-task model against one model per
-task); :func:`over_seeds` averages any of these over seeds.
+task); :func:`over_seeds` averages any of these over seeds (mean and sample standard deviation,
+:func:`coremtl_lite.experiments.mean_rows`) and :func:`format_rows` prints them
+(:func:`coremtl_lite.experiments.format_table`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ import torch
 
 from coremtl_lite.config import Config, apply_overrides, get_config
 from coremtl_lite.diagnostics.spurious import accuracy, intervention_sensitivity, spurious_scores_for
+from coremtl_lite.experiments import (
+    DUAL_STREAM,
+    VANILLA,
+    format_table,
+    mean_rows,
+    single_task_runs,
+    train_and_evaluate,
+)
 from coremtl_lite.protocols import ToggleableDataset
 
 __all__ = ["METHODS", "MODELS", "MTCRL_PAPER_TABLE1", "MTCRL_PAPER_TABLE5", "ROW_KEYS", "STUDIES", "SpuriousRun",
@@ -83,8 +93,8 @@ MODELS: dict[str, tuple[str, ...]] = {
     "shared_bottom": ("model.architecture=mtcrl", "model.num_modules=1", "model.module_dim=128",
                       "model.module_width=64"),
     "modules": ("model.architecture=mtcrl", "model.num_modules=8", "model.module_dim=16", "model.module_width=8"),
-    "vanilla": ("model.architecture=vanilla", "model.grounding=none"),
-    "core_mtl": ("model.architecture=dual_stream", "model.grounding=hard", "loss.perceptual=ssim"),
+    "vanilla": VANILLA,
+    "core_mtl": DUAL_STREAM + ("loss.perceptual=ssim",),
 }
 
 #: the compared methods (MT-CRL's: appendix H's weights, and the invariance term alone). MT-CRL, IRM and DANN
@@ -172,14 +182,12 @@ def run_spurious(cfg: Config, score_samples: int = 256, train_samples: int = 512
     (:func:`~coremtl_lite.diagnostics.spurious.spurious_scores_for`). Afterwards the trainer's model
     holds the weights of the trainer's own (joint) selection, for figures.
     """
-    from coremtl_lite.train import Trainer
     from coremtl_lite.train.evaluation import to_device
 
     if selection not in SELECTIONS:
         raise ValueError(f"run_spurious: selection must be one of {SELECTIONS}, got {selection!r}")
     picker = PerTaskSelection(cfg.data.tasks)
-    trainer = Trainer(cfg, callbacks=[*callbacks, picker])
-    trainer.fit()
+    trainer = train_and_evaluate(cfg, domains=(), callbacks=[*callbacks, picker]).trainer  # scored below
     tasks = trainer.task_names
     final = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     if selection == "joint":
@@ -212,33 +220,17 @@ def run_spurious(cfg: Config, score_samples: int = 256, train_samples: int = 512
     return SpuriousRun(row, trainer)
 
 
-def mean_rows(rows: Sequence[dict[str, float]], with_std: bool = False) -> dict[str, float]:
-    """The mean of each key over ``rows`` (the keys every row has); with ``with_std`` also ``<key>_std``,
-    the sample standard deviation over the rows (0 for a single row)."""
-    if not rows:
-        raise ValueError("mean_rows needs at least one row")
-    keys = [k for k in rows[0] if all(k in r for r in rows)]
-    out = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
-    if with_std:
-        n = len(rows)
-        out.update({f"{k}_std": (sum((r[k] - out[k]) ** 2 for r in rows) / (n - 1)) ** 0.5 if n > 1 else 0.0
-                    for k in keys})
-    return out
-
-
 def stl_vs_mtl(cfg: Config, runs: dict[str, SpuriousRun] | None = None, **kwargs: Any) -> dict[str, dict[str, float]]:
     """One row of MT-CRL's Table 1: ``{"MTL": row, "STL": row}``.
 
     MTL trains ``cfg`` (all of ``cfg.data.tasks`` in one model); STL trains one model per task
-    (:func:`~coremtl_lite.methods.stl.single_task_configs`, same data, architecture and schedule) and
+    (:func:`~coremtl_lite.experiments.single_task_runs`, same data, architecture and schedule) and
     averages the per-task rows. Both use the same selection rule (:func:`run_spurious`). ``runs``, if
     given, receives the trained runs (``"MTL"`` and ``"STL <task>"``), e.g. for saliency figures;
     ``kwargs`` go to :func:`run_spurious`.
     """
-    from coremtl_lite.methods.stl import single_task_configs
-
     mtl_run = run_spurious(cfg, **kwargs)
-    stl_runs = {task: run_spurious(c, **kwargs) for task, c in single_task_configs(cfg)}
+    stl_runs = {task: run_spurious(c, **kwargs) for task, c in single_task_runs(cfg)}
     if runs is not None:
         runs["MTL"] = mtl_run
         runs.update({f"STL {task}": r for task, r in stl_runs.items()})
@@ -247,13 +239,11 @@ def stl_vs_mtl(cfg: Config, runs: dict[str, SpuriousRun] | None = None, **kwargs
 
 
 def format_rows(rows: dict[str, dict[str, float]], keys: Sequence[str] | None = None, label: str = "run") -> str:
-    """A plain-text table: one line per ``rows`` entry, one column per key (default: the first row's keys)."""
+    """A plain-text table (:func:`~coremtl_lite.experiments.format_table`): one line per ``rows`` entry,
+    one column per key (default: the first row's keys), values to 3 decimals, ``-`` where a row lacks a key."""
     keys = list(keys or next(iter(rows.values())))
-    width = max(len(label), *(len(str(name)) for name in rows))
-    lines = [f"{label:<{width}} " + " ".join(f"{k:>10}" for k in keys)]
-    for name, row in rows.items():
-        lines.append(f"{str(name):<{width}} " + " ".join(f"{row[k]:>10.3f}" if k in row else f"{'-':>10}" for k in keys))
-    return "\n".join(lines)
+    body = [[str(name), *(f"{row[k]:.3f}" if k in row else "-" for k in keys)] for name, row in rows.items()]
+    return format_table([label, *keys], body)
 
 
 def over_seeds(fn: Callable[[Config], Any], cfg: Config, seeds: Sequence[int]) -> Any:

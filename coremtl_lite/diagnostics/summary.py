@@ -18,6 +18,7 @@ from coremtl_lite.diagnostics.leakage import domain_risks, estimate_leakage, res
 from coremtl_lite.diagnostics.probes import linear_probes
 from coremtl_lite.diagnostics.robustness import color_jitter, cross_domain_pair, robustness_ratio
 from coremtl_lite.diagnostics.streams import model_streams
+from coremtl_lite.experiments.tables import format_table
 
 __all__ = ["PAPER_TABLE3", "format_rows", "leakage_rows", "probe_rows", "robustness_rows"]
 
@@ -85,7 +86,8 @@ def probe_rows(models: Mapping[str, nn.Module], fit_batch: dict, score_batch: di
 
 
 def format_rows(rows: Sequence[Mapping], digits: int = 4) -> str:
-    """A fixed-width text table of flat dicts (floats with ``digits`` significant digits)."""
+    """A fixed-width text table of flat dicts (floats with ``digits`` significant digits), every column
+    right-aligned (:func:`~coremtl_lite.experiments.format_table`)."""
     if not rows:
         return "(no rows)"
     cols = list(rows[0])
@@ -99,8 +101,4 @@ def format_rows(rows: Sequence[Mapping], digits: int = 4) -> str:
             return fmt(float(v))
         return str(v)
 
-    cells = [[fmt(r.get(c, "")) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    line = "  ".join(c.rjust(w) for c, w in zip(cols, widths))
-    body = ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join([line, "-" * len(line), *body])
+    return format_table(cols, [[fmt(r.get(c, "")) for c in cols] for r in rows], left=0)

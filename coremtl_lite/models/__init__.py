@@ -1,8 +1,9 @@
 """Models of coremtl_lite: the CORE-MTL dual-stream model (paper §3), the vanilla shared-encoder model of
 the baselines, MTAN and MMoE (architecture baselines) and the MT-CRL model.
 
-``build_model(cfg.model, tasks)`` picks the dual-stream model (with the grounding decoder unless
-``model.grounding == "none"``) or the vanilla model (``model.dual_stream = False``).
+``build_model(cfg.model, tasks)`` builds the architecture that ``model.architecture`` names -- the one
+setting that chooses the network: ``dual_stream`` (CORE-MTL, with the grounding decoder unless
+``model.grounding == "none"``), ``vanilla``, ``mtan``, ``mmoe`` or ``mtcrl``.
 ``MODEL_BUILDERS[name](model_cfg, tasks, in_channels=3)`` names every architecture;
 ``VECTOR_BUILDERS`` the ones that also take vector inputs (MultiSEM).
 """
@@ -79,17 +80,14 @@ VECTOR_BUILDERS: dict[str, Callable[..., nn.Module]] = {"mtcrl": build_mtcrl_vec
 def build_model(model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, input_shape: tuple[int, ...] | None = None) -> nn.Module:
     """The model of ``model_cfg`` (a :class:`coremtl_lite.config.ModelConfig`) for ``tasks``.
 
-    ``model_cfg.architecture`` (when the config has it and it is not ``"auto"``) names a builder of
-    :data:`MODEL_BUILDERS`; otherwise ``dual_stream`` picks the CORE-MTL or the vanilla model.
+    ``model_cfg.architecture`` names a builder of :data:`MODEL_BUILDERS`.
     ``input_shape`` is a dataset's ``input_shape`` when it has one: ``(D,)`` for vector inputs
     (MultiSEM; only the architectures of :data:`VECTOR_BUILDERS`), ``(C, H, W)`` for images
     (``in_channels`` is then ``C``); ``None`` means images of ``in_channels`` channels.
     """
-    arch = getattr(model_cfg, "architecture", "auto")
-    if arch in (None, "", "auto"):
-        arch = "dual_stream" if model_cfg.dual_stream else "vanilla"
+    arch = model_cfg.architecture
     if arch not in MODEL_BUILDERS:
-        raise ValueError(f"model.architecture={arch!r} is not one of auto, {', '.join(MODEL_BUILDERS)}")
+        raise ValueError(f"model.architecture={arch!r} is not one of {', '.join(MODEL_BUILDERS)}")
     if input_shape is not None and len(input_shape) == 1:
         if arch not in VECTOR_BUILDERS:
             raise ValueError(f"model.architecture={arch!r} needs images (C, H, W), but the data are vectors of "

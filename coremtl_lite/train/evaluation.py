@@ -1,18 +1,20 @@
 """The evaluation pass the trainer runs: task meters over whole datasets, several domains at once.
 
 :func:`evaluate_datasets` feeds every batch of every dataset through the model in eval mode and
-accumulates each task's meter (``Task.make_meter()``: confusion matrices, error sums, ... -- LibMTL semantics as in the paper §4.1,
-LibMTL semantics: statistics over the *whole* set, not averages of per-batch scores). Under data
+accumulates each task's meter (``Task.make_meter()``: confusion matrices, error sums, ... -- LibMTL
+semantics as in the paper §4.1: statistics over the *whole* set, not averages of per-batch scores). Under data
 parallelism each rank evaluates its slice and the meters' summable state is all-reduced before
 ``compute()``, so every rank returns the numbers of the full set.
 
-:func:`relative_score` is the Δm% formula (paper §4.1) used for model selection. Higher layers (``coremtl_lite.evaluate``,
-the CLI, the benchmarks) build on these two.
+:func:`relative_score` is the model-selection score: :func:`coremtl_lite.metrics.delta_m` (paper §4.1)
+against the trivial predictors. Higher layers (``coremtl_lite.evaluate``, the CLI, the benchmarks) build on
+these two.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from coremtl_lite.metrics import task_deltas
+from coremtl_lite.metrics import delta_m
 from coremtl_lite.protocols import DistributedMeter
 from coremtl_lite.train.distributed import DistContext, all_reduce_sum
 
@@ -109,16 +111,14 @@ def evaluate_datasets(model: nn.Module, tasks: Sequence[Any], datasets: Mapping[
 
 def relative_score(result: Mapping[str, Mapping[str, float]], reference: Mapping[str, Mapping[str, float]],
                    directions: Mapping[str, Mapping[str, bool]]) -> float:
-    """The Δm% formula (paper §4.1) against any reference, lenient: the model-selection score.
-
-    The mean over tasks of :func:`coremtl_lite.metrics.task_deltas` with ``lenient=True``: unlike
-    :func:`coremtl_lite.metrics.delta_m` (the reported Δm% against single-task learning), metrics
-    missing anywhere or with a reference of 0 or NaN are skipped. The trainer scores every validation
-    pass against the trivial predictors on the validation split; positive is better.
+    """The model-selection score: :func:`coremtl_lite.metrics.delta_m` (paper §4.1) against any reference,
+    lenient -- metrics missing anywhere or with a reference of 0 or NaN are skipped. The trainer scores
+    every validation pass against the trivial predictors on the validation split; positive is better.
+    Unlike the lenient Delta m% (NaN), no shared metric at all is an error: a selection needs a score.
     """
-    per_task = task_deltas(result, reference, directions, lenient=True)
-    if not per_task:
+    score = delta_m(result, reference, directions, lenient=True)
+    if math.isnan(score):
         raise ValueError("relative_score: no metric is shared by the result, the reference and the directions "
                          f"(tasks: result {sorted(result)}, reference {sorted(reference)}, "
                          f"directions {sorted(directions)})")
-    return sum(per_task.values()) / len(per_task)
+    return score

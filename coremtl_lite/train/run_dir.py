@@ -223,7 +223,7 @@ def preflight(cfg: Config) -> list[str]:
             raise ConfigError(f"data.root must name the prepared {dc.dataset} folder (see data_scripts/)")
         if not Path(dc.root).is_dir():
             raise ConfigError(f"data.root {dc.root!r} is not a folder (prepare {dc.dataset} with data_scripts/)")
-    arch = mc.architecture if mc.architecture != "auto" else ("dual_stream" if mc.dual_stream else "vanilla")
+    arch = mc.architecture
     extra = [f"loss.{k}={getattr(lc, k)}" for k in ("lambda_rec", "lambda_ind", "lambda_cfa") if getattr(lc, k) > 0]
     if arch != "dual_stream":
         unused = ([f"model.grounding={mc.grounding!r}"] if mc.grounding != "none" else []) + extra
