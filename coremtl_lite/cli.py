@@ -370,7 +370,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
             _method_class(args.name)  # raises with the nearest name
     for r in rows:
         _say(f"{r['name']:<12} {r['family']:<10} {r['paper']}")
-        for key, (kind, default) in r["options"].items():
+        options: dict[str, tuple[str | None, Any]] = r["options"]  # type: ignore[assignment]
+        for key, (kind, default) in options.items():
             _say(f"    {key}: {kind or 'any'} = {default!r}")
     _say("\nset options with train.method_options.<option>=value or train.method_options='{\"option\": value}'; "
          "torchjd:<Aggregator> runs any aggregator of the installed torchjd")

@@ -167,7 +167,7 @@ class LiveCurves:
         if not history.steps:
             return
         self._ensure_traces(history)
-        update_curves(self.fig, history, self.keys, self.smooth_window)
+        update_curves(self.fig, history, self.keys or [], self.smooth_window)
         if self.handle is not None:
             self.handle.update(self)
 

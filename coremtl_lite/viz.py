@@ -20,7 +20,7 @@ Every tutorial and widget draws through these few functions, so pictures look th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -212,7 +212,7 @@ def line_plot(x, series: dict[str, Sequence[float]], title: str | None = None, x
 
     fig = go.Figure()
     for name, ys in series.items():
-        xs, vals = (ys if isinstance(ys, tuple) and len(ys) == 2 else (x, ys))
+        xs, vals = cast(tuple[Any, Any], ys if isinstance(ys, tuple) and len(ys) == 2 else (x, ys))
         fig.add_trace(go.Scatter(x=list(xs), y=list(vals), mode="lines+markers", name=name))
     if hline is not None:
         fig.add_hline(y=hline, line_dash="dot", line_color="grey")

@@ -14,6 +14,7 @@ PNG bytes (:func:`coremtl_lite.viz.png_bytes`) for ``ipywidgets.Image``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from torch import nn
 
 from coremtl_lite.diagnostics.leakage import interpolate_residual
 from coremtl_lite.diagnostics.streams import is_dual_stream, model_output
-from coremtl_lite.protocols import RenderableScenes
+from coremtl_lite.protocols import GroundedModel, RenderableScenes
 from coremtl_lite.viz import png_bytes, prediction_to_rgb, to_uint8_image
 
 __all__ = ["enlarge", "residual_swap_widget", "swap_view"]
@@ -65,7 +66,7 @@ def swap_view(model: nn.Module, scenes, content_idx: int, donor_idx: int, alpha:
         out = model_output(model, batch["image"].to(device))
         z_s, z_p = out["z_s"][:1], out["z_p"]
         zp_alpha = (1.0 - alpha) * z_p[:1] + alpha * z_p[1:2]
-        decoded = model.decode(z_s, zp_alpha)
+        decoded = cast(GroundedModel, model).decode(z_s, zp_alpha)
         recon = (decoded["recon"] if isinstance(decoded, dict) else decoded).float().clamp(0, 1)
         preds = model_output(model, recon)["preds"]
     finally:

@@ -17,6 +17,7 @@ also runs on CPU with gloo.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -76,7 +77,7 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
             dist.broadcast(t.data, src)
 
 
-def all_reduce_gradients(params: list[Tensor]) -> None:
+def all_reduce_gradients(params: Sequence[Tensor]) -> None:
     """Average ``.grad`` over ranks in one flattened all-reduce.
 
     A parameter whose gradient is ``None`` on every rank stays ``None`` (the optimiser skips it, as

@@ -51,7 +51,7 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -59,6 +59,7 @@ from torch import Tensor, nn
 from coremtl_lite.config import Config, ConfigError
 from coremtl_lite.data.cache import DEFAULT_CACHE_BYTES, CacheBudget
 from coremtl_lite.data.prefetch import DEFAULT_PREFETCH, ahead
+from coremtl_lite.protocols import MultiTaskModel
 from coremtl_lite.runtime import get_device, seed_everything
 from coremtl_lite.train.checkpoint import (
     CheckpointError,
@@ -238,7 +239,8 @@ class Trainer:
     def _build_optimizer(self) -> tuple[torch.optim.Optimizer, list[nn.Parameter]]:
         """AdamW over the model (weight decay ``optim.weight_decay``) and the method's and objective's own
         weights (no decay); returns it and the flat list of its parameters."""
-        groups = [{"params": list(self.model.parameters()), "weight_decay": self.cfg.optim.weight_decay}]
+        groups: list[dict[str, Any]] = [
+            {"params": list(self.model.parameters()), "weight_decay": self.cfg.optim.weight_decay}]
         method_params = [p for p in self.method.parameters() if p.requires_grad]
         objective_params = ([p for p in self.objective.parameters() if p.requires_grad]
                             if isinstance(self.objective, nn.Module) else [])
@@ -496,7 +498,7 @@ class Trainer:
         if out.train_tasks:
             terms["task"] = sum(out.task_losses.values())
         terms.update(out.extra_terms)
-        return term_gradient_stats(terms, self.model.shared_parameters(), reference="task")
+        return term_gradient_stats(terms, self._shared_parameters(), reference="task")
 
     def _update_term_scales(self, stats: dict[str, float], extra_terms: dict[str, Tensor]) -> None:
         """s_k = min(1, loss.max_term_grad_ratio x ||g_task|| / ||g_k||) for each extra term measured with the
@@ -520,6 +522,10 @@ class Trainer:
         extra = sum(self.term_scales.get(k, 1.0) * v for k, v in out.extra_terms.items())
         return dataclasses.replace(out, extra_loss=extra)
 
+    def _shared_parameters(self) -> list[nn.Parameter]:
+        """The parameters every task shares (``shared_parameters()`` of :class:`~coremtl_lite.protocols.MultiTaskModel`)."""
+        return cast(MultiTaskModel, self.model).shared_parameters()
+
     def _backward(self, out: Any) -> dict[str, float] | None:
         """Fill ``.grad``: the method after stage 0, the decomposition loss alone in stage 0. Under fp16
         the gradients (not the loss values the method reads) are scaled (:mod:`.precision`)."""
@@ -529,7 +535,7 @@ class Trainer:
                 extra.backward()
             return None
         features = out.outputs.get("features") if isinstance(out.outputs, dict) else None
-        return self.method.backward(task_losses, shared_params=self.model.shared_parameters(),
+        return self.method.backward(task_losses, shared_params=self._shared_parameters(),
                                     features=features, extra_loss=extra)
 
     def _sync_and_clip(self, epoch: int) -> float:
@@ -542,14 +548,15 @@ class Trainer:
         if self.cfg.optim.grad_clip > 0 and with_grad:
             norm = torch.nn.utils.clip_grad_norm_(with_grad, self.cfg.optim.grad_clip)  # Appendix F: clip at 10
         else:
-            norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().float().norm() for p in with_grad])) \
+            norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().float().norm() for p in with_grad
+                                                         if p.grad is not None])) \
                 if with_grad else torch.zeros(())
-        norm = float(norm)
-        if self.precision.scaler is None and not math.isfinite(norm):  # a scaler skips such steps itself
+        grad_norm = float(norm)
+        if self.precision.scaler is None and not math.isfinite(grad_norm):  # a scaler skips such steps itself
             raise NonFiniteLossError(
                 f"non-finite gradient norm at step {self.step} (epoch {epoch + 1}); training stopped, the "
-                f"last checkpoint in {str(self.out_dir)!r} is untouched.", self.step, epoch, {"grad_norm": norm})
-        return norm
+                f"last checkpoint in {str(self.out_dir)!r} is untouched.", self.step, epoch, {"grad_norm": grad_norm})
+        return grad_norm
 
     def _optimizer_step(self) -> None:
         """The AdamW step (with an fp16 scaler: skipped when the scaled gradients overflowed)."""
