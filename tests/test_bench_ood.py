@@ -10,7 +10,12 @@ import torch
 from torch import nn
 
 from coremtl_lite.bench import build_suites, run_bench
-from coremtl_lite.bench.claims import beats_each_baseline, gap_follows_bound, gap_grows_with_severity, welch_interval
+from coremtl_lite.bench.claims import (
+    beats_each_baseline,
+    gap_follows_bound,
+    gap_grows_with_severity,
+    welch_interval,
+)
 from coremtl_lite.bench.ood import factor_table, rho_curves, robustness_table, severity_curves, theorem24
 from coremtl_lite.bench.runner import Run, execute, plan_runs
 from coremtl_lite.bench.suites import FACTOR_DOMAINS, OOD_RHOS, SHIFT_DOMAINS, split_rho
@@ -31,6 +36,7 @@ from coremtl_lite.viz import band_curves, bound_scatter
 
 SIZE, N = 16, 8
 TASKS = tasks_from_info(ShadedScenes.task_info)
+IMAGES = torch.rand(2, 3, SIZE, SIZE)
 METHODS = ["ew", "uw", "pcgrad", "mgda", "cagrad", "stch", "ds", "core_mtl"]
 
 
@@ -143,12 +149,15 @@ def _ood_record(variant, seed, leak, slope=1.0, dual=None):
             "total": sum(gap.values())}})
     return {"variant": variant, "seed": seed, "ood_bound": {"L_leak": leak, "L_leak_q90": leak, "points": points},
             "robustness": {"intra": 2.0 + seed, "cross": 3.0, "streams": stream_names(
-                Dual() if (dual if dual is not None else variant in ("ds", "core_mtl")) else Constant())}}
+                Dual() if (dual if dual is not None else variant in ("ds", "core_mtl")) else Constant(), IMAGES)}}
 
 
 class Dual(Constant):
-    def decode(self, z_s, z_p):
-        return z_s
+    """A model that outputs both streams (no decoder: like the ablation's ``ds``)."""
+
+    def forward(self, image):
+        out = super().forward(image)
+        return out | {"z_s": out["features"], "z_p": out["features"].mean(dim=(2, 3))}
 
 
 def test_theorem24_collects_every_run_and_fits_the_bound():
@@ -172,9 +181,9 @@ def test_theorem24_collects_every_run_and_fits_the_bound():
 
 
 def test_stream_names_say_what_a_vanilla_model_compares():
-    assert stream_names(Dual()) == "z_s / z_p (dual stream)"
-    assert stream_names(Constant()) == "F / GAP(F) (vanilla: no streams)"
-    assert "no streams" in stream_names(Constant(), "channels")
+    assert stream_names(Dual(), IMAGES) == "z_s / z_p (dual stream)"
+    assert stream_names(Constant(), IMAGES) == "F / GAP(F) (vanilla: no streams)"
+    assert "no streams" in stream_names(Constant(), IMAGES, "channels")
 
 
 # ------------------------------------------------------------------------------------ curves, tables

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from coremtl_lite.diagnostics.streams import StreamFn, flatten_stream, is_dual_stream, model_streams
+from coremtl_lite.diagnostics.streams import StreamFn, flatten_stream, model_output, model_streams
 
 __all__ = ["RobustnessResult", "color_jitter", "cross_domain_pair", "mean_pairwise_sqdist", "robustness_numbers",
            "robustness_ratio", "stream_change", "stream_names"]
@@ -159,11 +159,20 @@ def robustness_ratio(streams: StreamFn, batch: dict, perturbed: dict) -> Robustn
                             _safe_ratio(dp_raw, ds_raw))
 
 
-def stream_names(model: torch.nn.Module, vanilla_split: str = "pooled") -> str:
+def stream_names(model: torch.nn.Module, images: Tensor, vanilla_split: str = "pooled") -> str:
     """What the two "streams" of ``model`` are for the ratio (module docstring, "Like with like"), as
-    ``"<z_s> / <z_p>"``: ``z_s / z_p`` for a dual-stream model; for a vanilla model (no streams) ``F``
-    is the encoder map its heads read and ``GAP`` a global average pool."""
-    if is_dual_stream(model):
+    ``"<z_s> / <z_p>"``, read from its output on ``images`` the way
+    :func:`~coremtl_lite.diagnostics.streams.model_streams` reads it: ``z_s / z_p`` for a model that
+    outputs both (the dual-stream models, with or without a decoder); for a vanilla model (no streams)
+    ``F`` is the encoder map its heads read and ``GAP`` a global average pool."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model_output(model, images[:1].to(next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+    if out.get("z_s") is not None and out.get("z_p") is not None:
         return "z_s / z_p (dual stream)"
     if vanilla_split == "pooled":
         return "F / GAP(F) (vanilla: no streams)"
@@ -180,4 +189,4 @@ def robustness_numbers(model: torch.nn.Module, source, target, indices, seed: in
     streams = model_streams(model, vanilla_split=vanilla_split)
     return {"intra": robustness_ratio(streams, clean, jittered).ratio,
             "cross": robustness_ratio(streams, clean, shifted).ratio,
-            "streams": stream_names(model, vanilla_split)}
+            "streams": stream_names(model, clean["image"], vanilla_split)}

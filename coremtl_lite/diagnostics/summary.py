@@ -49,7 +49,7 @@ def robustness_rows(models: Mapping[str, nn.Module], source, target, indices: Se
             r = robustness_ratio(streams, clean, other)
             rows.append({"model": name, "setting": setting, "Δz_s": r.delta_s, "Δz_p": r.delta_p, "ratio": r.ratio,
                          "raw Δz_s": r.delta_s_raw, "raw Δz_p": r.delta_p_raw, "raw ratio": r.raw_ratio,
-                         "paper ratio": PAPER_TABLE3[setting][2], "streams": stream_names(model, vanilla_split)})
+                         "paper ratio": PAPER_TABLE3[setting][2], "streams": stream_names(model, clean["image"], vanilla_split)})
     return rows
 
 

@@ -5,7 +5,9 @@
   the trivial predictors (majority class, mean depth, mean normal, ... of the training split) on the
   same data: every number stands next to what a constant scores;
 * :func:`run_key` -- the one hash of a resolved config that names a run wherever runs are cached
-  (the benchmark's ``runs/<key>.json``, the tutorials' run folders, the demo's run folders).
+  (the benchmark's ``runs/<key>.json``, the tutorials' run folders, the demo's run folders). For
+  ShadedScenes data it includes :data:`SCENES_VERSION`, so runs cached with an older scene generator
+  are never read back as runs on the current one.
 """
 
 from __future__ import annotations
