@@ -309,3 +309,10 @@ def test_a_stored_run_without_the_probes_is_trained_again_once(tmp_path):
     assert len(calls) == 2 and calls[-1][2] == ("ood_bound", "robustness") and "ood_bound" in records[0]
     execute([run, bare], tmp_path, run_fn=_fake_run_fn(calls), progress=False)
     assert len(calls) == 2
+    # a suite sharing the run with more domains retrains it for its domains and the stored ones and probes
+    wider = Run(run.suite, run.variant, run.seed, run.cfg, (*run.domains, "target"), run.task)
+    records = execute([wider], tmp_path, run_fn=_fake_run_fn(calls), progress=False)
+    assert len(calls) == 3 and calls[-1][2] == ("ood_bound", "robustness")
+    assert set(records[0]["results"]) == {*run.domains, "target"}
+    execute([run, bare, wider], tmp_path, run_fn=_fake_run_fn(calls), progress=False)
+    assert len(calls) == 3

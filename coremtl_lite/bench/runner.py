@@ -143,8 +143,12 @@ def execute(runs: Sequence[Run], out_dir: str | os.PathLike, run_fn: RunFn = tra
         record = json.loads(path.read_text()) if path.exists() else None
         stale = record is None or not set(run.domains) <= set(record["results"]) or not set(run.probes) <= set(record)
         if stale:
-            extra = {"probes": run.probes} if run.probes else {}
-            outcome = run_fn(run.cfg, run.domains, **extra)
+            # a run shared by suites is trained again for everything its stored record already held too
+            # (its domains and probes), so the suites sharing it never take turns retraining it
+            domains = tuple(dict.fromkeys([*run.domains, *(record or {}).get("results", {})]))
+            probes = tuple(dict.fromkeys([*run.probes, *(p for p in PROBES if p in (record or {}))]))
+            extra = {"probes": probes} if probes else {}
+            outcome = run_fn(run.cfg, domains, **extra)
             record = {"key": run.key, "config": run.cfg.to_dict(), **outcome}
             _write_json_atomic(path, record)
         # a shared run is labelled by the suite and variant that read it now
