@@ -401,19 +401,20 @@ def band_curves(curves: dict[str, dict[str, Sequence[float]]], title: str, xlabe
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for k, (name, c) in enumerate(curves.items()):
+    coloured = [name for name in curves if name not in dashed]
+    for name, c in curves.items():
         x, mean, std = (np.asarray(c[key], dtype=float) for key in ("x", "mean", "std"))
         if not x.size == mean.size == std.size:
             raise ValueError(f"band_curves: {name!r} has {x.size} x, {mean.size} means and {std.size} stds")
-        colour = _LINE_COLOURS[k % len(_LINE_COLOURS)]
         if name in dashed:
             fig.add_scatter(x=x, y=mean, mode="lines", name=name, line=dict(color="black", dash="dash"))
             continue
+        colour = _LINE_COLOURS[coloured.index(name) % len(_LINE_COLOURS)]
         fig.add_scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([mean + std, (mean - std)[::-1]]),
                         fill="toself", fillcolor=_rgba(colour, 0.2), line=dict(width=0), hoverinfo="skip",
                         legendgroup=name, showlegend=False, name=f"{name} ± std")
         fig.add_scatter(x=x, y=mean, mode="lines+markers", name=name, legendgroup=name, line=dict(color=colour))
-    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, height=420)
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, height=480)
     return fig
 
 
