@@ -311,9 +311,9 @@ def test_a_stored_run_without_the_probes_is_trained_again_once(tmp_path):
     execute([run, bare], tmp_path, run_fn=_fake_run_fn(calls), progress=False)
     assert len(calls) == 2
     # a suite sharing the run with more domains retrains it for its domains and the stored ones and probes
-    wider = Run(run.suite, run.variant, run.seed, run.cfg, (*run.domains, "target"), run.task)
+    wider = Run(run.suite, run.variant, run.seed, run.cfg, (*run.domains, "shift:0.1"), run.task)
     records = execute([wider], tmp_path, run_fn=_fake_run_fn(calls), progress=False)
     assert len(calls) == 3 and calls[-1][2] == ("ood_bound", "robustness")
-    assert set(records[0]["results"]) == {*run.domains, "target"}
+    assert set(records[0]["results"]) == {*run.domains, "shift:0.1"}
     execute([run, bare, wider], tmp_path, run_fn=_fake_run_fn(calls), progress=False)
     assert len(calls) == 3
