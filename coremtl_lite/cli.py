@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="overrides applied to both runs, e.g. optim.epochs=5 train.seed=1")
     b = sub.add_parser("bench", help="run the paper's experiments in miniature (or on real data): tables + report",
                        description="Run benchmark suites (id, sim2real, corruptions, colored, scalability, "
-                                   "ablation, grounding, lambda-ind, lambda-cfa). Every variant is trained per "
+                                   "ablation, grounding, lambda-ind, lambda-cfa, ood-severity, ood-rho). Every variant is trained per "
                                    "seed with the one training loop, selected on validation and evaluated on "
                                    "the test split; finished runs are read back, so an interrupted bench "
                                    "resumes. Writes results.json, results.csv, report.html and metadata.json.")
@@ -354,7 +354,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             _say(f"\n## {suite} ({domain})\n")
             _say(format_table(*pivot(sel, domain, headline_metrics(sel)), style="markdown"))
     _label(profile)
-    _say(f"\nwrote {args.out}/results.json, results.csv, report.html, metadata.json")
+    extra = ", ood_study.json" if (args.out / "ood_study.json").is_file() and "ood-severity" in suites else ""
+    _say(f"\nwrote {args.out}/results.json, results.csv, report.html, metadata.json{extra}")
     return 0
 
 

@@ -14,7 +14,10 @@ Every tutorial and widget draws through these few functions, so pictures look th
 * the diagnostics' figures (the diagnostics compute numbers, these draw them) --
   :func:`plot_counterfactual_gallery` and :func:`plot_true_vs_model` (counterfactual grids, paper
   Fig. 2), and MT-CRL's :func:`plot_saliency`, :func:`plot_routing`, :func:`plot_task_module_gradients`,
-  :func:`plot_task_graph` (:func:`plot_heatmap` underneath).
+  :func:`plot_task_graph` (:func:`plot_heatmap` underneath);
+* the out-of-distribution study's figures -- :func:`band_curves` (a metric against a dial, one line
+  per method with a mean ± std band over seeds) and :func:`bound_scatter` (Theorem 2.4: the OOD gap
+  against ``L_leak x W1`` with the bound's line through the origin).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["SEGMENTATION_PALETTE", "TERM_COLOURS", "depth_to_rgb", "gradient_terms_figure", "heatmap", "image_grid",
+__all__ = ["SEGMENTATION_PALETTE", "TERM_COLOURS", "band_curves", "bound_scatter", "depth_to_rgb", "gradient_terms_figure", "heatmap", "image_grid",
            "line_plot", "normal_to_rgb", "plot_counterfactual_gallery", "plot_heatmap", "plot_routing",
            "plot_saliency", "plot_task_graph", "plot_task_module_gradients", "plot_true_vs_model", "png_bytes",
            "prediction_to_rgb", "segmentation_to_rgb", "to_uint8_image"]
@@ -373,4 +376,69 @@ def plot_saliency(maps: dict[str, Tensor], title: str = "Input-gradient saliency
         else:
             fig.add_trace(go.Heatmap(z=m.flip(0).tolist(), colorscale="Hot", showscale=False), row=1, col=c)
     fig.update_layout(title=title, height=300)
+    return fig
+
+
+# ------------------------------------------------------------------------- out-of-distribution study
+_LINE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                 "#bcbd22", "#17becf")
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def band_curves(curves: dict[str, dict[str, Sequence[float]]], title: str, xlabel: str, ylabel: str,
+                dashed: Sequence[str] = ("trivial",)):
+    """A metric against a dial: per method a line of the mean over seeds and a ``mean ± std`` band.
+
+    ``curves`` maps a method to ``{"x": [...], "mean": [...], "std": [...]}`` (x increasing). Each
+    method gets two traces: its band (a closed polygon, ``fill="toself"``, legend-grouped with the line
+    and hidden from the legend) and its line; the methods in ``dashed`` (the trivial predictor) get a
+    dashed line only.
+    """
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    coloured = [name for name in curves if name not in dashed]
+    for name, c in curves.items():
+        x, mean, std = (np.asarray(c[key], dtype=float) for key in ("x", "mean", "std"))
+        if not x.size == mean.size == std.size:
+            raise ValueError(f"band_curves: {name!r} has {x.size} x, {mean.size} means and {std.size} stds")
+        if name in dashed:
+            fig.add_scatter(x=x, y=mean, mode="lines", name=name, line=dict(color="black", dash="dash"))
+            continue
+        colour = _LINE_COLOURS[coloured.index(name) % len(_LINE_COLOURS)]
+        fig.add_scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([mean + std, (mean - std)[::-1]]),
+                        fill="toself", fillcolor=_rgba(colour, 0.2), line=dict(width=0), hoverinfo="skip",
+                        legendgroup=name, showlegend=False, name=f"{name} ± std")
+        fig.add_scatter(x=x, y=mean, mode="lines+markers", name=name, legendgroup=name, line=dict(color=colour))
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, height=480)
+    return fig
+
+
+def bound_scatter(points: Sequence[dict[str, Any]], slope: float, stats: dict[str, float] | None = None,
+                  title: str = "Theorem 2.4: OOD gap against L_leak x W1", ylabel: str = "OOD gap"):
+    """Theorem 2.4's test: one marker per (run, severity) at ``(L_leak x W1, gap)``, one trace per
+    method (``points``: dicts with ``x``, ``gap``, ``method`` and optionally ``label``), and the bound's
+    line ``gap = slope x`` through the origin (lambda* = 0), dashed. ``stats`` (Pearson and Spearman
+    with their CIs, :func:`coremtl_lite.diagnostics.ood_bound.correlations`) go into the title."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    methods = list(dict.fromkeys(p["method"] for p in points))
+    for k, m in enumerate(methods):
+        mine = [p for p in points if p["method"] == m]
+        fig.add_scatter(x=[p["x"] for p in mine], y=[p["gap"] for p in mine], mode="markers", name=m,
+                        text=[p.get("label", "") for p in mine],
+                        marker=dict(color=_LINE_COLOURS[k % len(_LINE_COLOURS)], size=8))
+    top = max((p["x"] for p in points), default=0.0)
+    fig.add_scatter(x=[0.0, top], y=[0.0, slope * top], mode="lines", name=f"bound, K = {slope:.3g}",
+                    line=dict(color="black", dash="dash"))
+    if stats:
+        title += (f"<br><sup>Pearson {stats['pearson']:.2f} [{stats['pearson_lo']:.2f}, {stats['pearson_hi']:.2f}], "
+                  f"Spearman {stats['spearman']:.2f} [{stats['spearman_lo']:.2f}, {stats['spearman_hi']:.2f}] "
+                  f"(95% bootstrap over {stats['runs']} runs)</sup>")
+    fig.update_layout(title=title, xaxis_title="L_leak x W1", yaxis_title=ylabel, height=460)
     return fig

@@ -15,7 +15,7 @@ DIRECTIONS = {"segmentation": {"mIoU": True}, "depth": {"abs_err": False}}
 def test_every_suite_plans_valid_configs():
     suites = build_suites(("ew", "pcgrad"))
     assert set(suites) == {"id", "sim2real", "corruptions", "colored", "scalability", "ablation", "grounding",
-                           "lambda-ind", "lambda-cfa"}
+                           "lambda-ind", "lambda-cfa", "ood-severity", "ood-rho"}
     for suite in suites.values():
         runs = plan_runs(suite, "ci", seeds=(0, 1))
         assert runs and all(r.cfg.train.seed in (0, 1) for r in runs)
@@ -80,9 +80,9 @@ def test_every_suite_runs_end_to_end_in_the_ci_profile_and_resumes(tmp_path):
 
     calls = []
 
-    def counting(cfg, domains):
+    def counting(cfg, domains, probes=()):
         calls.append((cfg.train.seed, cfg.data.tasks))
-        return train_and_record(cfg, domains)
+        return train_and_record(cfg, domains, probes)
 
     over = ["optim.epochs=1", "data.train_size=16", "data.val_size=8", "data.test_size=8", "loss.perceptual=ssim"]
     names = list(build_suites(("ew",)))
@@ -91,13 +91,14 @@ def test_every_suite_runs_end_to_end_in_the_ci_profile_and_resumes(tmp_path):
     assert {r["suite"] for r in rows} == set(names)
     variants = {(r["suite"], r["variant"]) for r in rows}
     assert {("id", "stl"), ("id", "ew"), ("id", "core_mtl"), ("ablation", "vanilla"), ("ablation", "full"),
-            ("scalability", "pcgrad@40"), ("lambda-cfa", "lambda_cfa=5")} <= variants
+            ("scalability", "pcgrad@40"), ("lambda-cfa", "lambda_cfa=5"), ("ood-severity", "stch"),
+            ("ood-rho", "core_mtl@rho=0.9")} <= variants
     assert any(r["metric"] == "delta_m%" for r in rows)
     assert {r["metric"] for r in rows if r["suite"] == "scalability" and r["task"] == "all"} >= {
         "avg_acc", "seconds/epoch"}
     # one model per attribute-task count: the 40-task runs have 40 heads
     assert max(len(t) for _, t in calls) == 40
-    for name in ("results.json", "results.csv", "report.html", "metadata.json"):
+    for name in ("results.json", "results.csv", "report.html", "metadata.json", "ood_study.json"):
         assert (tmp_path / name).stat().st_size > 0
     meta = json.loads((tmp_path / "metadata.json").read_text())
     assert meta["profile"] == "ci" and "torch" in meta and "git_commit" in meta

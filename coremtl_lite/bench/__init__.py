@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from coremtl_lite.bench.ood import ood_study
 from coremtl_lite.bench.report import pivot, write_html
 from coremtl_lite.bench.runner import (
     RunFn,
@@ -44,7 +45,10 @@ def run_bench(suites: Sequence[str] = ("id",), profile: str = "cpu", seeds: Sequ
               overrides: Sequence[str] = (), run_fn: RunFn = train_and_record,
               progress: bool = True) -> list[dict[str, Any]]:
     """Run the named suites (finished runs are read back, not retrained) and write
-    ``<out_dir>/results.json``, ``results.csv``, ``report.html`` and ``metadata.json``.
+    ``<out_dir>/results.json``, ``results.csv``, ``report.html`` and ``metadata.json``; with the
+    ``ood-severity`` suite also ``ood_study.json`` (:func:`coremtl_lite.bench.ood.ood_study`: every
+    run's OOD gap, L_leak and W1 per severity, the bound's slope and the correlations, and the
+    robustness-ratio table).
 
     Returns the summary rows (suite, variant, domain, task, metric, mean, std, n).
     """
@@ -60,6 +64,7 @@ def run_bench(suites: Sequence[str] = ("id",), profile: str = "cpu", seeds: Sequ
     out = Path(out_dir)
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    probed: list[dict[str, Any]] = []  # the records holding probe numbers (Theorem 2.4's)
     for name in suites:
         suite = available[name]
         runs = plan_runs(suite, profile, seeds, overrides, out_root=out)
@@ -69,9 +74,14 @@ def run_bench(suites: Sequence[str] = ("id",), profile: str = "cpu", seeds: Sequ
         tasks = tasks_from_info(task_info, sorted({t for r in runs for t in r.cfg.data.tasks}))
         directions = {t.name: dict(t.directions) for t in tasks}
         rows += summarise(suite, records, directions)
+        if suite.probes:
+            probed += records
     meta = run_metadata(profile) | {"suites": list(suites), "seeds": list(seeds),
                                     "overrides": list(overrides), "seconds": round(time.perf_counter() - start, 1)}
     write_rows(rows, out, "results")
     (out / "metadata.json").write_text(json.dumps(meta, indent=1))
-    write_html(rows, meta, out / "report.html")
+    study = ood_study(probed) if probed else None
+    if study is not None:
+        (out / "ood_study.json").write_text(json.dumps(study, indent=1))
+    write_html(rows, meta, out / "report.html", study)
     return rows

@@ -2,6 +2,10 @@
 
 :func:`pivot` lays the rows out as a variant x metric grid of ``mean ± std`` cells; print it with
 :func:`coremtl_lite.experiments.format_table` (markdown) or embed it with :func:`write_html`.
+
+The out-of-distribution suites are laid out differently (:mod:`coremtl_lite.bench.ood`): ``ood-severity``
+as its factor table and its curves against the shift severity (plus Theorem 2.4's scatter when its
+numbers are given), ``ood-rho`` as its target table and its curves against the training rho.
 """
 
 from __future__ import annotations
@@ -70,8 +74,55 @@ def figure(rows: Sequence[dict[str, Any]], suite: str):
 _COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
 
-def write_html(rows: Sequence[dict[str, Any]], meta: dict[str, Any], path: str | os.PathLike) -> Path:
-    """One self-contained HTML page: metadata, per suite a table per domain and a figure.
+def ood_sections(rows: Sequence[dict[str, Any]], suite: str, study: dict[str, Any] | None = None) -> list[str]:
+    """The HTML blocks of an out-of-distribution suite (module docstring); ``study`` is
+    :func:`coremtl_lite.bench.ood.ood_study` of its probed runs."""
+    from coremtl_lite.bench.ood import (
+        OOD_METRICS,
+        factor_table,
+        rho_curves,
+        severity_curves,
+        theorem24_figures,
+    )
+    from coremtl_lite.report import figure_html, html_table
+    from coremtl_lite.viz import band_curves
+
+    sel = [r for r in rows if r["suite"] == suite]
+    present = {(r["task"], r["metric"]) for r in sel}
+    metrics = [(t, m) for t, (m, _) in OOD_METRICS.items() if (t, m) in present]
+    out = []
+    if suite == "ood-severity":
+        for task, metric in metrics:
+            header, table = factor_table(sel, task, metric, suite)
+            caption = f"which factor breaks which model: {task} {metric} (change from the source)"
+            out.append(f"<div class='table-wrap'>{html_table(header, table, caption=caption)}</div>")
+        for task, metric in metrics:
+            fig = band_curves(severity_curves(sel, task, metric, suite), f"{task} {metric} against the shift severity",
+                              "severity s of shift:s", f"{task} {metric}")
+            out.append(figure_html(fig))
+        if study:
+            out += [figure_html(fig) for fig in theorem24_figures(study["theorem24"])]
+            rob = study["robustness"]
+            caption = "robustness ratio (normalised Δz_p / Δz_s); compare core_mtl with ds, the same model without its losses"
+            out.append(f"<div class='table-wrap'>{html_table(rob['header'], rob['rows'], caption=caption)}</div>")
+    else:
+        header, table = pivot(sel, "target", headline_metrics(sel))
+        out.append(f"<div class='table-wrap'>{html_table(header, table, caption='target test set')}</div>")
+        for task, metric in metrics:
+            fig = band_curves(rho_curves(sel, task, metric, suite), f"target {task} {metric} against the training rho",
+                              "training rho", f"{task} {metric}")
+            out.append(figure_html(fig))
+    return out
+
+
+#: the suites drawn by :func:`ood_sections`
+OOD_SUITES = ("ood-severity", "ood-rho")
+
+
+def write_html(rows: Sequence[dict[str, Any]], meta: dict[str, Any], path: str | os.PathLike,
+               study: dict[str, Any] | None = None) -> Path:
+    """One self-contained HTML page: metadata, per suite a table per domain and a figure (the
+    out-of-distribution suites: :func:`ood_sections`, with the study's numbers ``study``).
 
     plotly.js is embedded once in the page head (no CDN: the page works offline); the tables are HTML,
     as tall as their rows, styled like the demo report (:data:`coremtl_lite.report.REPORT_CSS`).
@@ -83,6 +134,9 @@ def write_html(rows: Sequence[dict[str, Any]], meta: dict[str, Any], path: str |
     for suite in dict.fromkeys(r["suite"] for r in rows):
         sel = [r for r in rows if r["suite"] == suite]
         body.append(f"<h2>suite {html.escape(suite)}</h2>")
+        if suite in OOD_SUITES:
+            body += ood_sections(rows, suite, study)
+            continue
         for domain in dict.fromkeys(r["domain"] for r in sel if r["domain"] != "-"):
             header, table = pivot(sel, domain, headline_metrics(sel))
             body.append(f"<div class='table-wrap'>{html_table(header, table, caption=f'{domain} test set')}</div>")

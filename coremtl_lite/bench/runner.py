@@ -11,6 +11,11 @@ split only, then evaluates the test split of every domain of the suite
 configuration, seed included) and skipped when the suite runs again, so an interrupted benchmark
 resumes where it stopped. Means and standard deviations over seeds are
 :func:`coremtl_lite.experiments.mean_std`; Delta m% is :func:`coremtl_lite.metrics.delta_m`.
+
+A suite may also ask for *probes* (:data:`PROBES`): measurements of the trained model itself, taken
+right after training and stored in the run's record under the probe's name (the ``ood-severity``
+suite's ``ood_bound``: the numbers of Theorem 2.4). A stored run that lacks a probe its suite needs
+is trained again, once, and its record then holds every probe.
 """
 
 from __future__ import annotations
@@ -39,13 +44,54 @@ from coremtl_lite.metrics import delta_m
 TRIVIAL = "trivial"
 
 #: a function that trains ``cfg`` and returns ``{"results": {domain: {task: {metric: v}}}, "epoch_seconds": s}``
-#: (and optionally ``"trivial"``: the trivial predictors' results in the same format)
-RunFn = Callable[[Config, Sequence[str]], dict[str, Any]]
+#: (and optionally ``"trivial"``: the trivial predictors' results in the same format). It is called as
+#: ``run_fn(cfg, domains)``, and as ``run_fn(cfg, domains, probes=names)`` for a suite with probes (then its
+#: record also holds ``{name: numbers}`` for each probe of :data:`PROBES`)
+RunFn = Callable[..., dict[str, Any]]
 
 
-def train_and_record(cfg: Config, domains: Sequence[str]) -> dict[str, Any]:
-    """The default :data:`RunFn`: :func:`~coremtl_lite.experiments.train_and_evaluate`, as its JSON record."""
-    return train_and_evaluate(cfg, domains).record()
+def ood_bound_probe(trainer: Any) -> dict[str, Any]:
+    """Theorem 2.4's numbers of a trained ShadedScenes run on its test split, with the weights selected
+    on validation (:func:`~coremtl_lite.diagnostics.ood_bound.ood_bound_numbers`)."""
+    from coremtl_lite.diagnostics.ood_bound import ood_bound_numbers
+
+    cfg = trainer.cfg
+    return ood_bound_numbers(trainer.load_selected_weights(), trainer.tasks, _test_scenes(trainer),
+                             rho=cfg.data.rho, batch_size=cfg.data.batch_size)
+
+
+def _test_scenes(trainer: Any) -> Callable[[str], Any]:
+    """``domain -> the test set of that domain`` for a trained run (built as its own test sets are)."""
+    import dataclasses
+
+    from coremtl_lite.data import build_splits
+
+    cfg = trainer.cfg
+    return lambda domain: build_splits(dataclasses.replace(cfg.data, eval_domains=(domain,)),
+                                       cfg.train.seed).test[domain]
+
+
+def robustness_probe(trainer: Any, n: int = 32) -> dict[str, Any]:
+    """The feature-swap robustness ratios of a trained ShadedScenes run, colour jitter and source ->
+    target on ``n`` test scenes, with what its two streams are
+    (:func:`~coremtl_lite.diagnostics.robustness.robustness_numbers`)."""
+    from coremtl_lite.diagnostics.robustness import robustness_numbers
+
+    scenes = _test_scenes(trainer)
+    source = scenes("source")
+    return robustness_numbers(trainer.load_selected_weights(), source, scenes("target"),
+                              range(min(n, len(source))), seed=trainer.cfg.train.seed)
+
+
+#: the probes a suite can ask for: ``name -> (trained trainer -> JSON-ready numbers)``
+PROBES: dict[str, Callable[[Any], dict[str, Any]]] = {"ood_bound": ood_bound_probe, "robustness": robustness_probe}
+
+
+def train_and_record(cfg: Config, domains: Sequence[str], probes: Sequence[str] = ()) -> dict[str, Any]:
+    """The default :data:`RunFn`: :func:`~coremtl_lite.experiments.train_and_evaluate`, as its JSON record,
+    plus the numbers of each probe in ``probes`` (:data:`PROBES`) measured on the trained model."""
+    run = train_and_evaluate(cfg, domains)
+    return run.record() | {name: PROBES[name](run.trainer) for name in probes}
 
 
 @dataclass
@@ -58,6 +104,7 @@ class Run:
     cfg: Config
     domains: tuple[str, ...]
     task: str | None = None  # the single task of a per-task (STL) run
+    probes: tuple[str, ...] = ()  # measurements of the trained model its record must hold (PROBES)
 
     @property
     def key(self) -> str:
@@ -75,7 +122,7 @@ def plan_runs(suite: Suite, profile: str, seeds: Iterable[int], overrides: Seque
             over = [*suite.base_overrides, *variant.overrides, *overrides, f"train.seed={seed}",
                     f"data.eval_domains={suite.eval_domains[0]}"]
             for task, cfg in expand(variant, get_config(profile, over)):  # per-task recipes: one run per task
-                runs.append(Run(suite.name, variant, seed, cfg, suite.eval_domains, task))
+                runs.append(Run(suite.name, variant, seed, cfg, suite.eval_domains, task, suite.probes))
     for run in runs:
         run.cfg.train.out_dir = str(Path(out_root) / "checkpoints" / run.key)
     return runs
@@ -94,8 +141,14 @@ def execute(runs: Sequence[Run], out_dir: str | os.PathLike, run_fn: RunFn = tra
         path = store / f"{run.key}.json"
         bar.set_postfix_str(f"{run.suite}/{run.variant.name}/seed{run.seed}" + (f"/{run.task}" if run.task else ""))
         record = json.loads(path.read_text()) if path.exists() else None
-        if record is None or not set(run.domains) <= set(record["results"]):
-            outcome = run_fn(run.cfg, run.domains)
+        stale = record is None or not set(run.domains) <= set(record["results"]) or not set(run.probes) <= set(record)
+        if stale:
+            # a run shared by suites is trained again for everything its stored record already held too
+            # (its domains and probes), so the suites sharing it never take turns retraining it
+            domains = tuple(dict.fromkeys([*run.domains, *(record or {}).get("results", {})]))
+            probes = tuple(dict.fromkeys([*run.probes, *(p for p in PROBES if p in (record or {}))]))
+            extra = {"probes": probes} if probes else {}
+            outcome = run_fn(run.cfg, domains, **extra)
             record = {"key": run.key, "config": run.cfg.to_dict(), **outcome}
             _write_json_atomic(path, record)
         # a shared run is labelled by the suite and variant that read it now

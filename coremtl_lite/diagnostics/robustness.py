@@ -19,6 +19,15 @@ of the batch"; Δ̃ = 0 means invariance. The normalised ratio is unchanged by a
 stream; an identity split (``z_s = z_p``) gives exactly 1, and a ``z_s`` that ignores the change gives
 an unbounded ratio (``inf``). Both raw and normalised numbers are returned.
 
+**Like with like.** The ratio compares a model's two streams, so it is only meaningful between models
+that have the same two streams. CORE-MTL's ratio is to be read against the dual-stream model trained
+*without* the CORE-MTL losses (the ablation's ``ds``: the same architecture, no grounding, no CKA, no
+CFA): what separates the two is the losses alone. A vanilla shared-encoder model has no streams; the
+diagnostics split it (:mod:`coremtl_lite.diagnostics.streams`): by default its "z_s" is the encoder map
+the task heads read and its "z_p" that map's global average pool, so its ratio measures what pooling
+does to an appearance change, not a factorisation. :func:`stream_names` says which pair a ratio
+compares, and :func:`robustness_numbers` reports it next to the ratios.
+
 Perturbations: :func:`color_jitter` reproduces the released code's strong jitter (brightness,
 contrast and saturation factors in [0.6, 1.4], hue shift in [-0.2, 0.2], applied in a random order,
 then greyscale with p = 0.5) with torchvision's tensor ops, seeded; :func:`cross_domain_pair` renders
@@ -33,10 +42,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from coremtl_lite.diagnostics.streams import StreamFn, flatten_stream
+from coremtl_lite.diagnostics.streams import StreamFn, flatten_stream, model_output, model_streams
 
-__all__ = ["RobustnessResult", "color_jitter", "cross_domain_pair", "mean_pairwise_sqdist", "robustness_ratio",
-           "stream_change"]
+__all__ = ["RobustnessResult", "color_jitter", "cross_domain_pair", "mean_pairwise_sqdist", "robustness_numbers",
+           "robustness_ratio", "stream_change", "stream_names"]
 
 
 def color_jitter(images: Tensor, seed: int, brightness: tuple[float, float] = (0.6, 1.4),
@@ -148,3 +157,36 @@ def robustness_ratio(streams: StreamFn, batch: dict, perturbed: dict) -> Robustn
                          "undefined; use a batch of different images")
     return RobustnessResult(ds_raw, dp_raw, spread_s, spread_p, ds, dp, _safe_ratio(dp, ds),
                             _safe_ratio(dp_raw, ds_raw))
+
+
+def stream_names(model: torch.nn.Module, images: Tensor, vanilla_split: str = "pooled") -> str:
+    """What the two "streams" of ``model`` are for the ratio (module docstring, "Like with like"), as
+    ``"<z_s> / <z_p>"``, read from its output on ``images`` the way
+    :func:`~coremtl_lite.diagnostics.streams.model_streams` reads it: ``z_s / z_p`` for a model that
+    outputs both (the dual-stream models, with or without a decoder); for a vanilla model (no streams)
+    ``F`` is the encoder map its heads read and ``GAP`` a global average pool."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model_output(model, images[:1].to(next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+    if out.get("z_s") is not None and out.get("z_p") is not None:
+        return "z_s / z_p (dual stream)"
+    if vanilla_split == "pooled":
+        return "F / GAP(F) (vanilla: no streams)"
+    return "F[:C/2] / GAP(F[C/2:]) (vanilla: no streams)"
+
+
+def robustness_numbers(model: torch.nn.Module, source, target, indices, seed: int = 0,
+                       vanilla_split: str = "pooled") -> dict[str, float | str]:
+    """The normalised ratio of ``model`` under colour jitter (``intra``) and across domains (``cross``:
+    the same scenes rendered in ``source`` and ``target``, :func:`cross_domain_pair`), with
+    :func:`stream_names`: ``{"intra", "cross", "streams"}``."""
+    clean, shifted = cross_domain_pair(source, target, indices)
+    jittered = dict(clean, image=color_jitter(clean["image"], seed=seed))
+    streams = model_streams(model, vanilla_split=vanilla_split)
+    return {"intra": robustness_ratio(streams, clean, jittered).ratio,
+            "cross": robustness_ratio(streams, clean, shifted).ratio,
+            "streams": stream_names(model, clean["image"], vanilla_split)}

@@ -16,7 +16,12 @@ from torch import nn
 
 from coremtl_lite.diagnostics.leakage import domain_risks, estimate_leakage, residual_w1
 from coremtl_lite.diagnostics.probes import linear_probes
-from coremtl_lite.diagnostics.robustness import color_jitter, cross_domain_pair, robustness_ratio
+from coremtl_lite.diagnostics.robustness import (
+    color_jitter,
+    cross_domain_pair,
+    robustness_ratio,
+    stream_names,
+)
 from coremtl_lite.diagnostics.streams import model_streams
 from coremtl_lite.experiments.tables import format_table
 
@@ -31,6 +36,9 @@ def robustness_rows(models: Mapping[str, nn.Module], source, target, indices: Se
     """Robustness ratios (Table 3) of every model, intra-domain (colour jitter) and cross-domain.
 
     ``source``/``target`` are ShadedScenes with the same seed and offset (the same scenes in two domains).
+    The ``streams`` column says which two codes each ratio compares (a vanilla model has no streams:
+    :func:`~coremtl_lite.diagnostics.robustness.stream_names`); compare CORE-MTL with a dual-stream model
+    trained without its losses for like with like.
     """
     clean, shifted = cross_domain_pair(source, target, indices)
     jittered = dict(clean, image=color_jitter(clean["image"], seed=seed))
@@ -41,7 +49,7 @@ def robustness_rows(models: Mapping[str, nn.Module], source, target, indices: Se
             r = robustness_ratio(streams, clean, other)
             rows.append({"model": name, "setting": setting, "Δz_s": r.delta_s, "Δz_p": r.delta_p, "ratio": r.ratio,
                          "raw Δz_s": r.delta_s_raw, "raw Δz_p": r.delta_p_raw, "raw ratio": r.raw_ratio,
-                         "paper ratio": PAPER_TABLE3[setting][2]})
+                         "paper ratio": PAPER_TABLE3[setting][2], "streams": stream_names(model, clean["image"], vanilla_split)})
     return rows
 
 

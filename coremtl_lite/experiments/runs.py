@@ -5,7 +5,9 @@
   the trivial predictors (majority class, mean depth, mean normal, ... of the training split) on the
   same data: every number stands next to what a constant scores;
 * :func:`run_key` -- the one hash of a resolved config that names a run wherever runs are cached
-  (the benchmark's ``runs/<key>.json``, the tutorials' run folders, the demo's run folders).
+  (the benchmark's ``runs/<key>.json``, the tutorials' run folders, the demo's run folders). For
+  ShadedScenes data it includes :data:`SCENES_VERSION`, so runs cached with an older scene generator
+  are never read back as runs on the current one.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from typing import Any
 
 from coremtl_lite.config import Config
 
-__all__ = ["IDENTITY_IGNORES", "TrainedRun", "run_key", "train_and_evaluate"]
+__all__ = ["IDENTITY_IGNORES", "SCENES_DATASETS", "SCENES_VERSION", "TrainedRun", "run_key", "train_and_evaluate"]
+
+#: the version of the ShadedScenes generator (its priors, renderer and labels). It is part of the identity of
+#: every run on a dataset of :data:`SCENES_DATASETS`, so a cache written with another generator (e.g. a
+#: ShadedScenes v1 benchmark folder) is never read back as this one: bump it whenever
+#: ``coremtl_lite/data/scenes/`` changes what a scene looks like.
+SCENES_VERSION = 2
+#: the datasets rendered by the ShadedScenes generator (ShadedAttributes labels its scenes)
+SCENES_DATASETS = ("shaded_scenes", "shaded_attributes")
 
 #: config keys that do not change what a run computes, only where and how it reports: left out of :func:`run_key`
 #: (the device too: a run is the same experiment on any device, its numbers differ by rounding only)
@@ -29,10 +39,13 @@ IDENTITY_IGNORES = (("train", "out_dir"), ("train", "progress"), ("train", "log_
 
 def run_key(cfg: Config) -> str:
     """The identity of a run: the first 16 hex digits of the SHA-256 of its resolved config as sorted
-    JSON, without :data:`IDENTITY_IGNORES`. Two configs that train the same thing share the key."""
+    JSON, without :data:`IDENTITY_IGNORES`, plus the generator's :data:`SCENES_VERSION` for ShadedScenes
+    data. Two configs that train the same thing on the same data share the key."""
     raw = cfg.to_dict()
     for section, key in IDENTITY_IGNORES:
         raw.get(section, {}).pop(key, None)
+    if cfg.data.dataset in SCENES_DATASETS:
+        raw["scenes_version"] = SCENES_VERSION
     return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
