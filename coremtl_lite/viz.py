@@ -22,7 +22,7 @@ Every tutorial and widget draws through these few functions, so pictures look th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -389,7 +389,7 @@ def _rgba(hex_colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def band_curves(curves: dict[str, dict[str, Sequence[float]]], title: str, xlabel: str, ylabel: str,
+def band_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], title: str, xlabel: str, ylabel: str,
                 dashed: Sequence[str] = ("trivial",)):
     """A metric against a dial: per method a line of the mean over seeds and a ``mean ± std`` band.
 

@@ -161,7 +161,9 @@ def beats_each_baseline(rows: Sequence[dict[str, Any]], suite: str, domain: str,
                 continue
             sign = 1.0 if higher else -1.0
             iv = welch_interval(mine, other)
-            iv = None if iv is None else tuple(sorted((sign * iv[0], sign * iv[1])))
+            if iv is not None:
+                lo, hi = sorted((sign * iv[0], sign * iv[1]))
+                iv = (lo, hi)
             out.append(Claim(f"{ours} beats {b} on {suite} {domain} {task} {metric}",
                              f"{ours} {mine['mean']:.4g} ± {mine['std']:.2g} vs {b} {other['mean']:.4g} ± "
                              f"{other['std']:.2g} (n = {mine['n']}, {other['n']} seeds)", _verdict(iv), iv))

@@ -140,7 +140,7 @@ def execute(runs: Sequence[Run], out_dir: str | os.PathLike, run_fn: RunFn = tra
     for run in bar:
         path = store / f"{run.key}.json"
         bar.set_postfix_str(f"{run.suite}/{run.variant.name}/seed{run.seed}" + (f"/{run.task}" if run.task else ""))
-        record = json.loads(path.read_text()) if path.exists() else None
+        record: dict[str, Any] | None = json.loads(path.read_text()) if path.exists() else None
         stale = record is None or not set(run.domains) <= set(record["results"]) or not set(run.probes) <= set(record)
         if stale:
             # a run shared by suites is trained again for everything its stored record already held too
@@ -151,6 +151,7 @@ def execute(runs: Sequence[Run], out_dir: str | os.PathLike, run_fn: RunFn = tra
             outcome = run_fn(run.cfg, domains, **extra)
             record = {"key": run.key, "config": run.cfg.to_dict(), **outcome}
             _write_json_atomic(path, record)
+        assert record is not None  # read back or trained just now
         # a shared run is labelled by the suite and variant that read it now
         records.append({**record, "suite": run.suite, "variant": run.variant.name, "seed": run.seed,
                         "task": run.task})
