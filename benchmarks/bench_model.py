@@ -42,7 +42,11 @@ def make_step(variant: str, cfg, tasks, batch, seed: int = 0):
     torch.manual_seed(seed)
     cfg.model.architecture = "dual_stream" if variant == "core" else "vanilla"
     cfg.model.grounding = "hard"
-    cfg.loss.cfa_prob, cfg.loss.cfa_start, cfg.loss.cfa_max_rec_ratio = 0.5, 0.0, 1e9  # CFA whatever the decoder
+    cfg.loss.cfa_prob, cfg.loss.cfa_start, cfg.loss.cfa_max_rec_ratio = (
+        0.5,
+        0.0,
+        1e9,
+    )  # CFA whatever the decoder
     model = build_model(cfg.model, tasks)
     model.train()
     objective = build_objective(cfg.loss, tasks)
@@ -94,7 +98,7 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
         t = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - t)
-    return 2 * size ** 3 / best / 1e9
+    return 2 * size**3 / best / 1e9
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -110,8 +114,10 @@ def main(argv: list[str] | None = None) -> dict:
     data = ShadedScenes(size=size, length=bs, seed=0)
     batch = data.get_batch(list(range(bs)))
     tasks = tasks_from_info(data.task_info, cfg.data.tasks)
-    print(f"cpu profile: {size}x{size}, batch {bs}, encoder {cfg.model.encoder} (width {cfg.model.width}), "
-          f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"cpu profile: {size}x{size}, batch {bs}, encoder {cfg.model.encoder} (width {cfg.model.width}), "
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    )
     results: dict = {"image_size": size, "batch_size": bs, "runs": []}
     steps = {v: make_step(v, cfg, tasks, batch) for v in ("ew", "core")}
     flops = {v: step_flops(s) for v, (s, _) in steps.items()}
@@ -121,22 +127,33 @@ def main(argv: list[str] | None = None) -> dict:
         row = {"threads": threads, "matmul_gflops": mm, "load_avg": os.getloadavg()[0]}
         for v, (s, model) in steps.items():
             t = time_steps(s, args.steps, args.repeats)
-            row[v] = {**t, "img_per_s": bs / t["wall_s"], "img_per_s_cpu": bs / t["cpu_s"],
-                      "gflop_per_step": flops[v] / 1e9, "gflops": flops[v] / t["wall_s"] / 1e9,
-                      "params": sum(p.numel() for p in model.parameters())}
+            row[v] = {
+                **t,
+                "img_per_s": bs / t["wall_s"],
+                "img_per_s_cpu": bs / t["cpu_s"],
+                "gflop_per_step": flops[v] / 1e9,
+                "gflops": flops[v] / t["wall_s"] / 1e9,
+                "params": sum(p.numel() for p in model.parameters()),
+            }
         row["ratio_wall"] = row["core"]["wall_s"] / row["ew"]["wall_s"]
         row["ratio_cpu"] = row["core"]["cpu_s"] / row["ew"]["cpu_s"]
         results["runs"].append(row)
-        print(f"\nthreads={threads} (load average {row['load_avg']:.2f}); fp32 matmul 2048^3: {mm:.1f} GFLOP/s")
+        print(
+            f"\nthreads={threads} (load average {row['load_avg']:.2f}); fp32 matmul 2048^3: {mm:.1f} GFLOP/s"
+        )
         for v, name in (("ew", "EW (vanilla)"), ("core", "CORE-MTL (CFA p=0.5)")):
             r = row[v]
-            print(f"  {name:22s} {r['img_per_s']:7.0f} img/s wall ({r['wall_s'] * 1e3:6.1f} ms/step), "
-                  f"{r['img_per_s_cpu']:6.0f} img/s per CPU-second, {r['gflop_per_step']:.2f} GFLOP/step, "
-                  f"{r['gflops']:.1f} GFLOP/s ({100 * r['gflops'] / mm:.0f}% of matmul), "
-                  f"{r['params'] / 1e3:.0f}k params" + (f", CFA on {100 * r['cfa_rate']:.0f}% of steps"
-                                                       if v == "core" else ""))
-        print(f"  CORE-MTL / EW step cost: {row['ratio_wall']:.2f} (wall), {row['ratio_cpu']:.2f} (CPU time); "
-              "goal <= 2.0, paper 3.45")
+            print(
+                f"  {name:22s} {r['img_per_s']:7.0f} img/s wall ({r['wall_s'] * 1e3:6.1f} ms/step), "
+                f"{r['img_per_s_cpu']:6.0f} img/s per CPU-second, {r['gflop_per_step']:.2f} GFLOP/step, "
+                f"{r['gflops']:.1f} GFLOP/s ({100 * r['gflops'] / mm:.0f}% of matmul), "
+                f"{r['params'] / 1e3:.0f}k params"
+                + (f", CFA on {100 * r['cfa_rate']:.0f}% of steps" if v == "core" else "")
+            )
+        print(
+            f"  CORE-MTL / EW step cost: {row['ratio_wall']:.2f} (wall), {row['ratio_cpu']:.2f} (CPU time); "
+            "goal <= 2.0, paper 3.45"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -45,18 +45,30 @@ class SmallEncoder(nn.Module):
     def __init__(self, width: int = 32):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(3, width, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, 2, 1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(3, width, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, 2, 1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
 
     def forward(self, x):
         return self.net(x)
 
 
-def seam_epoch_time(method_name: str, num_tasks: int, epochs: int, steps: int, batch_size: int,
-                    image_size: int, width: int, seed: int) -> dict:
+def seam_epoch_time(
+    method_name: str,
+    num_tasks: int,
+    epochs: int,
+    steps: int,
+    batch_size: int,
+    image_size: int,
+    width: int,
+    seed: int,
+) -> dict:
     """Seconds per epoch of ``steps`` optimisation steps of the encoder + ``num_tasks`` heads."""
     data = ShadedAttributes(n_attributes=num_tasks, size=image_size, length=steps * batch_size, seed=seed)
     batches = [data.get_batch(list(range(i * batch_size, (i + 1) * batch_size))) for i in range(steps)]
@@ -81,8 +93,12 @@ def seam_epoch_time(method_name: str, num_tasks: int, epochs: int, steps: int, b
             correct += float(((logits.detach() > 0).float() == target).float().mean())
         times.append(time.perf_counter() - start)
         accuracy = correct / len(batches)
-    return {"method": method_name, "tasks": num_tasks, "sec_per_epoch": min(times[1:] or times),
-            "train_acc": accuracy}
+    return {
+        "method": method_name,
+        "tasks": num_tasks,
+        "sec_per_epoch": min(times[1:] or times),
+        "train_acc": accuracy,
+    }
 
 
 def trainer_epoch_time(variant: str, num_tasks: int, profile: str, extra: list[str]) -> dict:
@@ -92,20 +108,36 @@ def trainer_epoch_time(variant: str, num_tasks: int, profile: str, extra: list[s
     from coremtl_lite.train import Trainer
 
     recipe = {r.name: r.overrides for r in SCALABILITY}[variant]
-    overrides = ["data.dataset=shaded_attributes", "data.tasks=attributes", "model.grounding=none",
-                 f"data.num_attributes={num_tasks}", *recipe, "train.checkpoint_every=0", "train.eval_every=0",
-                 "train.progress=false", f"train.out_dir=runs/bench_scaling/{variant}-{num_tasks}", *extra]
+    overrides = [
+        "data.dataset=shaded_attributes",
+        "data.tasks=attributes",
+        "model.grounding=none",
+        f"data.num_attributes={num_tasks}",
+        *recipe,
+        "train.checkpoint_every=0",
+        "train.eval_every=0",
+        "train.progress=false",
+        f"train.out_dir=runs/bench_scaling/{variant}-{num_tasks}",
+        *extra,
+    ]
     cfg = get_config(profile, overrides)
     trainer = Trainer(cfg)
     start = time.perf_counter()
     trainer.fit()
-    return {"method": variant, "tasks": num_tasks, "sec_per_epoch": (time.perf_counter() - start) / cfg.optim.epochs}
+    return {
+        "method": variant,
+        "tasks": num_tasks,
+        "sec_per_epoch": (time.perf_counter() - start) / cfg.optim.epochs,
+    }
 
 
 def print_table(rows: list[dict]) -> None:
     """Seconds per epoch and the ratio to EW at the same number of tasks."""
     ew = {r["tasks"]: r["sec_per_epoch"] for r in rows if r["method"] == "ew"}
-    print(f"{'method':10s} {'T':>4s} {'s/epoch':>9s} {'x EW':>6s}" + ("  train acc" if "train_acc" in rows[0] else ""))
+    print(
+        f"{'method':10s} {'T':>4s} {'s/epoch':>9s} {'x EW':>6s}"
+        + ("  train acc" if "train_acc" in rows[0] else "")
+    )
     for r in rows:
         ratio = r["sec_per_epoch"] / ew[r["tasks"]] if r["tasks"] in ew else float("nan")
         acc = f"  {r['train_acc']:.3f}" if "train_acc" in r else ""
@@ -119,7 +151,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mode", choices=("seam", "trainer"), default="seam")
     p.add_argument("--tasks", type=int, nargs="+", default=list(TASK_COUNTS))
-    p.add_argument("--methods", nargs="+", default=None, help="default: ew pcgrad stch (+ core_mtl in trainer mode)")
+    p.add_argument(
+        "--methods", nargs="+", default=None, help="default: ew pcgrad stch (+ core_mtl in trainer mode)"
+    )
     p.add_argument("--epochs", type=int, default=2, help="seam mode: epochs (the first is a warm-up)")
     p.add_argument("--steps", type=int, default=8, help="seam mode: steps per epoch")
     p.add_argument("--batch-size", type=int, default=32)
@@ -135,8 +169,11 @@ def main(argv=None) -> None:
     for n in args.tasks:
         if args.mode == "seam":
             for m in args.methods or ["ew", "pcgrad", "stch"]:
-                rows.append(seam_epoch_time(m, n, args.epochs, args.steps, args.batch_size, args.image_size,
-                                            args.width, args.seed))
+                rows.append(
+                    seam_epoch_time(
+                        m, n, args.epochs, args.steps, args.batch_size, args.image_size, args.width, args.seed
+                    )
+                )
         else:
             for m in args.methods or ["ew", "pcgrad", "stch", "core_mtl"]:
                 rows.append(trainer_epoch_time(m, n, args.profile, args.override))

@@ -65,7 +65,7 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
     best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def _timed(fn) -> float:
@@ -75,9 +75,19 @@ def _timed(fn) -> float:
 
 
 def recipe_config(name: str, profile: str, overrides: list[str], steps: int, out_dir: str):
-    return get_config(profile, [*RECIPES[name], *overrides, "train.progress=false", "train.checkpoint_every=0",
-                                "train.eval_every=0", "train.grad_log_every=0",
-                                f"train.max_steps_per_epoch={steps}", f"train.out_dir={out_dir}"])
+    return get_config(
+        profile,
+        [
+            *RECIPES[name],
+            *overrides,
+            "train.progress=false",
+            "train.checkpoint_every=0",
+            "train.eval_every=0",
+            "train.grad_log_every=0",
+            f"train.max_steps_per_epoch={steps}",
+            f"train.out_dir={out_dir}",
+        ],
+    )
 
 
 def loop_rates(cfg, **trainer_kwargs) -> tuple[float, float]:
@@ -93,7 +103,11 @@ def loop_rates(cfg, **trainer_kwargs) -> tuple[float, float]:
 def eval_rate(trainer: Trainer, split: str) -> float:
     """img/s of ``trainer.evaluate`` on ``split`` (all its domains), its scenes rendered beforehand."""
     trainer.evaluate(split=split, use_best=False)  # renders (and caches) the scenes once
-    sets = [trainer.splits.val] if split == "val" else [trainer.splits.test[d] for d in trainer.cfg.data.eval_domains]
+    sets = (
+        [trainer.splits.val]
+        if split == "val"
+        else [trainer.splits.test[d] for d in trainer.cfg.data.eval_domains]
+    )
     n = sum(len(ds) for ds in sets)
     return n / _timed(lambda: trainer.evaluate(split=split, use_best=False)) if n else float("nan")
 
@@ -109,8 +123,11 @@ def bench(name: str, profile: str, overrides: list[str], steps: int, warmup: int
         row["ahead_ips"] = loop_rates(cfg, cache_bytes=0, prefetch=2)[1]
         row["inline_ips"] = loop_rates(cfg, cache_bytes=0, prefetch=0)[1]
     trainer = Trainer(cfg)
-    batch = to_device(trainer.splits.train.get_batch(list(range(cfg.data.batch_size))), trainer.device,
-                      trainer.channels_last)
+    batch = to_device(
+        trainer.splits.train.get_batch(list(range(cfg.data.batch_size))),
+        trainer.device,
+        trainer.channels_last,
+    )
     trainer.model.train()
     times = [_timed(lambda: trainer.train_step(batch, epoch=0)) for _ in range(warmup + steps)][warmup:]
     with FlopCounterMode(display=False) as counter:  # as many steps again: CFA on about as many of them
@@ -118,19 +135,38 @@ def bench(name: str, profile: str, overrides: list[str], steps: int, warmup: int
             trainer.train_step(batch, epoch=0)
     step, flops = statistics.fmean(times), counter.get_total_flops() / steps
     bs = cfg.data.batch_size
-    row.update(step_s=step, step_ips=bs / step, gflop_step=flops / 1e9, gflops=flops / step / 1e9,
-               val_ips=eval_rate(trainer, "val"), test_ips=eval_rate(trainer, "test"))
+    row.update(
+        step_s=step,
+        step_ips=bs / step,
+        gflop_step=flops / 1e9,
+        gflops=flops / step / 1e9,
+        val_ips=eval_rate(trainer, "val"),
+        test_ips=eval_rate(trainer, "test"),
+    )
     return row
 
 
 def run_recipe(name: str, args: argparse.Namespace) -> dict:
     """:func:`bench` of ``name`` in a child process (this script with ``--recipe``)."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--recipe", name, "--profile", args.profile,
-           "--steps", str(args.steps), "--warmup", str(args.warmup), *(["--uncached"] if args.uncached else []),
-           *args.overrides]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--recipe",
+        name,
+        "--profile",
+        args.profile,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        *(["--uncached"] if args.uncached else []),
+        *args.overrides,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"bench_train.py --recipe {name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"bench_train.py --recipe {name} failed ({done.returncode}):\n{done.stderr[-3000:]}"
+        )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -141,24 +177,36 @@ def _goal(value: float, goal: float, at_least: bool = True, percent: bool = True
 
 
 def report(rows: list[dict], ceiling: float) -> None:
-    print(f"{'recipe':9s} {'step s':>7s} {'step img/s':>10s} {'loop img/s':>10s} {'cold':>7s} "
-          f"{'GFLOP/step':>10s} {'GFLOP/s':>8s} {'val img/s':>9s} {'test img/s':>10s} {'peak RSS':>9s}")
+    print(
+        f"{'recipe':9s} {'step s':>7s} {'step img/s':>10s} {'loop img/s':>10s} {'cold':>7s} "
+        f"{'GFLOP/step':>10s} {'GFLOP/s':>8s} {'val img/s':>9s} {'test img/s':>10s} {'peak RSS':>9s}"
+    )
     for r in rows:
-        print(f"{r['name']:9s} {r['step_s']:7.3f} {r['step_ips']:10.1f} {r['loop_ips']:10.1f} {r['cold_ips']:7.1f} "
-              f"{r['gflop_step']:10.2f} {r['gflops']:8.1f} {r['val_ips']:9.1f} {r['test_ips']:10.1f} "
-              f"{r['peak_rss'] / 2**20:6.0f} MiB")
-    print(f"fp32 matmul 2048^3: {ceiling:.1f} GFLOP/s; peak RSS after the imports alone: "
-          f"{rows[0]['import_rss'] / 2**20:.0f} MiB")
+        print(
+            f"{r['name']:9s} {r['step_s']:7.3f} {r['step_ips']:10.1f} {r['loop_ips']:10.1f} {r['cold_ips']:7.1f} "
+            f"{r['gflop_step']:10.2f} {r['gflops']:8.1f} {r['val_ips']:9.1f} {r['test_ips']:10.1f} "
+            f"{r['peak_rss'] / 2**20:6.0f} MiB"
+        )
+    print(
+        f"fp32 matmul 2048^3: {ceiling:.1f} GFLOP/s; peak RSS after the imports alone: "
+        f"{rows[0]['import_rss'] / 2**20:.0f} MiB"
+    )
     for r in rows:
         share, ratio = r["gflops"] / ceiling, r["loop_ips"] / r["step_ips"]
-        print(f"{r['name']:9s} loop / step {100 * ratio:5.1f}% {_goal(ratio, GOAL_LOOP)}; "
-              f"step GFLOP/s / matmul {100 * share:5.1f}% {_goal(share, GOAL_MATMUL[r['name']])}")
+        print(
+            f"{r['name']:9s} loop / step {100 * ratio:5.1f}% {_goal(ratio, GOAL_LOOP)}; "
+            f"step GFLOP/s / matmul {100 * share:5.1f}% {_goal(share, GOAL_MATMUL[r['name']])}"
+        )
         if "ahead_ips" in r:
-            print(f"{r['name']:9s} without the scene cache: loop {r['ahead_ips']:.1f} img/s rendering ahead "
-                  f"({100 * r['ahead_ips'] / r['step_ips']:.1f}% of step), {r['inline_ips']:.1f} img/s rendering "
-                  f"in the loop ({100 * r['inline_ips'] / r['step_ips']:.1f}%)")
+            print(
+                f"{r['name']:9s} without the scene cache: loop {r['ahead_ips']:.1f} img/s rendering ahead "
+                f"({100 * r['ahead_ips'] / r['step_ips']:.1f}% of step), {r['inline_ips']:.1f} img/s rendering "
+                f"in the loop ({100 * r['inline_ips'] / r['step_ips']:.1f}%)"
+            )
     cost = rows[1]["step_s"] / rows[0]["step_s"]
-    print(f"CORE-MTL / EW step cost: {cost:.2f} {_goal(cost, GOAL_CORE_OVER_EW, at_least=False, percent=False)} (the paper: 3.45)")
+    print(
+        f"CORE-MTL / EW step cost: {cost:.2f} {_goal(cost, GOAL_CORE_OVER_EW, at_least=False, percent=False)} (the paper: 3.45)"
+    )
 
 
 def main() -> None:
@@ -167,14 +215,22 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--uncached", action="store_true", help="also time the loop without the scene cache")
-    p.add_argument("--recipe", choices=sorted(RECIPES), help="measure one recipe and print its numbers as JSON")
+    p.add_argument(
+        "--recipe", choices=sorted(RECIPES), help="measure one recipe and print its numbers as JSON"
+    )
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     if args.recipe:
-        print(json.dumps(bench(args.recipe, args.profile, args.overrides, args.steps, args.warmup, args.uncached)))
+        print(
+            json.dumps(
+                bench(args.recipe, args.profile, args.overrides, args.steps, args.warmup, args.uncached)
+            )
+        )
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, profile {args.profile} {args.overrides}, "
-          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, profile {args.profile} {args.overrides}, "
+        f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
+    )
     ceiling = matmul_gflops()
     rows = [run_recipe(name, args) for name in RECIPES]
     report(rows, ceiling)

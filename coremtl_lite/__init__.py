@@ -10,5 +10,12 @@ from coremtl_lite.runtime import get_device, seed_everything
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "ConfigError", "active_profile", "get_config", "get_device", "seed_everything",
-           "__version__"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "active_profile",
+    "get_config",
+    "get_device",
+    "seed_everything",
+    "__version__",
+]

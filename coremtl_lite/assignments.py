@@ -56,8 +56,12 @@ __all__ = [
 ]
 
 #: The solution notebooks, in teaching order.
-ASSIGNMENTS = ("a1_ood_floor.ipynb", "a2_cka_independence.ipynb", "a3_counterfactual_cfa.ipynb",
-               "a4_pcgrad_vs_coremtl.ipynb")
+ASSIGNMENTS = (
+    "a1_ood_floor.ipynb",
+    "a2_cka_independence.ipynb",
+    "a3_counterfactual_cfa.ipynb",
+    "a4_pcgrad_vs_coremtl.ipynb",
+)
 
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -83,28 +87,35 @@ def check(name: str, condition: Any, hint: str) -> None:
     try:
         passed = bool(condition)
     except (TypeError, ValueError) as err:  # e.g. an array where one True/False was expected
-        raise Feedback(f"✗ {name}\n  The check could not be evaluated ({err}); did your function return an "
-                       f"array or None where a single number was expected?\n  Hint: {hint}") from None
+        raise Feedback(
+            f"✗ {name}\n  The check could not be evaluated ({err}); did your function return an "
+            f"array or None where a single number was expected?\n  Hint: {hint}"
+        ) from None
     if passed:
         print(f"✓ {name}")
         return
     raise Feedback(f"✗ {name}\n  Hint: {hint}")
 
 
-def check_close(name: str, actual: Any, expected: Any, hint: str, rtol: float = 1e-6,
-                atol: float = 1e-9) -> None:
+def check_close(
+    name: str, actual: Any, expected: Any, hint: str, rtol: float = 1e-6, atol: float = 1e-9
+) -> None:
     """:func:`check` that ``actual`` ≈ ``expected`` elementwise (``np.allclose``), showing both values.
 
     A shape mismatch or non-finite value is reported as such (not as a NumPy broadcasting error).
     """
     if actual is None:
-        raise Feedback(f"✗ {name}\n  Expected a number or an array of numbers, got None: did your function "
-                       f"forget to `return` its result?\n  Hint: {hint}")
+        raise Feedback(
+            f"✗ {name}\n  Expected a number or an array of numbers, got None: did your function "
+            f"forget to `return` its result?\n  Hint: {hint}"
+        )
     try:
         got = np.asarray(_to_numpy(actual), dtype=float)
     except (TypeError, ValueError):
-        raise Feedback(f"✗ {name}\n  Expected a number or an array of numbers, got {type(actual).__name__}: "
-                       f"{actual!r}\n  Hint: {hint}") from None
+        raise Feedback(
+            f"✗ {name}\n  Expected a number or an array of numbers, got {type(actual).__name__}: "
+            f"{actual!r}\n  Hint: {hint}"
+        ) from None
     want = np.asarray(_to_numpy(expected), dtype=float)
     if got.shape != want.shape:
         raise Feedback(f"✗ {name}\n  Expected shape {want.shape}, got shape {got.shape}\n  Hint: {hint}")
@@ -125,9 +136,11 @@ def attempt(fn: Callable, *args, **kwargs):
         return fn(*args, **kwargs)
     except NotImplementedError:
         name = getattr(fn, "__name__", repr(fn))
-        raise Feedback(f"✗ `{name}` is not implemented yet.\n  Hint: fill in the cell that defines `{name}` "
-                       "(replace `raise NotImplementedError()` below '# YOUR CODE HERE' with your code), "
-                       "run that cell, then run this one again.") from None
+        raise Feedback(
+            f"✗ `{name}` is not implemented yet.\n  Hint: fill in the cell that defines `{name}` "
+            "(replace `raise NotImplementedError()` below '# YOUR CODE HERE' with your code), "
+            "run that cell, then run this one again."
+        ) from None
 
 
 def need(*names: str) -> None:
@@ -141,8 +154,10 @@ def need(*names: str) -> None:
     missing = [n for n in names if n not in caller]
     if missing:
         listed = ", ".join(f"`{n}`" for n in missing)
-        raise Feedback(f"✗ {listed} not computed yet.\n  Hint: run the cell above that computes {listed}; "
-                       "if it failed, fix the function it reports first.")
+        raise Feedback(
+            f"✗ {listed} not computed yet.\n  Hint: run the cell above that computes {listed}; "
+            "if it failed, fix the function it reports first."
+        )
 
 
 def _to_numpy(value: Any) -> Any:
@@ -250,12 +265,18 @@ def make_student_notebook(nb):
     try:
         from nbgrader.preprocessors import ClearHiddenTests, ClearOutput, ClearSolutions, LockCells
     except ImportError:
-        raise ImportError("generating the student versions uses nbgrader: pip install nbgrader "
-                          "(it is in coremtl_lite's dev extras)") from None
+        raise ImportError(
+            "generating the student versions uses nbgrader: pip install nbgrader "
+            "(it is in coremtl_lite's dev extras)"
+        ) from None
     out = copy.deepcopy(nb)
     resources: dict[str, Any] = {"language": "python"}
-    for step in (ClearSolutions(code_stub={"python": CODE_STUB}, text_stub=TEXT_STUB), ClearHiddenTests(),
-                 ClearOutput(), LockCells()):
+    for step in (
+        ClearSolutions(code_stub={"python": CODE_STUB}, text_stub=TEXT_STUB),
+        ClearHiddenTests(),
+        ClearOutput(),
+        LockCells(),
+    ):
         out, resources = step.preprocess(out, resources)
     out.metadata.pop("widgets", None)
     for cell in out.cells:
@@ -297,8 +318,11 @@ def _student_text(path: Path) -> str:
     return nbformat.writes(student) + "\n"
 
 
-def generate(source_dir: str | Path | None = None, dest_dir: str | Path | None = None,
-             names: Iterable[str] = ASSIGNMENTS) -> list[Path]:
+def generate(
+    source_dir: str | Path | None = None,
+    dest_dir: str | Path | None = None,
+    names: Iterable[str] = ASSIGNMENTS,
+) -> list[Path]:
     """Write the student version of each solution notebook ``names`` from ``source_dir`` into ``dest_dir``.
 
     Defaults: the repository's ``tutorials/assignments`` and its ``student/`` folder. Returns the
@@ -316,8 +340,11 @@ def generate(source_dir: str | Path | None = None, dest_dir: str | Path | None =
     return written
 
 
-def outdated(source_dir: str | Path | None = None, dest_dir: str | Path | None = None,
-             names: Iterable[str] = ASSIGNMENTS) -> dict[str, str]:
+def outdated(
+    source_dir: str | Path | None = None,
+    dest_dir: str | Path | None = None,
+    names: Iterable[str] = ASSIGNMENTS,
+) -> dict[str, str]:
     """``{name: unified diff}`` for every student version that differs from a fresh generation."""
     src_default, dest_default = default_dirs()
     source_dir = Path(source_dir) if source_dir is not None else src_default
@@ -328,28 +355,45 @@ def outdated(source_dir: str | Path | None = None, dest_dir: str | Path | None =
         path = dest_dir / name
         have = path.read_text(encoding="utf-8") if path.exists() else ""
         if have != want:
-            diffs[name] = "".join(difflib.unified_diff(have.splitlines(True), want.splitlines(True),
-                                                       f"{path} (committed)", f"{path} (regenerated)", n=1))
+            diffs[name] = "".join(
+                difflib.unified_diff(
+                    have.splitlines(True),
+                    want.splitlines(True),
+                    f"{path} (committed)",
+                    f"{path} (regenerated)",
+                    n=1,
+                )
+            )
     return diffs
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m coremtl_lite.assignments generate [--check] [--source DIR] [--dest DIR]``."""
-    parser = argparse.ArgumentParser(prog="python -m coremtl_lite.assignments",
-                                     description="Course assignments: generate the student versions.")
+    parser = argparse.ArgumentParser(
+        prog="python -m coremtl_lite.assignments",
+        description="Course assignments: generate the student versions.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="write the student versions (solutions stubbed, hidden tests removed)")
-    gen.add_argument("--source", default=None, help="folder of the solution notebooks (default: "
-                     "tutorials/assignments)")
+    gen = sub.add_parser(
+        "generate", help="write the student versions (solutions stubbed, hidden tests removed)"
+    )
+    gen.add_argument(
+        "--source", default=None, help="folder of the solution notebooks (default: tutorials/assignments)"
+    )
     gen.add_argument("--dest", default=None, help="output folder (default: tutorials/assignments/student)")
-    gen.add_argument("--check", action="store_true",
-                     help="write nothing; exit 1 and print a diff if the student versions are out of date")
+    gen.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 and print a diff if the student versions are out of date",
+    )
     args = parser.parse_args(argv)
     if args.check:
         diffs = outdated(args.source, args.dest)
         for text in diffs.values():
             print(text)
-        print(f"{len(diffs)} student notebook(s) out of date" if diffs else "student notebooks are up to date")
+        print(
+            f"{len(diffs)} student notebook(s) out of date" if diffs else "student notebooks are up to date"
+        )
         return 1 if diffs else 0
     for path in generate(args.source, args.dest):
         print(f"wrote {path}")

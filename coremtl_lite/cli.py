@@ -64,82 +64,149 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="coremtl-lite",
         description="CORE-MTL (Causal Orthogonal Representations for Multi-Task Learning) in miniature: "
-                    "train, evaluate, and a one-command demo.",
+        "train, evaluate, and a one-command demo.",
         epilog=_EXAMPLES + "\nRun 'coremtl-lite <command> --help' for the options of a command.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     from coremtl_lite import __version__
 
     p.add_argument("--version", action="version", version=f"coremtl-lite {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="{train,evaluate,demo,bench,methods,assignments,tutorials}")
+    sub = p.add_subparsers(
+        dest="command", metavar="{train,evaluate,demo,bench,methods,assignments,tutorials}"
+    )
 
-    prof_help = (f"configuration profile, one of {', '.join(PROFILES)} (default: $COREMTL_PROFILE, else gpu "
-                 "with CUDA, else cpu)")
-    t = sub.add_parser("train", help="train one configuration (a profile or a config file, plus overrides)",
-                       description="Train one configuration with the one training loop, select the model on "
-                                   "the validation split, evaluate the test split of data.eval_domains, and "
-                                   "write last.pt, best.pt, history.json and results.json to train.out_dir.")
-    t.add_argument("--config", type=Path, help="a JSON file written by Config.to_json (its profile field "
-                                               "decides the profile; --profile is then ignored)")
+    prof_help = (
+        f"configuration profile, one of {', '.join(PROFILES)} (default: $COREMTL_PROFILE, else gpu "
+        "with CUDA, else cpu)"
+    )
+    t = sub.add_parser(
+        "train",
+        help="train one configuration (a profile or a config file, plus overrides)",
+        description="Train one configuration with the one training loop, select the model on "
+        "the validation split, evaluate the test split of data.eval_domains, and "
+        "write last.pt, best.pt, history.json and results.json to train.out_dir.",
+    )
+    t.add_argument(
+        "--config",
+        type=Path,
+        help="a JSON file written by Config.to_json (its profile field "
+        "decides the profile; --profile is then ignored)",
+    )
     t.add_argument("--profile", choices=PROFILES, help=prof_help)
-    t.add_argument("--preset", choices=sorted(PAPER_PRESETS),
-                   help="the paper's settings for one of its benchmarks (Appendix F, Table 7) on the paper profile")
+    t.add_argument(
+        "--preset",
+        choices=sorted(PAPER_PRESETS),
+        help="the paper's settings for one of its benchmarks (Appendix F, Table 7) on the paper profile",
+    )
     t.add_argument("--resume", action="store_true", help="continue from <train.out_dir>/last.pt if it exists")
-    t.add_argument("--overwrite", action="store_true",
-                   help="replace a run already in train.out_dir (without it, or --resume, such a run is an error)")
-    t.add_argument("overrides", nargs="*", metavar="section.key=value",
-                   help="config overrides, e.g. optim.lr=1e-3 train.method=pcgrad data.eval_domains=source,target")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a run already in train.out_dir (without it, or --resume, such a run is an error)",
+    )
+    t.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="config overrides, e.g. optim.lr=1e-3 train.method=pcgrad data.eval_domains=source,target",
+    )
 
-    e = sub.add_parser("evaluate", help="evaluate a checkpoint on the test split of one or more domains",
-                       description="Rebuild a run from its checkpoint (its config is inside) and evaluate it.")
+    e = sub.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint on the test split of one or more domains",
+        description="Rebuild a run from its checkpoint (its config is inside) and evaluate it.",
+    )
     e.add_argument("checkpoint", type=Path, help="best.pt or last.pt of a run")
-    e.add_argument("--domains", help="comma-separated domains (default: the run's data.eval_domains), e.g. "
-                                     "source,target,corrupt:fog:3")
+    e.add_argument(
+        "--domains",
+        help="comma-separated domains (default: the run's data.eval_domains), e.g. "
+        "source,target,corrupt:fog:3",
+    )
     e.add_argument("--split", choices=("test", "val"), default="test", help="which split (default: test)")
     e.add_argument("--reference", type=Path, help="results JSON of a single-task run: adds Δm%% per domain")
     e.add_argument("--output", type=Path, help="write the results to this JSON file")
-    e.add_argument("overrides", nargs="*", metavar="section.key=value",
-                   help="overrides of the stored config that do not change the model, e.g. train.device=cpu")
+    e.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="overrides of the stored config that do not change the model, e.g. train.device=cpu",
+    )
 
-    d = sub.add_parser("demo", help="train CORE-MTL and equal weighting on ShadedScenes; ID/OOD table + HTML report",
-                       description="Train CORE-MTL (dual stream + grounding + CKA + CFA, equal task weights) "
-                                   "and the vanilla multi-task model with equal weighting on ShadedScenes, "
-                                   "evaluate both on the source (in-distribution) and target (shifted) test "
-                                   "sets, print the table and write an HTML report with plotly figures.")
-    d.add_argument("--profile", choices=PROFILES,
-                   help="profile (default: $COREMTL_PROFILE, else cpu -- the demo is sized for a laptop CPU)")
+    d = sub.add_parser(
+        "demo",
+        help="train CORE-MTL and equal weighting on ShadedScenes; ID/OOD table + HTML report",
+        description="Train CORE-MTL (dual stream + grounding + CKA + CFA, equal task weights) "
+        "and the vanilla multi-task model with equal weighting on ShadedScenes, "
+        "evaluate both on the source (in-distribution) and target (shifted) test "
+        "sets, print the table and write an HTML report with plotly figures.",
+    )
+    d.add_argument(
+        "--profile",
+        choices=PROFILES,
+        help="profile (default: $COREMTL_PROFILE, else cpu -- the demo is sized for a laptop CPU)",
+    )
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
-    d.add_argument("overrides", nargs="*", metavar="section.key=value",
-                   help="overrides applied to both runs, e.g. optim.epochs=5 train.seed=1")
-    b = sub.add_parser("bench", help="run the paper's experiments in miniature (or on real data): tables + report",
-                       description="Run benchmark suites (id, sim2real, corruptions, colored, scalability, "
-                                   "ablation, grounding, lambda-ind, lambda-cfa, ood-severity, ood-rho). Every variant is trained per "
-                                   "seed with the one training loop, selected on validation and evaluated on "
-                                   "the test split; finished runs are read back, so an interrupted bench "
-                                   "resumes. Writes results.json, results.csv, report.html and metadata.json.")
-    b.add_argument("--suites", default="id,sim2real,corruptions,ablation",
-                   help="comma-separated suites, or 'all' (default: id,sim2real,corruptions,ablation)")
+    d.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="overrides applied to both runs, e.g. optim.epochs=5 train.seed=1",
+    )
+    b = sub.add_parser(
+        "bench",
+        help="run the paper's experiments in miniature (or on real data): tables + report",
+        description="Run benchmark suites (id, sim2real, corruptions, colored, scalability, "
+        "ablation, grounding, lambda-ind, lambda-cfa, ood-severity, ood-rho). Every variant is trained per "
+        "seed with the one training loop, selected on validation and evaluated on "
+        "the test split; finished runs are read back, so an interrupted bench "
+        "resumes. Writes results.json, results.csv, report.html and metadata.json.",
+    )
+    b.add_argument(
+        "--suites",
+        default="id,sim2real,corruptions,ablation",
+        help="comma-separated suites, or 'all' (default: id,sim2real,corruptions,ablation)",
+    )
     b.add_argument("--profile", choices=PROFILES, help=prof_help)
     b.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
-    b.add_argument("--methods", default=None,
-                   help="comma-separated baseline methods for the id/sim2real/corruptions tables (default: "
-                        "ew,uw,dwa,rlw,mgda,pcgrad,cagrad,nash_mtl,upgrad)")
+    b.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated baseline methods for the id/sim2real/corruptions tables (default: "
+        "ew,uw,dwa,rlw,mgda,pcgrad,cagrad,nash_mtl,upgrad)",
+    )
     b.add_argument("--out", type=Path, default=Path("runs/bench"), help="output folder (default: runs/bench)")
-    b.add_argument("overrides", nargs="*", metavar="section.key=value",
-                   help="overrides applied to every run, e.g. optim.epochs=4 data.train_size=1024")
+    b.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="overrides applied to every run, e.g. optim.epochs=4 data.train_size=1024",
+    )
 
-    m = sub.add_parser("methods", help="list every multi-task method with its options, defaults and paper",
-                       description="Every name accepted by train.method, with the options train.method_options "
-                                   "takes (type = default) and the paper it implements.")
+    m = sub.add_parser(
+        "methods",
+        help="list every multi-task method with its options, defaults and paper",
+        description="Every name accepted by train.method, with the options train.method_options "
+        "takes (type = default) and the paper it implements.",
+    )
     m.add_argument("name", nargs="?", help="show one method only")
 
-    a = sub.add_parser("assignments", help="generate (or --check) the student versions of the course assignments",
-                       description="Strip the nbgrader solution regions and hidden tests from "
-                                   "tutorials/assignments/*.ipynb into tutorials/assignments/student/.")
-    a.add_argument("--check", action="store_true",
-                   help="write nothing; exit 1 with a diff when the student versions are out of date")
-    tu = sub.add_parser("tutorials", help="copy the tutorial notebooks and assignments into a folder",
-                        description="Copy the tutorials and course assignments that ship with the package "
-                                    "into DIR, to open them in JupyterLab.")
+    a = sub.add_parser(
+        "assignments",
+        help="generate (or --check) the student versions of the course assignments",
+        description="Strip the nbgrader solution regions and hidden tests from "
+        "tutorials/assignments/*.ipynb into tutorials/assignments/student/.",
+    )
+    a.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 with a diff when the student versions are out of date",
+    )
+    tu = sub.add_parser(
+        "tutorials",
+        help="copy the tutorial notebooks and assignments into a folder",
+        description="Copy the tutorials and course assignments that ship with the package "
+        "into DIR, to open them in JupyterLab.",
+    )
     tu.add_argument("dir", type=Path, help="destination folder (created; must be empty unless --force)")
     tu.add_argument("--force", action="store_true", help="copy into a non-empty folder, overwriting files")
     return p
@@ -169,7 +236,9 @@ def _terminal_overrides(overrides: Sequence[str]) -> list[str]:
 def _warn_below_trivial(who: str, flags, prefix: str = "") -> None:
     """One warning line per ``(domain, task, delta%)`` where ``who`` does not beat the trivial predictor."""
     for domain, task, delta in flags:
-        _say(f"{prefix}warning: {who} does not beat the trivial predictor on {domain} {task} ({delta:+.1f} % over it)")
+        _say(
+            f"{prefix}warning: {who} does not beat the trivial predictor on {domain} {task} ({delta:+.1f} % over it)"
+        )
 
 
 def _plain_warning(message, category, filename, lineno, line=None) -> str:
@@ -207,7 +276,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
 
     if args.resume and args.overwrite:
-        raise ConfigError("--resume continues the run in train.out_dir and --overwrite replaces it; choose one")
+        raise ConfigError(
+            "--resume continues the run in train.out_dir and --overwrite replaces it; choose one"
+        )
     cfg = _config(args)
     out = Path(cfg.train.out_dir)
     _label(cfg.profile)
@@ -219,8 +290,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_writable(out)
         found = existing_run(out)
         if found is not None and not (args.resume or args.overwrite):
-            raise RunDirError(f"train.out_dir {str(out)!r} already holds a run ({found}); pass --resume to continue "
-                              "it, --overwrite to replace it, or choose another train.out_dir")
+            raise RunDirError(
+                f"train.out_dir {str(out)!r} already holds a run ({found}); pass --resume to continue "
+                "it, --overwrite to replace it, or choose another train.out_dir"
+            )
         saved = out / "config.json"  # the run's config (the trainer checks last.pt itself again)
         if args.resume and (out / "last.pt").is_file() and saved.is_file():
             try:
@@ -230,16 +303,27 @@ def cmd_train(args: argparse.Namespace) -> int:
             if diff:
                 raise CheckpointError(describe_mismatch(out / "last.pt", diff))
     _say(f"training {cfg.train.method} on {cfg.data.dataset} (profile {cfg.profile}) -> {out}")
-    if args.overwrite and main_rank and not cfg.train.checkpoint_every:  # the trainer writes no checkpoint and
+    if (
+        args.overwrite and main_rank and not cfg.train.checkpoint_every
+    ):  # the trainer writes no checkpoint and
         lock = RunLock(out)  # so claims no folder: clear the old run's files here
         lock.claim(resume=False, overwrite=True)
         lock.release()
-    run = train_and_evaluate(cfg, resume=args.resume, overwrite=args.overwrite)  # test split of data.eval_domains
+    run = train_and_evaluate(
+        cfg, resume=args.resume, overwrite=args.overwrite
+    )  # test split of data.eval_domains
     if run.trainer.is_main:
         cfg.to_json(out / "config.json")
-        save_results(out / "results.json", {"results": run.results, "trivial": run.trivial,
-                                            "best_epoch": run.best_epoch, "seconds": run.seconds,
-                                            "config": cfg.to_dict()})
+        save_results(
+            out / "results.json",
+            {
+                "results": run.results,
+                "trivial": run.trivial,
+                "best_epoch": run.best_epoch,
+                "seconds": run.seconds,
+                "config": cfg.to_dict(),
+            },
+        )
     _say(f"done in {run.seconds:.1f} s; best validation epoch {run.best_epoch}")
     _say(format_results(run.results, trivial=run.trivial))
     _warn_below_trivial("the model", below_trivial(run.results, run.trivial, run.trainer.tasks))
@@ -250,8 +334,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from coremtl_lite.evaluate import evaluate_checkpoint, format_results
 
     domains = [d for d in args.domains.split(",") if d] if args.domains else None
-    payload = evaluate_checkpoint(args.checkpoint, domains=domains, split=args.split, reference=args.reference,
-                                  output=args.output, overrides=args.overrides)
+    payload = evaluate_checkpoint(
+        args.checkpoint,
+        domains=domains,
+        split=args.split,
+        reference=args.reference,
+        output=args.output,
+        overrides=args.overrides,
+    )
     _say(format_results(payload["results"], payload.get("delta_m"), payload.get("trivial")))
     _warn_below_trivial("the model", payload.get("below_trivial", []))
     if args.output:
@@ -259,8 +349,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_demo(profile: str | None = None, out: str | Path = "runs/demo", overrides: Sequence[str] = (),
-             progress: bool | None = None) -> dict[str, Any]:
+def run_demo(
+    profile: str | None = None,
+    out: str | Path = "runs/demo",
+    overrides: Sequence[str] = (),
+    progress: bool | None = None,
+) -> dict[str, Any]:
     """Train the :data:`DEMO_RUNS`, evaluate source and target, write ``results.json`` and ``report.html``.
 
     Each run is :func:`coremtl_lite.experiments.train_and_evaluate` in ``<out>/<recipe>-<run key>``
@@ -296,36 +390,62 @@ def run_demo(profile: str | None = None, out: str | Path = "runs/demo", override
     for name, recipe in DEMO_RUNS.items():
         cfg = get_config(profile, [*base, *recipe.overrides, *overrides])
         cfg = apply_overrides(cfg, [f"train.out_dir={out / f'{recipe.name}-{run_key(cfg)}'}"])
-        _say(f"[demo] {name}: profile {profile}, {cfg.optim.epochs} epochs, {cfg.data.train_size} scenes of "
-             f"{cfg.data.image_size}px, batch {cfg.data.batch_size}")
+        _say(
+            f"[demo] {name}: profile {profile}, {cfg.optim.epochs} epochs, {cfg.data.train_size} scenes of "
+            f"{cfg.data.image_size}px, batch {cfg.data.batch_size}"
+        )
         run = train_and_evaluate(cfg, domains)
-        results[name], histories[name], seconds[name], best[name] = run.results, run.history, run.seconds, run.best_epoch
+        results[name], histories[name], seconds[name], best[name] = (
+            run.results,
+            run.history,
+            run.seconds,
+            run.best_epoch,
+        )
         _say(f"[demo] {name}: trained in {seconds[name]:.1f} s (best validation epoch {run.best_epoch})")
         results.setdefault(TRIVIAL, run.trivial)  # the same data for every run: one trivial reference
         directions = run.trainer.directions()
     results = {k: results[k] for k in [TRIVIAL, *DEMO_RUNS]}  # the trivial predictors first
     rows = id_ood_rows(results)
     table = id_ood_table(rows)
-    _say("\nTest metrics, best validation epoch; gap = target - source (ID -> OOD)"
-         + (f" [{CI_LABEL}]" if profile == "ci" else "") + "\n" + table)
+    _say(
+        "\nTest metrics, best validation epoch; gap = target - source (ID -> OOD)"
+        + (f" [{CI_LABEL}]" if profile == "ci" else "")
+        + "\n"
+        + table
+    )
     flags = {name: below_trivial(results[name], results[TRIVIAL], directions) for name in DEMO_RUNS}
     for name, bad in flags.items():
         _warn_below_trivial(name, bad, prefix="[demo] ")
     report = out / "report.html"
     if os.environ.get("RANK", "0") == "0":
-        save_results(out / "results.json", {"results": results, "rows": rows, "seconds": seconds,
-                                            "best_epoch": best, "profile": profile,
-                                            "below_trivial": {k: [list(f) for f in v] for k, v in flags.items()}})
-        note = (f"<p>Profile <b>{profile}</b>. Both runs: ShadedScenes, trained on the source domain, model "
-                "selected on the source validation split, evaluated on the source (in-distribution) and target "
-                "(shifted appearance) test sets. Gap = target - source. Training time: "
-                + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ".</p>")
-        write_report(report, "coremtl-lite demo: CORE-MTL vs equal weighting", [
-            ("", note),
-            ("ID / OOD table", rows_html(rows)),
-            ("Source vs target", id_ood_figure(results)),
-            ("Training curves", curves_figure(histories)),
-        ])
+        save_results(
+            out / "results.json",
+            {
+                "results": results,
+                "rows": rows,
+                "seconds": seconds,
+                "best_epoch": best,
+                "profile": profile,
+                "below_trivial": {k: [list(f) for f in v] for k, v in flags.items()},
+            },
+        )
+        note = (
+            f"<p>Profile <b>{profile}</b>. Both runs: ShadedScenes, trained on the source domain, model "
+            "selected on the source validation split, evaluated on the source (in-distribution) and target "
+            "(shifted appearance) test sets. Gap = target - source. Training time: "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
+            + ".</p>"
+        )
+        write_report(
+            report,
+            "coremtl-lite demo: CORE-MTL vs equal weighting",
+            [
+                ("", note),
+                ("ID / OOD table", rows_html(rows)),
+                ("Source vs target", id_ood_figure(results)),
+                ("Training curves", curves_figure(histories)),
+            ],
+        )
         _say(f"\nreport: {report}")
     return {"results": results, "rows": rows, "seconds": seconds, "below_trivial": flags, "report": report}
 
@@ -344,8 +464,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     methods = tuple(m for m in args.methods.split(",") if m) if args.methods else DEFAULT_BASELINES
     profile = args.profile or active_profile()
     _label(profile)
-    rows = run_bench(suites, profile=profile, seeds=seeds, out_dir=args.out,
-                     baselines=methods, overrides=args.overrides)
+    rows = run_bench(
+        suites, profile=profile, seeds=seeds, out_dir=args.out, baselines=methods, overrides=args.overrides
+    )
     from coremtl_lite.bench.report import headline_metrics
 
     for suite in suites:
@@ -374,8 +495,10 @@ def cmd_methods(args: argparse.Namespace) -> int:
         options: dict[str, tuple[str | None, Any]] = r["options"]  # type: ignore[assignment]
         for key, (kind, default) in options.items():
             _say(f"    {key}: {kind or 'any'} = {default!r}")
-    _say("\nset options with train.method_options.<option>=value or train.method_options='{\"option\": value}'; "
-         "torchjd:<Aggregator> runs any aggregator of the installed torchjd")
+    _say(
+        "\nset options with train.method_options.<option>=value or train.method_options='{\"option\": value}'; "
+        "torchjd:<Aggregator> runs any aggregator of the installed torchjd"
+    )
     return 0
 
 
@@ -394,8 +517,12 @@ def cmd_tutorials(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{dest} is not empty; choose a new folder or pass --force to overwrite")
     import shutil
 
-    shutil.copytree(source, dest, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "__init__.py", ".ipynb_checkpoints"))
+    shutil.copytree(
+        source,
+        dest,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "__init__.py", ".ipynb_checkpoints"),
+    )
     n = len(list(dest.rglob("*.ipynb")))
     _say(f"copied {n} notebooks to {dest}; open them with: jupyter lab {dest}")
     return 0
@@ -417,8 +544,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from coremtl_lite.train import CheckpointError, NonFiniteLossError
     from coremtl_lite.train.run_dir import RunDirError
 
-    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo, "bench": cmd_bench,
-                "methods": cmd_methods, "assignments": cmd_assignments, "tutorials": cmd_tutorials}
+    handlers = {
+        "train": cmd_train,
+        "evaluate": cmd_evaluate,
+        "demo": cmd_demo,
+        "bench": cmd_bench,
+        "methods": cmd_methods,
+        "assignments": cmd_assignments,
+        "tutorials": cmd_tutorials,
+    }
     known = (ConfigError, CheckpointError, RunDirError, NonFiniteLossError, KeyError, ValueError, OSError)
     import warnings
 
@@ -430,7 +564,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"coremtl-lite {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"coremtl-lite {args.command}: interrupted; continue a training run with --resume", file=sys.stderr)
+        print(
+            f"coremtl-lite {args.command}: interrupted; continue a training run with --resume",
+            file=sys.stderr,
+        )
         return 130
     finally:
         warnings.formatwarning = formatwarning

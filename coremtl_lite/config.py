@@ -65,8 +65,16 @@ class DataConfig:
     train_on_val: bool = False  # also train on the validation split (MT-CRL §4's protocol for its baselines)
 
     def validate(self) -> None:
-        _positive(self, "image_size", "train_size", "val_size", "test_size", "batch_size", "num_attributes",
-                  "num_tasks")
+        _positive(
+            self,
+            "image_size",
+            "train_size",
+            "val_size",
+            "test_size",
+            "batch_size",
+            "num_attributes",
+            "num_tasks",
+        )
         for name in ("m_train", "m_val", "m_test", "rho", "severity"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
@@ -82,8 +90,10 @@ class DataConfig:
 ARCHITECTURES = ("dual_stream", "vanilla", "mtan", "mmoe", "mtcrl")
 
 #: keys that no longer exist, and what replaced them (an override or a saved config naming one is an error)
-RETIRED_KEYS = {"model.dual_stream": "model.dual_stream was replaced by model.architecture=dual_stream|vanilla "
-                                     "(true -> dual_stream, false -> vanilla)"}
+RETIRED_KEYS = {
+    "model.dual_stream": "model.dual_stream was replaced by model.architecture=dual_stream|vanilla "
+    "(true -> dual_stream, false -> vanilla)"
+}
 
 
 @dataclass
@@ -108,10 +118,20 @@ class ModelConfig:
         _choice(self, "architecture", ARCHITECTURES)
         _choice(self, "encoder", ("lite", "resnet50", "resnet18"))
         _choice(self, "grounding", ("hard", "soft", "none"))
-        _positive(self, "width", "semantic_channels", "residual_channels", "head_channels", "num_modules",
-                  "module_dim", "module_width")
+        _positive(
+            self,
+            "width",
+            "semantic_channels",
+            "residual_channels",
+            "head_channels",
+            "num_modules",
+            "module_dim",
+            "module_width",
+        )
         if self.leaky_heads and self.architecture != "dual_stream":
-            raise ConfigError(f"model.leaky_heads needs model.architecture=dual_stream, got {self.architecture!r}")
+            raise ConfigError(
+                f"model.leaky_heads needs model.architecture=dual_stream, got {self.architecture!r}"
+            )
 
 
 @dataclass
@@ -173,8 +193,14 @@ class LossConfig:
         _choice(self, "cfa_form", ("consistency", "task"))
         _choice(self, "rec_balance", ("class", "none"))
         _choice(self, "perceptual", ("auto", "lpips", "ssim", "none"))
-        for name in ("lambda_rec", "lambda_ind", "lambda_cfa", "perceptual_weight", "cfa_max_rec_ratio",
-                     "max_term_grad_ratio"):
+        for name in (
+            "lambda_rec",
+            "lambda_ind",
+            "lambda_cfa",
+            "perceptual_weight",
+            "cfa_max_rec_ratio",
+            "max_term_grad_ratio",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("cfa_prob", "decomposition_warmup", "ind_ramp", "cfa_start"):
@@ -223,10 +249,15 @@ class TrainConfig:
     max_steps_per_epoch: int = 0  # 0: the whole training set each epoch
 
     def validate(self) -> None:
-        if (self.checkpoint_every < 0 or self.eval_every < 0 or self.max_steps_per_epoch < 0
-                or self.grad_log_every < 0):
-            raise ConfigError("train.checkpoint_every, eval_every, max_steps_per_epoch and grad_log_every must be "
-                              ">= 0")
+        if (
+            self.checkpoint_every < 0
+            or self.eval_every < 0
+            or self.max_steps_per_epoch < 0
+            or self.grad_log_every < 0
+        ):
+            raise ConfigError(
+                "train.checkpoint_every, eval_every, max_steps_per_epoch and grad_log_every must be >= 0"
+            )
         _positive(self, "log_every")
 
 
@@ -270,13 +301,22 @@ class Config:
                     raise ConfigError(f"config key 'profile' must be a string, got {sub!r}")
             elif sec not in sections:
                 near = difflib.get_close_matches(sec, sections, n=1)
-                raise ConfigError(f"unknown config section {sec!r}" + (f"; did you mean {near[0]!r}?" if near else "")
-                                  + f" (sections: profile, {', '.join(sections)})")
+                raise ConfigError(
+                    f"unknown config section {sec!r}"
+                    + (f"; did you mean {near[0]!r}?" if near else "")
+                    + f" (sections: profile, {', '.join(sections)})"
+                )
             elif not isinstance(sub, dict):
-                raise ConfigError(f"config section {sec!r} must be a JSON object of keys, got {json.dumps(sub)}")
+                raise ConfigError(
+                    f"config section {sec!r} must be a JSON object of keys, got {json.dumps(sub)}"
+                )
         cfg = get_config(raw.get("profile", "cpu"))
-        overrides = [f"{sec}.{k}={json.dumps(v)}" for sec, sub in raw.items() if isinstance(sub, dict)
-                     for k, v in sub.items()]
+        overrides = [
+            f"{sec}.{k}={json.dumps(v)}"
+            for sec, sub in raw.items()
+            if isinstance(sub, dict)
+            for k, v in sub.items()
+        ]
         return apply_overrides(cfg, overrides)
 
 
@@ -285,8 +325,9 @@ def _profile_ci() -> Config:
     return Config(
         profile="ci",
         data=DataConfig(image_size=32, train_size=64, val_size=32, test_size=32, batch_size=16),
-        model=ModelConfig(width=16, semantic_channels=32, residual_channels=16, head_channels=16,
-                          pretrained=False),
+        model=ModelConfig(
+            width=16, semantic_channels=32, residual_channels=16, head_channels=16, pretrained=False
+        ),
         loss=LossConfig(perceptual="ssim"),
         optim=OptimConfig(epochs=2, warmup_epochs=0),
         train=TrainConfig(progress=False),
@@ -298,15 +339,20 @@ def _profile_cpu() -> Config:
     # model flattens over the last three epochs (measured, tutorial 02), where 6 epochs stopped mid-climb
     # perceptual term: 1 - SSIM. LPIPS's AlexNet on 32 px renders is outside the range it was calibrated
     # on and costly on a CPU; its ImageNet weights are often not in the cache offline either (gpu/paper: auto)
-    return Config(profile="cpu", data=DataConfig(train_size=1024, val_size=128, test_size=256),
-                  loss=LossConfig(perceptual="ssim"), optim=OptimConfig(epochs=10))
+    return Config(
+        profile="cpu",
+        data=DataConfig(train_size=1024, val_size=128, test_size=256),
+        loss=LossConfig(perceptual="ssim"),
+        optim=OptimConfig(epochs=10),
+    )
 
 
 def _profile_gpu() -> Config:
     return Config(
         profile="gpu",
-        data=DataConfig(image_size=128, train_size=16384, val_size=1024, test_size=1024, batch_size=64,
-                        num_workers=4),
+        data=DataConfig(
+            image_size=128, train_size=16384, val_size=1024, test_size=1024, batch_size=64, num_workers=4
+        ),
         model=ModelConfig(width=64, semantic_channels=256, residual_channels=128, head_channels=64),
         optim=OptimConfig(lr=1e-3, epochs=40, warmup_epochs=2),
     )
@@ -316,12 +362,24 @@ def _profile_paper() -> Config:
     # Appendix F and Table 7, NYUv2 row: batch 16, 100 epochs at 288x384, AdamW 2e-4, wd 1e-4.
     return Config(
         profile="paper",
-        data=DataConfig(dataset="nyuv2", root="data/nyuv2", image_size=288, batch_size=16, num_workers=4,
-                        augment=True, eval_domains=("source",)),
-        model=ModelConfig(encoder="resnet50", semantic_channels=256, residual_channels=256,
-                          head_channels=256),
-        loss=LossConfig(task_weights={"segmentation": 20.0, "depth": 10.0, "normal": 10.0},
-                        lambda_ind=1.0, lambda_cfa=1.0, perceptual="lpips"),
+        data=DataConfig(
+            dataset="nyuv2",
+            root="data/nyuv2",
+            image_size=288,
+            batch_size=16,
+            num_workers=4,
+            augment=True,
+            eval_domains=("source",),
+        ),
+        model=ModelConfig(
+            encoder="resnet50", semantic_channels=256, residual_channels=256, head_channels=256
+        ),
+        loss=LossConfig(
+            task_weights={"segmentation": 20.0, "depth": 10.0, "normal": 10.0},
+            lambda_ind=1.0,
+            lambda_cfa=1.0,
+            perceptual="lpips",
+        ),
         optim=OptimConfig(lr=2e-4, weight_decay=1e-4, epochs=100, warmup_epochs=5, grad_clip=10.0),
     )
 
@@ -332,33 +390,69 @@ _PROFILE_BUILDERS = {"ci": _profile_ci, "cpu": _profile_cpu, "gpu": _profile_gpu
 #: Loss weights are (lambda_seg, lambda_depth, lambda_normal, lambda_ind, lambda_cfa) of Table 7.
 PAPER_PRESETS: dict[str, tuple[str, ...]] = {
     "nyuv2": (
-        "data.dataset=nyuv2", "data.root=data/nyuv2", "data.tasks=segmentation,depth,normal",
-        "data.batch_size=16", "data.eval_domains=source", "optim.epochs=100", "optim.warmup_epochs=5",
+        "data.dataset=nyuv2",
+        "data.root=data/nyuv2",
+        "data.tasks=segmentation,depth,normal",
+        "data.batch_size=16",
+        "data.eval_domains=source",
+        "optim.epochs=100",
+        "optim.warmup_epochs=5",
         'loss.task_weights={"segmentation": 20, "depth": 10, "normal": 10}',
-        "loss.lambda_ind=1.0", "loss.lambda_cfa=1.0",
+        "loss.lambda_ind=1.0",
+        "loss.lambda_cfa=1.0",
     ),
     "cityscapes": (
-        "data.dataset=cityscapes", "data.root=data/cityscapes", "data.tasks=segmentation,depth",
-        "data.batch_size=32", "data.eval_domains=source", "optim.epochs=100", "optim.warmup_epochs=5",
-        "data.augment=true", 'loss.task_weights={"segmentation": 10, "depth": 20}',
-        "loss.lambda_ind=1.0", "loss.lambda_cfa=1.0",
+        "data.dataset=cityscapes",
+        "data.root=data/cityscapes",
+        "data.tasks=segmentation,depth",
+        "data.batch_size=32",
+        "data.eval_domains=source",
+        "optim.epochs=100",
+        "optim.warmup_epochs=5",
+        "data.augment=true",
+        'loss.task_weights={"segmentation": 10, "depth": 20}',
+        "loss.lambda_ind=1.0",
+        "loss.lambda_cfa=1.0",
     ),
     "gta5_to_cityscapes": (
-        "data.dataset=gta5", "data.root=data/gta5", "data.tasks=segmentation,depth", "data.batch_size=32",
-        "data.eval_domains=source,target", "optim.epochs=100", "optim.warmup_epochs=10",
-        'loss.task_weights={"segmentation": 30, "depth": 25}', "loss.lambda_ind=0.1", "loss.lambda_cfa=0.5",
+        "data.dataset=gta5",
+        "data.root=data/gta5",
+        "data.tasks=segmentation,depth",
+        "data.batch_size=32",
+        "data.eval_domains=source,target",
+        "optim.epochs=100",
+        "optim.warmup_epochs=10",
+        'loss.task_weights={"segmentation": 30, "depth": 25}',
+        "loss.lambda_ind=0.1",
+        "loss.lambda_cfa=0.5",
     ),
     "cityscapes_c": (
-        "data.dataset=cityscapes", "data.root=data/cityscapes", "data.tasks=segmentation,depth",
-        "data.batch_size=16", "optim.epochs=100", "optim.warmup_epochs=5",
+        "data.dataset=cityscapes",
+        "data.root=data/cityscapes",
+        "data.tasks=segmentation,depth",
+        "data.batch_size=16",
+        "optim.epochs=100",
+        "optim.warmup_epochs=5",
         "data.eval_domains=source,corrupt:contrast:3,corrupt:defocus_blur:3,corrupt:fog:3,corrupt:gaussian_noise:3",
-        'loss.task_weights={"segmentation": 10, "depth": 20}', "loss.lambda_ind=1.0", "loss.lambda_cfa=1.0",
+        'loss.task_weights={"segmentation": 10, "depth": 20}',
+        "loss.lambda_ind=1.0",
+        "loss.lambda_cfa=1.0",
     ),
     "celeba": (
-        "data.dataset=celeba", "data.root=data/celeba", "data.tasks=attributes", "data.num_attributes=40",
-        "data.image_size=128", "data.batch_size=256", "data.eval_domains=source", "optim.epochs=50",
-        "optim.warmup_epochs=5", "model.encoder=resnet18", "model.grounding=soft",
-        "loss.task_weights={}", "loss.lambda_ind=0.5", "loss.lambda_cfa=0.0",
+        "data.dataset=celeba",
+        "data.root=data/celeba",
+        "data.tasks=attributes",
+        "data.num_attributes=40",
+        "data.image_size=128",
+        "data.batch_size=256",
+        "data.eval_domains=source",
+        "optim.epochs=50",
+        "optim.warmup_epochs=5",
+        "model.encoder=resnet18",
+        "model.grounding=soft",
+        "loss.task_weights={}",
+        "loss.lambda_ind=0.5",
+        "loss.lambda_cfa=0.0",
     ),
 }
 
@@ -400,8 +494,12 @@ def get_config(profile: str | None = None, overrides: list[str] | tuple[str, ...
 
 # -------------------------------------------------------------------------------------- overrides
 def _all_keys(cfg: Config) -> list[str]:
-    return [f"{s.name}.{f.name}" for s in fields(cfg) if is_dataclass(getattr(cfg, s.name))
-            for f in fields(getattr(cfg, s.name))]
+    return [
+        f"{s.name}.{f.name}"
+        for s in fields(cfg)
+        if is_dataclass(getattr(cfg, s.name))
+        for f in fields(getattr(cfg, s.name))
+    ]
 
 
 def _coerce(raw: str, annotation: Any, key: str) -> Any:
@@ -454,8 +552,14 @@ def _finite(value: Any, key: str) -> float:
 
 def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
     """Return a copy of ``cfg`` with ``section.key=value`` overrides applied, then validated."""
-    cfg = replace(cfg, **{s.name: dataclasses.replace(getattr(cfg, s.name))
-                          for s in fields(cfg) if is_dataclass(getattr(cfg, s.name))})
+    cfg = replace(
+        cfg,
+        **{
+            s.name: dataclasses.replace(getattr(cfg, s.name))
+            for s in fields(cfg)
+            if is_dataclass(getattr(cfg, s.name))
+        },
+    )
     valid = _all_keys(cfg)
     for item in overrides:
         if "=" not in item:

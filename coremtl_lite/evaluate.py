@@ -29,12 +29,20 @@ from coremtl_lite.metrics import below_trivial, delta_m
 from coremtl_lite.train import Trainer, atomic_write, evaluate_datasets
 from coremtl_lite.train.evaluation import Results
 
-__all__ = ["Results", "delta_m_by_domain", "evaluate_checkpoint", "evaluate_datasets", "format_results",
-           "load_results", "save_results"]
+__all__ = [
+    "Results",
+    "delta_m_by_domain",
+    "evaluate_checkpoint",
+    "evaluate_datasets",
+    "format_results",
+    "load_results",
+    "save_results",
+]
 
 
-def delta_m_by_domain(results: Results, reference: Mapping[str, Any],
-                      directions: Mapping[str, Mapping[str, bool]]) -> dict[str, float]:
+def delta_m_by_domain(
+    results: Results, reference: Mapping[str, Any], directions: Mapping[str, Mapping[str, bool]]
+) -> dict[str, float]:
     """Δm% of every domain of ``results`` against the single-task ``reference`` (paper §4.1; positive = better).
 
     ``reference`` is either per domain (``{domain: {task: {metric: v}}}``, matched by domain name) or
@@ -73,8 +81,10 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
     payload = data if isinstance(data, dict) and "results" in data else {"results": data}
     results = payload["results"]
     if not isinstance(results, dict) or not all(isinstance(v, dict) for v in results.values()):
-        raise ValueError(f"results file {str(path)!r} holds no {{domain or task: {{...}}}} results "
-                         f"(found {type(results).__name__})")
+        raise ValueError(
+            f"results file {str(path)!r} holds no {{domain or task: {{...}}}} results "
+            f"(found {type(results).__name__})"
+        )
     return payload
 
 
@@ -86,9 +96,14 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def evaluate_checkpoint(checkpoint: str | os.PathLike, domains: Sequence[str] | None = None, split: str = "test",
-                        reference: str | os.PathLike | Mapping[str, Any] | None = None,
-                        output: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    domains: Sequence[str] | None = None,
+    split: str = "test",
+    reference: str | os.PathLike | Mapping[str, Any] | None = None,
+    output: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+) -> dict[str, Any]:
     """Evaluate the weights of ``checkpoint`` and return ``{"results", "trivial", "below_trivial",
     "delta_m"?, "checkpoint", "epoch", "split", "config"}`` (also written to ``output`` as JSON when
     given, by rank 0). ``trivial`` holds the trivial predictors' results on the same data (majority
@@ -102,10 +117,15 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, domains: Sequence[str] | 
     trainer = Trainer.from_checkpoint(Path(checkpoint), overrides=["train.progress=false", *overrides])
     results = trainer.evaluate(domains=domains, split=split, use_best=False)
     trivial = trainer.evaluate_trivial(domains=domains, split=split)  # the constants the model must beat
-    payload: dict[str, Any] = {"results": results, "trivial": trivial,
-                               "below_trivial": [list(f) for f in below_trivial(results, trivial, trainer.tasks)],
-                               "checkpoint": str(checkpoint), "epoch": trainer.epoch,
-                               "split": split, "config": trainer.cfg.to_dict()}
+    payload: dict[str, Any] = {
+        "results": results,
+        "trivial": trivial,
+        "below_trivial": [list(f) for f in below_trivial(results, trivial, trainer.tasks)],
+        "checkpoint": str(checkpoint),
+        "epoch": trainer.epoch,
+        "split": split,
+        "config": trainer.cfg.to_dict(),
+    }
     if reference is not None:
         ref = load_results(reference)["results"] if not isinstance(reference, Mapping) else dict(reference)
         ref = ref.get("results", ref)
@@ -115,8 +135,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, domains: Sequence[str] | 
     return payload
 
 
-def format_results(results: Results, delta: Mapping[str, float] | None = None,
-                   trivial: Results | None = None) -> str:
+def format_results(
+    results: Results, delta: Mapping[str, float] | None = None, trivial: Results | None = None
+) -> str:
     """A text table: one row per domain, one column per task metric (and Δm% when given); with
     ``trivial``, each domain's row is followed by the trivial predictors' row on the same data."""
     if not results:
@@ -130,8 +151,11 @@ def format_results(results: Results, delta: Mapping[str, float] | None = None,
             row.append(_num(delta.get(domain, math.nan)))
         rows.append(row)
         if trivial and domain in trivial:
-            rows.append([f"  trivial ({domain})"] + [_num(trivial[domain].get(t, {}).get(m, math.nan))
-                                                      for t, m in cols] + ([""] if delta else []))
+            rows.append(
+                [f"  trivial ({domain})"]
+                + [_num(trivial[domain].get(t, {}).get(m, math.nan)) for t, m in cols]
+                + ([""] if delta else [])
+            )
     return format_table(header, rows)
 
 

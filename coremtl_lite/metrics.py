@@ -42,8 +42,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["AttributesMeter", "ClassificationMeter", "DIRECTIONS", "DepthMeter", "Meter", "NORMAL_HIST_BINS",
-           "NormalMeter", "SegmentationMeter", "delta_m", "make_meter"]
+__all__ = [
+    "AttributesMeter",
+    "ClassificationMeter",
+    "DIRECTIONS",
+    "DepthMeter",
+    "Meter",
+    "NORMAL_HIST_BINS",
+    "NormalMeter",
+    "SegmentationMeter",
+    "delta_m",
+    "make_meter",
+]
 
 #: number of histogram bins over [0, 180] degrees used for the normal median (0.01 degree each)
 NORMAL_HIST_BINS = 18000
@@ -78,8 +88,10 @@ class Meter:
         """Replace the state (e.g. by the all-reduced sum of every process's :meth:`state`)."""
         state = torch.as_tensor(state)
         if state.shape != self._state.shape:
-            raise ValueError(f"{type(self).__name__}.load_state: expected shape {tuple(self._state.shape)}, "
-                             f"got {tuple(state.shape)}")
+            raise ValueError(
+                f"{type(self).__name__}.load_state: expected shape {tuple(self._state.shape)}, "
+                f"got {tuple(state.shape)}"
+            )
         self._state = state.detach().to("cpu", torch.float64).clone()
 
     def merge(self, other: Meter) -> None:
@@ -102,7 +114,7 @@ class SegmentationMeter(Meter):
         if num_classes < 1:
             raise ValueError(f"SegmentationMeter needs num_classes >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
-        super().__init__(self.num_classes ** 2)
+        super().__init__(self.num_classes**2)
 
     def confusion(self) -> Tensor:
         """(K, K) float64 confusion matrix, rows = ground truth, columns = prediction."""
@@ -117,8 +129,9 @@ class SegmentationMeter(Meter):
                 raise ValueError(f"SegmentationMeter: logits must have {k} channels, got {tuple(pred.shape)}")
             pred = pred.argmax(dim=1)
         if pred.shape != target.shape:
-            raise ValueError(f"SegmentationMeter: prediction {tuple(pred.shape)} and target {tuple(target.shape)} "
-                             "differ")
+            raise ValueError(
+                f"SegmentationMeter: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ"
+            )
         pred, target = pred.reshape(-1).long().cpu(), target.reshape(-1).long().cpu()
         valid = (target >= 0) & (target < k)
         idx = k * target[valid] + pred[valid]
@@ -146,12 +159,15 @@ class DepthMeter(Meter):
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
         if pred.shape != target.shape:
-            raise ValueError(f"DepthMeter: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+            raise ValueError(
+                f"DepthMeter: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ"
+            )
         pred, target = pred.detach().double().cpu(), target.detach().double().cpu()
         mask = target != 0
         err = (pred - target).abs()[mask]
-        self._state += torch.stack([err.sum(), (err / target[mask]).sum(),
-                                    torch.tensor(float(mask.sum()), dtype=torch.float64)])
+        self._state += torch.stack(
+            [err.sum(), (err / target[mask]).sum(), torch.tensor(float(mask.sum()), dtype=torch.float64)]
+        )
 
     def compute(self) -> dict[str, float]:
         s_abs, s_rel, n = self._state.tolist()
@@ -173,8 +189,10 @@ class NormalMeter(Meter):
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
         if pred.shape != target.shape or pred.dim() != 4 or pred.shape[1] != 3:
-            raise ValueError(f"NormalMeter: expects (B, 3, H, W) prediction and target, got {tuple(pred.shape)} "
-                             f"and {tuple(target.shape)}")
+            raise ValueError(
+                f"NormalMeter: expects (B, 3, H, W) prediction and target, got {tuple(pred.shape)} "
+                f"and {tuple(target.shape)}"
+            )
         pred = F.normalize(pred.detach().double().cpu(), dim=1, eps=1e-12)
         target = target.detach().double().cpu()
         mask = target.abs().sum(dim=1) > 0
@@ -182,8 +200,12 @@ class NormalMeter(Meter):
         ang = torch.rad2deg(torch.acos(cos))
         within = [float((ang < t).sum()) for t in self.THRESHOLDS]
         hist = torch.histc(ang, bins=self.bins, min=0.0, max=180.0) if ang.numel() else torch.zeros(self.bins)
-        self._state += torch.cat([torch.tensor([float(ang.sum()), float(ang.numel()), *within],
-                                               dtype=torch.float64), hist.double()])
+        self._state += torch.cat(
+            [
+                torch.tensor([float(ang.sum()), float(ang.numel()), *within], dtype=torch.float64),
+                hist.double(),
+            ]
+        )
 
     def _order_statistic(self, rank: float, hist: Tensor, cum: Tensor) -> float:
         """The ``rank``-th smallest angle (1-indexed), placing a bin's angles evenly inside the bin."""
@@ -199,7 +221,7 @@ class NormalMeter(Meter):
         n = int(round(float(self._state[1])))
         if n == 0:
             return float("nan")
-        hist = self._state[2 + len(self.THRESHOLDS):]
+        hist = self._state[2 + len(self.THRESHOLDS) :]
         cum = torch.cumsum(hist, 0)
         if n % 2:
             return self._order_statistic((n + 1) / 2, hist, cum)
@@ -208,8 +230,11 @@ class NormalMeter(Meter):
     def compute(self) -> dict[str, float]:
         s, n = float(self._state[0]), float(self._state[1])
         if n == 0:
-            return {"mean": float("nan"), "median": float("nan"),
-                    **{f"within_{t:g}": float("nan") for t in self.THRESHOLDS}}
+            return {
+                "mean": float("nan"),
+                "median": float("nan"),
+                **{f"within_{t:g}": float("nan") for t in self.THRESHOLDS},
+            }
         out = {"mean": s / n, "median": self.median()}
         for i, t in enumerate(self.THRESHOLDS):
             out[f"within_{t:g}"] = float(self._state[2 + i]) / n
@@ -230,8 +255,10 @@ class AttributesMeter(Meter):
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
         if pred.shape != target.shape or pred.dim() != 2 or pred.shape[1] != self.num_attributes:
-            raise ValueError(f"AttributesMeter: expects (B, {self.num_attributes}) logits and targets, got "
-                             f"{tuple(pred.shape)} and {tuple(target.shape)}")
+            raise ValueError(
+                f"AttributesMeter: expects (B, {self.num_attributes}) logits and targets, got "
+                f"{tuple(pred.shape)} and {tuple(target.shape)}"
+            )
         correct = ((pred.detach().cpu() > 0) == (target.detach().cpu() > 0.5)).double().sum(0)
         self._state += torch.cat([correct, torch.tensor([float(pred.shape[0])], dtype=torch.float64)])
 
@@ -256,8 +283,10 @@ class ClassificationMeter(Meter):
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
         if pred.dim() != 2 or target.shape != (pred.shape[0],):
-            raise ValueError(f"ClassificationMeter: expects (B, K) logits and (B,) targets, got {tuple(pred.shape)} "
-                             f"and {tuple(target.shape)}")
+            raise ValueError(
+                f"ClassificationMeter: expects (B, K) logits and (B,) targets, got {tuple(pred.shape)} "
+                f"and {tuple(target.shape)}"
+            )
         correct = (pred.detach().argmax(1).cpu() == target.detach().cpu().long()).sum()
         self._state += torch.tensor([float(correct), float(pred.shape[0])], dtype=torch.float64)
 
@@ -289,12 +318,18 @@ def _directions_of(tasks: Any) -> dict[str, dict[str, bool]]:
     for t in tasks if isinstance(tasks, Iterable) else ():
         out[t.name] = dict(t.directions)
     if not out:
-        raise ValueError("delta_m: 'tasks' must be a list of Task or a {task: {metric: higher_is_better}} mapping")
+        raise ValueError(
+            "delta_m: 'tasks' must be a list of Task or a {task: {metric: higher_is_better}} mapping"
+        )
     return out
 
 
-def task_deltas(results: Mapping[str, Mapping[str, float]], reference: Mapping[str, Mapping[str, float]],
-                tasks: Any, lenient: bool = False) -> dict[str, float]:
+def task_deltas(
+    results: Mapping[str, Mapping[str, float]],
+    reference: Mapping[str, Mapping[str, float]],
+    tasks: Any,
+    lenient: bool = False,
+) -> dict[str, float]:
     """Per-task relative improvement over ``reference``, in %: (1/N_t) sum_i (-1)^{s_ti} (M_ti - M_ref,ti)
     / |M_ref,ti| * 100, the inner sum of Delta m% (paper §4.1, LibMTL); positive = better than the reference.
 
@@ -308,8 +343,10 @@ def task_deltas(results: Mapping[str, Mapping[str, float]], reference: Mapping[s
         if task not in results or task not in reference:
             if lenient:
                 continue
-            raise KeyError(f"delta_m: task {task!r} missing from the results or the reference "
-                           f"(have {sorted(results)} and {sorted(reference)})")
+            raise KeyError(
+                f"delta_m: task {task!r} missing from the results or the reference "
+                f"(have {sorted(results)} and {sorted(reference)})"
+            )
         terms = []
         for metric, higher in metrics.items():
             if metric not in results[task] or metric not in reference[task]:
@@ -328,8 +365,12 @@ def task_deltas(results: Mapping[str, Mapping[str, float]], reference: Mapping[s
     return out
 
 
-def delta_m(results: Mapping[str, Mapping[str, float]], reference: Mapping[str, Mapping[str, float]],
-            tasks: Any, lenient: bool = False) -> float:
+def delta_m(
+    results: Mapping[str, Mapping[str, float]],
+    reference: Mapping[str, Mapping[str, float]],
+    tasks: Any,
+    lenient: bool = False,
+) -> float:
     """Delta m% = (1/T) sum_t (1/N_t) sum_i (-1)^{s_ti} (M_ti - M_ref,ti) / M_ref,ti * 100 (paper §4.1, LibMTL).
 
     The one Delta m% of the package: the reported score against single-task learning, the trainer's
@@ -349,8 +390,11 @@ def delta_m(results: Mapping[str, Mapping[str, float]], reference: Mapping[str, 
     return sum(per_task.values()) / len(per_task) if per_task else float("nan")
 
 
-def below_trivial(results: Mapping[str, Mapping[str, Mapping[str, float]]],
-                  trivial: Mapping[str, Mapping[str, Mapping[str, float]]], tasks: Any) -> list[tuple[str, str, float]]:
+def below_trivial(
+    results: Mapping[str, Mapping[str, Mapping[str, float]]],
+    trivial: Mapping[str, Mapping[str, Mapping[str, float]]],
+    tasks: Any,
+) -> list[tuple[str, str, float]]:
     """``(domain, task, delta%)`` for every domain and task where ``results`` (``{domain: {task: {metric}}}``)
     does not beat the trivial predictors' ``trivial`` (its per-task delta over them is <= 0): a trained
     model that does not beat a constant is a bug to find (or a shift that erases the model), not a result."""

@@ -54,12 +54,15 @@ def smooth(values: Sequence[float], window: int) -> list[float]:
 def curve_keys(history: History) -> dict[str, list[str]]:
     """What :func:`curves_figure` plots from a history: task losses, extra-term logs (``obj/*``), ``score``."""
     keys = history.step_keys()
-    return {"tasks": [k for k in keys if k.startswith("loss/") and k not in ("loss/total", "loss/extra")],
-            "extra": [k for k in keys if k.startswith("obj/")]}
+    return {
+        "tasks": [k for k in keys if k.startswith("loss/") and k not in ("loss/total", "loss/extra")],
+        "extra": [k for k in keys if k.startswith("obj/")],
+    }
 
 
-def curves_figure(histories: Mapping[str, History] | History, smooth_window: int = 5,
-                  title: str = "Training curves") -> go.Figure:
+def curves_figure(
+    histories: Mapping[str, History] | History, smooth_window: int = 5, title: str = "Training curves"
+) -> go.Figure:
     """Four panels per figure: total loss per step, task losses per step, the objective's extra terms
     (e.g. ``obj/cka`` -- linear CKA(z_s, z_p), Eq. 11 -- and ``obj/rec``, the reconstruction loss) and
     the validation score per epoch (Δm% against the first validation pass).
@@ -69,9 +72,16 @@ def curves_figure(histories: Mapping[str, History] | History, smooth_window: int
     hides or shows that run."""
     if isinstance(histories, History):
         histories = {"run": histories}
-    fig = make_subplots(rows=2, cols=2, subplot_titles=("total loss (per step)", "task losses (per step)",
-                                                        "extra terms: CKA, reconstruction, ...",
-                                                        "validation score: Δm% vs epoch 1"))
+    fig = make_subplots(
+        rows=2,
+        cols=2,
+        subplot_titles=(
+            "total loss (per step)",
+            "task losses (per step)",
+            "extra terms: CKA, reconstruction, ...",
+            "validation score: Δm% vs epoch 1",
+        ),
+    )
     colours: dict[str, str] = {}
 
     def colour(key: str) -> str:
@@ -81,8 +91,19 @@ def curves_figure(histories: Mapping[str, History] | History, smooth_window: int
         dash = _DASHES[r % len(_DASHES)]
 
         def line(key: str, label: str, x, y, row: int, col: int, name=name, dash=dash, **kw) -> None:
-            fig.add_trace(go.Scatter(x=x, y=y, name=label, legendgroup=name, legendgrouptitle_text=name,
-                                     line=dict(color=colour(key), dash=dash), **kw), row=row, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=y,
+                    name=label,
+                    legendgroup=name,
+                    legendgrouptitle_text=name,
+                    line=dict(color=colour(key), dash=dash),
+                    **kw,
+                ),
+                row=row,
+                col=col,
+            )
 
         x, y = hist.step_series("loss/total")
         line("total", "total", x, smooth(y, smooth_window) if y else y, 1, 1)
@@ -129,8 +150,14 @@ class LiveCurves:
     the first step); ``fig.data`` afterwards has one trace per key, named after the key.
     """
 
-    def __init__(self, fig: go.Figure | None = None, keys: Sequence[str] | None = None, every: int = 5,
-                 smooth_window: int = 5, handle: Any = None):
+    def __init__(
+        self,
+        fig: go.Figure | None = None,
+        keys: Sequence[str] | None = None,
+        every: int = 5,
+        smooth_window: int = 5,
+        handle: Any = None,
+    ):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.fig = go.Figure() if fig is None else fig
@@ -157,9 +184,11 @@ class LiveCurves:
 
     def _ensure_traces(self, history: History) -> None:
         if self.keys is None:
-            self.keys = [k for k in history.step_keys() if k.startswith(("loss/", "obj/")) and k != "loss/extra"]
+            self.keys = [
+                k for k in history.step_keys() if k.startswith(("loss/", "obj/")) and k != "loss/extra"
+            ]
         if len(self.fig.data) < len(self.keys):
-            for key in self.keys[len(self.fig.data):]:
+            for key in self.keys[len(self.fig.data) :]:
                 self.fig.add_trace(go.Scatter(x=[], y=[], name=key, mode="lines"))
 
     def draw(self, history: History) -> None:
@@ -180,8 +209,12 @@ class LiveCurves:
 
 
 # ------------------------------------------------------------------------------------ ID / OOD
-def id_ood_rows(results: Mapping[str, Mapping[str, Any]], source: str = "source", target: str = "target",
-                metrics: Sequence[tuple[str, str, str, bool]] = DEMO_METRICS) -> list[dict[str, Any]]:
+def id_ood_rows(
+    results: Mapping[str, Mapping[str, Any]],
+    source: str = "source",
+    target: str = "target",
+    metrics: Sequence[tuple[str, str, str, bool]] = DEMO_METRICS,
+) -> list[dict[str, Any]]:
     """One row per run: ``{"run", "<label> (source)", "<label> (target)", "<label> gap"}``.
 
     ``results[run]`` is ``{domain: {task: {metric: value}}}``; the gap is target - source in the
@@ -206,11 +239,19 @@ def id_ood_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """
     if not rows:
         return "(no runs)"
-    metrics = [c[:-len(" gap")] for c in rows[0] if c.endswith(" gap")]
-    domains = [c[len(metrics[0]) + 2:-1] for c in rows[0] if metrics and c.startswith(metrics[0] + " (")]
+    metrics = [c[: -len(" gap")] for c in rows[0] if c.endswith(" gap")]
+    domains = [c[len(metrics[0]) + 2 : -1] for c in rows[0] if metrics and c.startswith(metrics[0] + " (")]
     header = ["metric", "run", *domains, "gap"]
-    body = [[label if i == 0 else "", str(r["run"]), *(_fmt(r[f"{label} ({d})"]) for d in domains),
-             _fmt(r[f"{label} gap"])] for label in metrics for i, r in enumerate(rows)]
+    body = [
+        [
+            label if i == 0 else "",
+            str(r["run"]),
+            *(_fmt(r[f"{label} ({d})"]) for d in domains),
+            _fmt(r[f"{label} gap"]),
+        ]
+        for label in metrics
+        for i, r in enumerate(rows)
+    ]
     return format_table(header, body, left=2)
 
 
@@ -219,6 +260,7 @@ def html_table(header: Sequence[str], body: Sequence[Sequence[Any]], caption: st
 
     Its height is that of its rows (a plotly table has a fixed height and clips or pads them).
     """
+
     def cell(tag: str, v: Any) -> str:
         text = _fmt(v) if isinstance(v, float) else str(v)
         num = isinstance(v, (int, float)) or text.lstrip("+-").replace(".", "", 1)[:1].isdigit()
@@ -254,20 +296,37 @@ def table_figure(rows: Sequence[Mapping[str, Any]], title: str = "") -> go.Figur
     return fig
 
 
-def id_ood_figure(results: Mapping[str, Mapping[str, Any]], source: str = "source", target: str = "target",
-                  metrics: Sequence[tuple[str, str, str, bool]] = DEMO_METRICS) -> go.Figure:
+def id_ood_figure(
+    results: Mapping[str, Mapping[str, Any]],
+    source: str = "source",
+    target: str = "target",
+    metrics: Sequence[tuple[str, str, str, bool]] = DEMO_METRICS,
+) -> go.Figure:
     """Grouped bars: per metric, every run on the source and the target test sets."""
-    fig = make_subplots(rows=1, cols=len(metrics),
-                        subplot_titles=[f"{label} ({'higher' if hi else 'lower'} is better)"
-                                        for _, _, label, hi in metrics])
+    fig = make_subplots(
+        rows=1,
+        cols=len(metrics),
+        subplot_titles=[f"{label} ({'higher' if hi else 'lower'} is better)" for _, _, label, hi in metrics],
+    )
     for r, (run, res) in enumerate(results.items()):
         color = _COLORS[r % len(_COLORS)]
         for c, (task, metric, _, _) in enumerate(metrics):
             vals = [res.get(d, {}).get(task, {}).get(metric, math.nan) for d in (source, target)]
-            fig.add_trace(go.Bar(x=[source, target], y=vals, name=run, marker_color=color, legendgroup=run,
-                                 showlegend=c == 0), row=1, col=c + 1)
-    fig.update_layout(barmode="group", title=f"In-distribution ({source}) vs shifted ({target}) test sets",
-                      height=420)
+            fig.add_trace(
+                go.Bar(
+                    x=[source, target],
+                    y=vals,
+                    name=run,
+                    marker_color=color,
+                    legendgroup=run,
+                    showlegend=c == 0,
+                ),
+                row=1,
+                col=c + 1,
+            )
+    fig.update_layout(
+        barmode="group", title=f"In-distribution ({source}) vs shifted ({target}) test sets", height=420
+    )
     return fig
 
 
@@ -297,11 +356,13 @@ def html_page(title: str, body: Sequence[str], figures: Sequence[go.Figure | str
     import plotly.offline
 
     script = plotly.offline.get_plotlyjs()
-    return ("<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
-            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>{html.escape(title)}</title><style>{REPORT_CSS}</style>"
-            f"<script type='text/javascript'>{script}</script></head><body>\n"
-            f"<h1>{html.escape(title)}</h1>\n" + "\n".join(body) + "\n</body></html>\n")
+    return (
+        "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{html.escape(title)}</title><style>{REPORT_CSS}</style>"
+        f"<script type='text/javascript'>{script}</script></head><body>\n"
+        f"<h1>{html.escape(title)}</h1>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
 
 
 def figure_html(fig: go.Figure) -> str:
@@ -325,8 +386,12 @@ def write_report(path: str | Path, title: str, sections: Sequence[tuple[str, Any
             if content.lstrip().startswith("<table"):
                 body.append(f"<div class='table-wrap'>{content}</div>")
             else:
-                body.append(content if content.lstrip().startswith("<") else f"<pre>{html.escape(content)}</pre>")
+                body.append(
+                    content if content.lstrip().startswith("<") else f"<pre>{html.escape(content)}</pre>"
+                )
         else:
-            raise TypeError(f"section {heading!r}: expected a plotly Figure or a string, got {type(content).__name__}")
+            raise TypeError(
+                f"section {heading!r}: expected a plotly Figure or a string, got {type(content).__name__}"
+            )
     text = html_page(title, body)
     return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))

@@ -25,7 +25,9 @@ def get_device(preference: str = "auto") -> torch.device:
     device = torch.device(preference)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {preference!r} was asked for, but CUDA is not available here")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
         raise RuntimeError(f"device {preference!r} was asked for, but MPS is not available here")
     return device
 

@@ -32,7 +32,9 @@ def sh_basis(normals: torch.Tensor, dim: int = 1) -> torch.Tensor:
     Y_21 (xz), Y_20 (3z^2-1), Y_22 (x^2-y^2).
     """
     if normals.shape[dim] != 3:
-        raise ValueError(f"sh_basis expects 3 normal components along dim {dim}, got shape {tuple(normals.shape)}")
+        raise ValueError(
+            f"sh_basis expects 3 normal components along dim {dim}, got shape {tuple(normals.shape)}"
+        )
     x, y, z = normals.unbind(dim)
     return torch.stack(
         [

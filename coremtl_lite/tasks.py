@@ -79,20 +79,29 @@ def make_task(name: str, info: Mapping[str, Any]) -> Task:
     if kind not in LOSSES:
         raise ValueError(f"task_info[{name!r}]: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
     channels = _channels(name, kind, info)
-    return Task(name=name, kind=kind, channels=channels, loss=LOSSES[kind],
-                make_meter=functools.partial(make_meter, kind, dict(info)),
-                directions=dict(DIRECTIONS[kind]))
+    return Task(
+        name=name,
+        kind=kind,
+        channels=channels,
+        loss=LOSSES[kind],
+        make_meter=functools.partial(make_meter, kind, dict(info)),
+        directions=dict(DIRECTIONS[kind]),
+    )
 
 
-def tasks_from_info(task_info: Mapping[str, Mapping[str, Any]], names: Sequence[str] | None = None) -> list[Task]:
+def tasks_from_info(
+    task_info: Mapping[str, Mapping[str, Any]], names: Sequence[str] | None = None
+) -> list[Task]:
     """The tasks ``names`` (default: all, in ``task_info`` order) built from a dataset's ``task_info``."""
     names = list(task_info) if names is None else list(names)
     if not names:
         raise ValueError("tasks_from_info: no task names given")
     missing = [n for n in names if n not in task_info]
     if missing:
-        raise KeyError(f"tasks_from_info: tasks {missing} are not in the dataset's task_info "
-                       f"(available: {sorted(task_info)})")
+        raise KeyError(
+            f"tasks_from_info: tasks {missing} are not in the dataset's task_info "
+            f"(available: {sorted(task_info)})"
+        )
     if len(set(names)) != len(names):
         raise ValueError(f"tasks_from_info: duplicate task names in {names}")
     return [make_task(n, task_info[n]) for n in names]

@@ -163,11 +163,11 @@ class LinearGaussianSCM:
 
     def residual_stream(self, z: np.ndarray) -> np.ndarray:
         """The residual stream z_p: the last dim_r coordinates of z."""
-        return z[..., self.dim_s:]
+        return z[..., self.dim_s :]
 
     def _blocks(self) -> tuple[np.ndarray, np.ndarray]:
         rot = self.rotation()
-        return rot[: self.dim_s, : self.dim_s], rot[: self.dim_s, self.dim_s:]  # z_s = M_s s + M_r r
+        return rot[: self.dim_s, : self.dim_s], rot[: self.dim_s, self.dim_s :]  # z_s = M_s s + M_r r
 
     def optimal_head(self, var_r: float | None = None) -> np.ndarray:
         """Least-squares head B* (T, dim_s) on z_s for y = A s: B* = A Sigma_{s z_s} Sigma_{z_s}^-1.
@@ -312,8 +312,9 @@ def leakage_coefficient_from_matrix(encoder: np.ndarray, dim_s: int) -> float:
     are the semantic stream: the spectral norm of the block dz_s/dr = E[:dim_s, dim_s:]."""
     encoder = np.asarray(encoder, float)
     if encoder.ndim != 2 or not 0 < dim_s < encoder.shape[1]:
-        raise ValueError(f"encoder must be a 2-d matrix with more than dim_s={dim_s} columns, got shape "
-                         f"{encoder.shape}")
+        raise ValueError(
+            f"encoder must be a 2-d matrix with more than dim_s={dim_s} columns, got shape {encoder.shape}"
+        )
     return float(np.linalg.norm(encoder[:dim_s, dim_s:], ord=2))
 
 
@@ -323,11 +324,14 @@ def disentangled_bound(source_risk, leakage, w1, K=1.0, lambda_star=0.0):
     ``K`` is the Lipschitz constant of the loss composed with the head (w.r.t. z_s) and ``lambda_star``
     the capacity / joint-error term of Eq. 30. Broadcasts.
     """
-    return np.asarray(source_risk, float) + K * np.asarray(leakage, float) * np.asarray(w1, float) + lambda_star
+    return (
+        np.asarray(source_risk, float) + K * np.asarray(leakage, float) * np.asarray(w1, float) + lambda_star
+    )
 
 
-def disentangled_bound_check(theta, var_s=DEFAULT_VAR_S, var_r_source=DEFAULT_VAR_R, var_r_target=1.0,
-                             n: int = 100_000, seed=0) -> dict[str, np.ndarray]:
+def disentangled_bound_check(
+    theta, var_s=DEFAULT_VAR_S, var_r_source=DEFAULT_VAR_R, var_r_target=1.0, n: int = 100_000, seed=0
+) -> dict[str, np.ndarray]:
     """Theorem 2.4 on the linear SCM, measured: target risk vs the bound, as functions of the leakage.
 
     Head: the source least-squares head w* (Eq. 22) on the semantic stream z_s = cos s + sin r.
@@ -371,10 +375,13 @@ def disentangled_bound_check(theta, var_s=DEFAULT_VAR_S, var_r_source=DEFAULT_VA
     src_exact, tgt_exact = exact_abs_risk(vr), exact_abs_risk(vt)
     k = np.abs(w)
     return {
-        "leakage": np.broadcast_to(leak, shape), "w_star": np.broadcast_to(w, shape),
-        "K": np.broadcast_to(k, shape), "w1": np.broadcast_to(w1, shape),
+        "leakage": np.broadcast_to(leak, shape),
+        "w_star": np.broadcast_to(w, shape),
+        "K": np.broadcast_to(k, shape),
+        "w1": np.broadcast_to(w1, shape),
         "w1_empirical": np.broadcast_to(w1_emp, shape),
-        "source_risk": src, "target_risk": tgt,
+        "source_risk": src,
+        "target_risk": tgt,
         "source_risk_exact": np.broadcast_to(src_exact, shape),
         "target_risk_exact": np.broadcast_to(tgt_exact, shape),
         "bound": np.broadcast_to(disentangled_bound(src_exact, leak, w1, K=k), shape),  # Eq. 9
@@ -424,8 +431,9 @@ def cka_closed_form(theta, var_s=DEFAULT_VAR_S, var_r=DEFAULT_VAR_R, dim_s: int 
     return num / den  # Eq. 28 with population covariances
 
 
-def cka_vs_theta(theta, var_s=DEFAULT_VAR_S, var_r=DEFAULT_VAR_R, n: int = 20_000, seed=0,
-                 dim_s: int = 1, dim_r: int = 1) -> np.ndarray:
+def cka_vs_theta(
+    theta, var_s=DEFAULT_VAR_S, var_r=DEFAULT_VAR_R, n: int = 20_000, seed=0, dim_s: int = 1, dim_r: int = 1
+) -> np.ndarray:
     """Monte-Carlo linear CKA (Eq. 28) between z_s and z_p of the SCM for each angle in ``theta``.
 
     One set of latent draws is shared across angles (common random numbers), so the curve is smooth.
@@ -445,8 +453,9 @@ def cka_vs_theta(theta, var_s=DEFAULT_VAR_S, var_r=DEFAULT_VAR_R, n: int = 20_00
 
 
 # ---------------------------------------------------------------- Proposition 2.5 (Appendix D)
-def gradient_cosine_vs_independence(phi, dim: int = 4, num_task_outputs: int = 3, n: int = 4000,
-                                    seed=0) -> dict[str, np.ndarray]:
+def gradient_cosine_vs_independence(
+    phi, dim: int = 4, num_task_outputs: int = 3, n: int = 4000, seed=0
+) -> dict[str, np.ndarray]:
     """Measure E[cos^2(g_task, g_res)] against the streams' CKA as they go from independent to entangled.
 
     Set-up of Appendix D with linear maps. A whitened shared backbone feature F = [s; r] ~ N(0, I_2d)
@@ -487,7 +496,9 @@ def gradient_cosine_vs_independence(phi, dim: int = 4, num_task_outputs: int = 3
         delta_p = (z_p @ v_head.T - r) @ v_head  # dL_res/dz_p
         g_res = delta_p @ j_p  # Eq. 33: g_res = J_p^T delta_p
         cos = (g_task * g_res).sum(1) / (np.linalg.norm(g_task, axis=1) * np.linalg.norm(g_res, axis=1))
-        cos_d = (delta_s * delta_p).sum(1) / (np.linalg.norm(delta_s, axis=1) * np.linalg.norm(delta_p, axis=1))
+        cos_d = (delta_s * delta_p).sum(1) / (
+            np.linalg.norm(delta_s, axis=1) * np.linalg.norm(delta_p, axis=1)
+        )
         out["cos2"][i] = np.mean(cos**2)  # E[cos^2(g_task, g_res)], left side of Eq. 10
         out["cos2_delta"][i] = np.mean(cos_d**2)
         out["cka"][i] = linear_cka_numpy(s, z_p)  # Indep(z_s, z_p), z_s = s
@@ -516,10 +527,18 @@ def pcgrad_combine(grads: list[np.ndarray], rng: np.random.Generator) -> np.ndar
     return np.sum(projected, axis=0)  # Eq. 4: d = sum_t alpha_t(g) g_t
 
 
-def train_two_linear_tasks(method: str = "ew", theta: float = np.pi / 4, var_s: float = DEFAULT_VAR_S,
-                           var_r: float = DEFAULT_VAR_R, var_r_target: float = 1.0, n: int = 2000,
-                           steps: int = 1500, lr: float = 0.1, task: np.ndarray | None = None,
-                           seed=0) -> dict:
+def train_two_linear_tasks(
+    method: str = "ew",
+    theta: float = np.pi / 4,
+    var_s: float = DEFAULT_VAR_S,
+    var_r: float = DEFAULT_VAR_R,
+    var_r_target: float = 1.0,
+    n: int = 2000,
+    steps: int = 1500,
+    lr: float = 0.1,
+    task: np.ndarray | None = None,
+    seed=0,
+) -> dict:
     """Train two linear tasks on the entangled semantic stream with EW or PCGrad; report OOD risks.
 
     The SCM has dim_s = dim_r = 2; the shared layer U (2x2) maps the semantic stream z_s to
@@ -567,13 +586,22 @@ def train_two_linear_tasks(method: str = "ew", theta: float = np.pi / 4, var_s: 
     source = scm.risk(predictor)
     target = scm.risk(predictor, var_r_target)
     floor = scm.ood_gap(var_r_target)
-    return {"method": method, "theta": float(theta), "train_loss": np.array(losses), "source_risk": source,
-            "target_risk": target, "gap": target - source, "floor": floor, "conflicts": conflicts / steps}
+    return {
+        "method": method,
+        "theta": float(theta),
+        "train_loss": np.array(losses),
+        "source_risk": source,
+        "target_risk": target,
+        "gap": target - source,
+        "floor": floor,
+        "conflicts": conflicts / steps,
+    }
 
 
 # ------------------------------------------------------------------------ the tutorial's widget
-def gap_figure_data(theta: float, shift: float, var_s: float = DEFAULT_VAR_S, var_r: float = DEFAULT_VAR_R,
-                    num: int = 181) -> dict:
+def gap_figure_data(
+    theta: float, shift: float, var_s: float = DEFAULT_VAR_S, var_r: float = DEFAULT_VAR_R, num: int = 181
+) -> dict:
     """What the tutorial's theta / shift widget draws: the gap curve and the current point.
 
     ``shift`` is the ratio of target to source residual variance, var_r' = shift * var_r (shift = 1:
@@ -590,8 +618,15 @@ def gap_figure_data(theta: float, shift: float, var_s: float = DEFAULT_VAR_S, va
     w_star = float(least_squares_head(theta, var_s, var_r))
     leak = float(leakage_coefficient_linear(theta))
     return {
-        "theta_grid": grid, "gap_curve": ood_gap(grid, var_s, var_r, var_r_target),
-        "theta": float(theta), "gap": gap, "w_star": w_star, "leakage": leak, "var_r_target": var_r_target,
-        "title": (f"theta = {np.degrees(theta):.1f} deg, var_r' = {shift:g} x var_r: "
-                  f"w* = {w_star:.3f}, gap = {gap:.4f}"),
+        "theta_grid": grid,
+        "gap_curve": ood_gap(grid, var_s, var_r, var_r_target),
+        "theta": float(theta),
+        "gap": gap,
+        "w_star": w_star,
+        "leakage": leak,
+        "var_r_target": var_r_target,
+        "title": (
+            f"theta = {np.degrees(theta):.1f} deg, var_r' = {shift:g} x var_r: "
+            f"w* = {w_star:.3f}, gap = {gap:.4f}"
+        ),
     }

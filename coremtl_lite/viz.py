@@ -29,21 +29,58 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["SEGMENTATION_PALETTE", "TERM_COLOURS", "band_curves", "bound_scatter", "depth_to_rgb", "gradient_terms_figure", "heatmap", "image_grid",
-           "line_plot", "normal_to_rgb", "plot_counterfactual_gallery", "plot_heatmap", "plot_routing",
-           "plot_saliency", "plot_task_graph", "plot_task_module_gradients", "plot_true_vs_model", "png_bytes",
-           "prediction_to_rgb", "segmentation_to_rgb", "to_uint8_image"]
+__all__ = [
+    "SEGMENTATION_PALETTE",
+    "TERM_COLOURS",
+    "band_curves",
+    "bound_scatter",
+    "depth_to_rgb",
+    "gradient_terms_figure",
+    "heatmap",
+    "image_grid",
+    "line_plot",
+    "normal_to_rgb",
+    "plot_counterfactual_gallery",
+    "plot_heatmap",
+    "plot_routing",
+    "plot_saliency",
+    "plot_task_graph",
+    "plot_task_module_gradients",
+    "plot_true_vs_model",
+    "png_bytes",
+    "prediction_to_rgb",
+    "segmentation_to_rgb",
+    "to_uint8_image",
+]
 
 #: RGB colours of segmentation classes 0, 1, 2, ... (ShadedScenes: ground, hemisphere, cone, cylinder,
 #: box, pyramid, torus); class ids beyond the palette cycle through it.
-SEGMENTATION_PALETTE = np.array([
-    [128, 128, 128], [230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25], [145, 30, 180],
-    [70, 240, 240], [245, 130, 48], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128],
-    [170, 110, 40], [128, 0, 0], [0, 0, 128], [255, 255, 255],
-], dtype=np.uint8)
+SEGMENTATION_PALETTE = np.array(
+    [
+        [128, 128, 128],
+        [230, 25, 75],
+        [60, 180, 75],
+        [0, 130, 200],
+        [255, 225, 25],
+        [145, 30, 180],
+        [70, 240, 240],
+        [245, 130, 48],
+        [240, 50, 230],
+        [210, 245, 60],
+        [250, 190, 212],
+        [0, 128, 128],
+        [170, 110, 40],
+        [128, 0, 0],
+        [0, 0, 128],
+        [255, 255, 255],
+    ],
+    dtype=np.uint8,
+)
 
 # anchor colours of the viridis colour map (matplotlib's, sampled at 0, 0.25, 0.5, 0.75, 1)
-_VIRIDIS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64)
+_VIRIDIS = np.array(
+    [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64
+)
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -58,7 +95,9 @@ def to_uint8_image(image) -> np.ndarray:
     if arr.ndim != 3:
         raise ValueError(f"to_uint8_image expects a (3, H, W) or (H, W, 3) image, got shape {arr.shape}")
     if arr.dtype == np.uint8:
-        return np.ascontiguousarray(arr.transpose(1, 2, 0)) if arr.shape[0] == 3 and arr.shape[-1] != 3 else arr
+        return (
+            np.ascontiguousarray(arr.transpose(1, 2, 0)) if arr.shape[0] == 3 and arr.shape[-1] != 3 else arr
+        )
     if arr.shape[0] in (1, 3):  # channels first (an ambiguous (3, H, 3) is read as channels first)
         arr = arr.transpose(1, 2, 0)
     if arr.shape[-1] == 1:
@@ -131,7 +170,9 @@ def prediction_to_rgb(kind: str, value, **kwargs) -> np.ndarray:
         return normal_to_rgb(value)
     if kind == "image":
         return to_uint8_image(value)
-    raise ValueError(f"prediction_to_rgb: no picture for task kind {kind!r} (segmentation, depth, normal, image)")
+    raise ValueError(
+        f"prediction_to_rgb: no picture for task kind {kind!r} (segmentation, depth, normal, image)"
+    )
 
 
 def png_bytes(rgb) -> bytes:
@@ -152,8 +193,14 @@ def png_bytes(rgb) -> bytes:
     return buffer.getvalue()
 
 
-def image_grid(panels: Sequence, titles: Sequence[str] | None = None, cols: int | None = None,
-               title: str | None = None, panel_size: int = 150, row_titles: Sequence[str] | None = None):
+def image_grid(
+    panels: Sequence,
+    titles: Sequence[str] | None = None,
+    cols: int | None = None,
+    title: str | None = None,
+    panel_size: int = 150,
+    row_titles: Sequence[str] | None = None,
+):
     """A plotly figure showing RGB panels in a grid.
 
     ``panels`` is a list of ``(H, W, 3)`` uint8 arrays or ``(3, H, W)`` float images, or one
@@ -173,24 +220,47 @@ def image_grid(panels: Sequence, titles: Sequence[str] | None = None, cols: int 
         cols = n // len(row_titles)
     cols = cols or min(n, 6)
     rows = (n + cols - 1) // cols
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles) if titles else None,
-                        horizontal_spacing=0.01, vertical_spacing=0.06 if titles else 0.01)
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=list(titles) if titles else None,
+        horizontal_spacing=0.01,
+        vertical_spacing=0.06 if titles else 0.01,
+    )
     for i, pic in enumerate(pictures):
         fig.add_trace(go.Image(z=pic), row=i // cols + 1, col=i % cols + 1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     if row_titles is not None:
         for r, text in enumerate(row_titles):
-            fig.update_yaxes(title_text=text, visible=True, showticklabels=False, showgrid=False,
-                             zeroline=False, row=r + 1, col=1)
-    fig.update_layout(title=title, height=rows * panel_size + 60 + (20 * rows if titles else 0),
-                      width=max(cols * panel_size, 300), margin=dict(l=40 if row_titles else 10, r=10,
-                                                                       t=60 if title else 30, b=10))
+            fig.update_yaxes(
+                title_text=text,
+                visible=True,
+                showticklabels=False,
+                showgrid=False,
+                zeroline=False,
+                row=r + 1,
+                col=1,
+            )
+    fig.update_layout(
+        title=title,
+        height=rows * panel_size + 60 + (20 * rows if titles else 0),
+        width=max(cols * panel_size, 300),
+        margin=dict(l=40 if row_titles else 10, r=10, t=60 if title else 30, b=10),
+    )
     return fig
 
 
-def heatmap(matrix, labels: Sequence[str] | None = None, title: str | None = None, zmin: float = -1.0,
-            zmax: float = 1.0, colorscale: str = "RdBu", annotate: bool = True, col_labels=None):
+def heatmap(
+    matrix,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+    zmin: float = -1.0,
+    zmax: float = 1.0,
+    colorscale: str = "RdBu",
+    annotate: bool = True,
+    col_labels=None,
+):
     """An annotated plotly heatmap of a square (or ``rows x cols``) matrix, e.g. gradient cosines (Fig. 5)."""
     import plotly.graph_objects as go
 
@@ -198,18 +268,36 @@ def heatmap(matrix, labels: Sequence[str] | None = None, title: str | None = Non
     if mat.ndim != 2:
         raise ValueError(f"heatmap expects a 2-d matrix, got shape {mat.shape}")
     rows = list(labels) if labels is not None else [str(i) for i in range(mat.shape[0])]
-    cols = list(col_labels) if col_labels is not None else (rows if mat.shape[0] == mat.shape[1]
-                                                            else [str(i) for i in range(mat.shape[1])])
-    fig = go.Figure(go.Heatmap(z=mat, x=cols, y=rows, zmin=zmin, zmax=zmax, colorscale=colorscale,
-                               text=np.round(mat, 2) if annotate else None,
-                               texttemplate="%{text}" if annotate else None))
+    cols = (
+        list(col_labels)
+        if col_labels is not None
+        else (rows if mat.shape[0] == mat.shape[1] else [str(i) for i in range(mat.shape[1])])
+    )
+    fig = go.Figure(
+        go.Heatmap(
+            z=mat,
+            x=cols,
+            y=rows,
+            zmin=zmin,
+            zmax=zmax,
+            colorscale=colorscale,
+            text=np.round(mat, 2) if annotate else None,
+            texttemplate="%{text}" if annotate else None,
+        )
+    )
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(title=title, width=120 + 60 * len(cols), height=100 + 60 * len(rows))
     return fig
 
 
-def line_plot(x, series: dict[str, Sequence[float]], title: str | None = None, xlabel: str = "step",
-              ylabel: str = "", hline: float | None = None):
+def line_plot(
+    x,
+    series: dict[str, Sequence[float]],
+    title: str | None = None,
+    xlabel: str = "step",
+    ylabel: str = "",
+    hline: float | None = None,
+):
     """Curves ``{name: ys}`` over a shared ``x`` (or ``{name: (xs, ys)}``), e.g. gradient cosines over training."""
     import plotly.graph_objects as go
 
@@ -234,19 +322,39 @@ def gradient_terms_figure(history, title: str = "Which term drives the shared en
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    terms = [k[len("grad/"):-len("_norm")] for k in history.step_keys()
-             if k.startswith("grad/") and k.endswith("_norm")]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("gradient norm on the shared encoder",
-                                                        "cosine with the task gradient"))
+    terms = [
+        k[len("grad/") : -len("_norm")]
+        for k in history.step_keys()
+        if k.startswith("grad/") and k.endswith("_norm")
+    ]
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("gradient norm on the shared encoder", "cosine with the task gradient"),
+    )
     for term in terms:
         colour = TERM_COLOURS.get(term)
         xs, ys = history.step_series(f"grad/{term}_norm")
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=term, legendgroup=term,
-                                 line=dict(color=colour)), row=1, col=1)
+        fig.add_trace(
+            go.Scatter(x=xs, y=ys, mode="lines", name=term, legendgroup=term, line=dict(color=colour)),
+            row=1,
+            col=1,
+        )
         xs, ys = history.step_series(f"grad/{term}_cos")
         if ys:
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=term, legendgroup=term, showlegend=False,
-                                     line=dict(color=colour)), row=1, col=2)
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    mode="lines",
+                    name=term,
+                    legendgroup=term,
+                    showlegend=False,
+                    line=dict(color=colour),
+                ),
+                row=1,
+                col=2,
+            )
     fig.add_hline(y=0.0, line_dash="dot", line_color="grey", row=1, col=2)
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_yaxes(range=[-1, 1], row=1, col=2)
@@ -256,14 +364,19 @@ def gradient_terms_figure(history, title: str = "Which term drives the shared en
 
 
 # --------------------------------------------------------------------------- counterfactual galleries
-def plot_counterfactual_gallery(grid: Tensor, contents: Tensor | None = None, donors: Tensor | None = None,
-                                title: str = "Counterfactuals: content (rows) x residual donor (columns)",
-                                panel_size: int = 110):
+def plot_counterfactual_gallery(
+    grid: Tensor,
+    contents: Tensor | None = None,
+    donors: Tensor | None = None,
+    title: str = "Counterfactuals: content (rows) x residual donor (columns)",
+    panel_size: int = 110,
+):
     """A plotly gallery of a counterfactual grid; the first row/column show the donors/contents."""
     b, bd = grid.shape[:2]
     # the diagonal is a reconstruction only when the donors are the contents themselves
-    self_donors = donors is None or (contents is not None and donors.shape == contents.shape
-                                     and torch.equal(donors, contents))
+    self_donors = donors is None or (
+        contents is not None and donors.shape == contents.shape and torch.equal(donors, contents)
+    )
     panels, titles = [], []
     blank = torch.ones(3, *grid.shape[-2:])
     if donors is not None:
@@ -285,8 +398,13 @@ def plot_counterfactual_gallery(grid: Tensor, contents: Tensor | None = None, do
     return image_grid(panels, titles, cols=cols, title=title, panel_size=panel_size)
 
 
-def plot_true_vs_model(model_grid: Tensor, true_grid: Tensor, pairs: Sequence[tuple[int, int]],
-                       errors: dict | None = None, panel_size: int = 120):
+def plot_true_vs_model(
+    model_grid: Tensor,
+    true_grid: Tensor,
+    pairs: Sequence[tuple[int, int]],
+    errors: dict | None = None,
+    panel_size: int = 120,
+):
     """For each ``(i, j)``: the true counterfactual ``render(s_i, r_j)`` ("true si+rj"), the model's
     ``D(z_s(x_i), z_p(x_j))`` ("model si+rj"), and |difference|."""
     panels, titles = [], []
@@ -307,8 +425,14 @@ def _names(prefix: str, n: int) -> list[str]:
     return [f"{prefix} {i}" for i in range(n)]
 
 
-def plot_heatmap(values: Tensor, row_names: Sequence[str], col_names: Sequence[str], title: str,
-                 diverging: bool = False, zrange: tuple[float, float] | None = None):
+def plot_heatmap(
+    values: Tensor,
+    row_names: Sequence[str],
+    col_names: Sequence[str],
+    title: str,
+    diverging: bool = False,
+    zrange: tuple[float, float] | None = None,
+):
     """A plotly heatmap of a (rows, cols) tensor; ``zrange`` fixes the colour scale (e.g. (0, 1))."""
     import plotly.graph_objects as go
 
@@ -317,7 +441,9 @@ def plot_heatmap(values: Tensor, row_names: Sequence[str], col_names: Sequence[s
     if zrange is not None:
         kwargs.update(zmin=float(zrange[0]), zmax=float(zrange[1]))
     fig = go.Figure(go.Heatmap(z=v.tolist(), x=list(col_names), y=list(row_names), **kwargs))
-    fig.update_layout(title=title, height=120 + 40 * len(row_names), margin={"l": 60, "r": 20, "t": 50, "b": 40})
+    fig.update_layout(
+        title=title, height=120 + 40 * len(row_names), margin={"l": 60, "r": 20, "t": 50, "b": 40}
+    )
     return fig
 
 
@@ -326,14 +452,19 @@ def plot_routing(routing: Tensor, task_names: Sequence[str], title: str = "Task-
     return plot_heatmap(routing, task_names, _names("module", routing.shape[1]), title, zrange=(0.0, 1.0))
 
 
-def plot_task_module_gradients(diff: Tensor, task_names: Sequence[str],
-                               title: str = "(valid - train) task-to-module gradients"):
+def plot_task_module_gradients(
+    diff: Tensor, task_names: Sequence[str], title: str = "(valid - train) task-to-module gradients"
+):
     """Diverging heatmap of (valid - train) task-to-module gradients (MT-CRL Fig. 4-5, 13-14)."""
     return plot_heatmap(diff, task_names, _names("module", diff.shape[1]), title, diverging=True)
 
 
-def plot_task_graph(similarity: Tensor, task_names: Sequence[str], threshold: float = 0.1,
-                    title: str = "Task similarity induced by A"):
+def plot_task_graph(
+    similarity: Tensor,
+    task_names: Sequence[str],
+    threshold: float = 0.1,
+    title: str = "Task similarity induced by A",
+):
     """A task-similarity graph (``similarity``: (T, T), e.g.
     :func:`coremtl_lite.diagnostics.spurious.task_similarity` of a routing graph A): tasks on a circle,
     an edge where the similarity exceeds ``threshold`` (MT-CRL Fig. 10 used 0.1), edge width proportional to it."""
@@ -349,15 +480,30 @@ def plot_task_graph(similarity: Tensor, task_names: Sequence[str], threshold: fl
         for j in range(i + 1, n):
             s = float(sim[i, j])
             if s > threshold:
-                fig.add_trace(go.Scatter(x=[xy[i][0], xy[j][0]], y=[xy[i][1], xy[j][1]], mode="lines",
-                                         line={"width": 1 + 8 * s, "color": "rgba(60,60,160,0.6)"},
-                                         hovertext=f"{task_names[i]}-{task_names[j]}: {s:.2f}",
-                                         showlegend=False))
-    fig.add_trace(go.Scatter(x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers+text",
-                             text=list(task_names), textposition="top center", marker={"size": 18},
-                             showlegend=False))
-    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"},
-                      height=360)
+                fig.add_trace(
+                    go.Scatter(
+                        x=[xy[i][0], xy[j][0]],
+                        y=[xy[i][1], xy[j][1]],
+                        mode="lines",
+                        line={"width": 1 + 8 * s, "color": "rgba(60,60,160,0.6)"},
+                        hovertext=f"{task_names[i]}-{task_names[j]}: {s:.2f}",
+                        showlegend=False,
+                    )
+                )
+    fig.add_trace(
+        go.Scatter(
+            x=[p[0] for p in xy],
+            y=[p[1] for p in xy],
+            mode="markers+text",
+            text=list(task_names),
+            textposition="top center",
+            marker={"size": 18},
+            showlegend=False,
+        )
+    )
+    fig.update_layout(
+        title=title, xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"}, height=360
+    )
     return fig
 
 
@@ -380,17 +526,32 @@ def plot_saliency(maps: dict[str, Tensor], title: str = "Input-gradient saliency
 
 
 # ------------------------------------------------------------------------- out-of-distribution study
-_LINE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                 "#bcbd22", "#17becf")
+_LINE_COLOURS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 
 
 def _rgba(hex_colour: str, alpha: float) -> str:
-    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def band_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], title: str, xlabel: str, ylabel: str,
-                dashed: Sequence[str] = ("trivial",)):
+def band_curves(
+    curves: Mapping[str, Mapping[str, Sequence[float]]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    dashed: Sequence[str] = ("trivial",),
+):
     """A metric against a dial: per method a line of the mean over seeds and a ``mean ± std`` band.
 
     ``curves`` maps a method to ``{"x": [...], "mean": [...], "std": [...]}`` (x increasing). Each
@@ -410,16 +571,31 @@ def band_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], title: str,
             fig.add_scatter(x=x, y=mean, mode="lines", name=name, line=dict(color="black", dash="dash"))
             continue
         colour = _LINE_COLOURS[coloured.index(name) % len(_LINE_COLOURS)]
-        fig.add_scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([mean + std, (mean - std)[::-1]]),
-                        fill="toself", fillcolor=_rgba(colour, 0.2), line=dict(width=0), hoverinfo="skip",
-                        legendgroup=name, showlegend=False, name=f"{name} ± std")
-        fig.add_scatter(x=x, y=mean, mode="lines+markers", name=name, legendgroup=name, line=dict(color=colour))
+        fig.add_scatter(
+            x=np.concatenate([x, x[::-1]]),
+            y=np.concatenate([mean + std, (mean - std)[::-1]]),
+            fill="toself",
+            fillcolor=_rgba(colour, 0.2),
+            line=dict(width=0),
+            hoverinfo="skip",
+            legendgroup=name,
+            showlegend=False,
+            name=f"{name} ± std",
+        )
+        fig.add_scatter(
+            x=x, y=mean, mode="lines+markers", name=name, legendgroup=name, line=dict(color=colour)
+        )
     fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, height=480)
     return fig
 
 
-def bound_scatter(points: Sequence[dict[str, Any]], slope: float, stats: dict[str, float] | None = None,
-                  title: str = "Theorem 2.4: OOD gap against L_leak x W1", ylabel: str = "OOD gap"):
+def bound_scatter(
+    points: Sequence[dict[str, Any]],
+    slope: float,
+    stats: dict[str, float] | None = None,
+    title: str = "Theorem 2.4: OOD gap against L_leak x W1",
+    ylabel: str = "OOD gap",
+):
     """Theorem 2.4's test: one marker per (run, severity) at ``(L_leak x W1, gap)``, one trace per
     method (``points``: dicts with ``x``, ``gap``, ``method`` and optionally ``label``), and the bound's
     line ``gap = slope x`` through the origin (lambda* = 0), dashed. ``stats`` (Pearson and Spearman
@@ -430,15 +606,27 @@ def bound_scatter(points: Sequence[dict[str, Any]], slope: float, stats: dict[st
     methods = list(dict.fromkeys(p["method"] for p in points))
     for k, m in enumerate(methods):
         mine = [p for p in points if p["method"] == m]
-        fig.add_scatter(x=[p["x"] for p in mine], y=[p["gap"] for p in mine], mode="markers", name=m,
-                        text=[p.get("label", "") for p in mine],
-                        marker=dict(color=_LINE_COLOURS[k % len(_LINE_COLOURS)], size=8))
+        fig.add_scatter(
+            x=[p["x"] for p in mine],
+            y=[p["gap"] for p in mine],
+            mode="markers",
+            name=m,
+            text=[p.get("label", "") for p in mine],
+            marker=dict(color=_LINE_COLOURS[k % len(_LINE_COLOURS)], size=8),
+        )
     top = max((p["x"] for p in points), default=0.0)
-    fig.add_scatter(x=[0.0, top], y=[0.0, slope * top], mode="lines", name=f"bound, K = {slope:.3g}",
-                    line=dict(color="black", dash="dash"))
+    fig.add_scatter(
+        x=[0.0, top],
+        y=[0.0, slope * top],
+        mode="lines",
+        name=f"bound, K = {slope:.3g}",
+        line=dict(color="black", dash="dash"),
+    )
     if stats:
-        title += (f"<br><sup>Pearson {stats['pearson']:.2f} [{stats['pearson_lo']:.2f}, {stats['pearson_hi']:.2f}], "
-                  f"Spearman {stats['spearman']:.2f} [{stats['spearman_lo']:.2f}, {stats['spearman_hi']:.2f}] "
-                  f"(95% bootstrap over {stats['runs']} runs)</sup>")
+        title += (
+            f"<br><sup>Pearson {stats['pearson']:.2f} [{stats['pearson_lo']:.2f}, {stats['pearson_hi']:.2f}], "
+            f"Spearman {stats['spearman']:.2f} [{stats['spearman_lo']:.2f}, {stats['spearman_hi']:.2f}] "
+            f"(95% bootstrap over {stats['runs']} runs)</sup>"
+        )
     fig.update_layout(title=title, xaxis_title="L_leak x W1", yaxis_title=ylabel, height=460)
     return fig

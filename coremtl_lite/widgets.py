@@ -54,7 +54,9 @@ def swap_view(model: nn.Module, scenes, content_idx: int, donor_idx: int, alpha:
     (``||z_p(α) - z_p(content)||``).
     """
     if not is_dual_stream(model):
-        raise TypeError(f"{type(model).__name__} has no decode(z_s, z_p): the residual swap needs a dual-stream model")
+        raise TypeError(
+            f"{type(model).__name__} has no decode(z_s, z_p): the residual swap needs a dual-stream model"
+        )
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     content_idx, donor_idx, alpha = int(content_idx), int(donor_idx), float(alpha)
@@ -72,9 +74,14 @@ def swap_view(model: nn.Module, scenes, content_idx: int, donor_idx: int, alpha:
     finally:
         model.train(was_training)
     kinds = {name: info.get("kind") for name, info in getattr(scenes, "task_info", {}).items()}
-    view: dict = {"content": to_uint8_image(batch["image"][0]), "donor": to_uint8_image(batch["image"][1]),
-                  "decoded": to_uint8_image(recon[0].cpu()), "alpha": alpha,
-                  "zp_shift": float((zp_alpha - z_p[:1]).norm()), "labels": {}}
+    view: dict = {
+        "content": to_uint8_image(batch["image"][0]),
+        "donor": to_uint8_image(batch["image"][1]),
+        "decoded": to_uint8_image(recon[0].cpu()),
+        "alpha": alpha,
+        "zp_shift": float((zp_alpha - z_p[:1]).norm()),
+        "labels": {},
+    }
     for name, kind in kinds.items():
         if kind in ("segmentation", "depth", "normal"):
             if name in preds:
@@ -94,9 +101,15 @@ def swap_view(model: nn.Module, scenes, content_idx: int, donor_idx: int, alpha:
     return view
 
 
-def residual_swap_widget(model: nn.Module, scenes, indices: Sequence[int] = tuple(range(8)),
-                         content_idx: int | None = None, donor_idx: int | None = None, alpha: float = 0.0,
-                         size: int = 128):
+def residual_swap_widget(
+    model: nn.Module,
+    scenes,
+    indices: Sequence[int] = tuple(range(8)),
+    content_idx: int | None = None,
+    donor_idx: int | None = None,
+    alpha: float = 0.0,
+    size: int = 128,
+):
     """The residual-swap explorer (tutorial 03): dropdowns for content and donor, a slider for α.
 
     Returns an ``ipywidgets.VBox``; its ``.view`` attribute holds the latest :func:`swap_view` dict
@@ -108,20 +121,39 @@ def residual_swap_widget(model: nn.Module, scenes, indices: Sequence[int] = tupl
     indices = [int(i) for i in indices]
     if len(indices) < 2:
         raise ValueError("residual_swap_widget needs at least 2 scene indices to choose from")
-    content = W.Dropdown(options=[(f"scene {i}", i) for i in indices],
-                         value=indices[0] if content_idx is None else int(content_idx), description="content")
-    donor = W.Dropdown(options=[(f"scene {i}", i) for i in indices],
-                       value=indices[1] if donor_idx is None else int(donor_idx), description="donor")
-    slider = W.FloatSlider(value=float(alpha), min=0.0, max=1.0, step=0.05, description="α (z_p mix)",
-                           continuous_update=False, readout_format=".2f")
+    content = W.Dropdown(
+        options=[(f"scene {i}", i) for i in indices],
+        value=indices[0] if content_idx is None else int(content_idx),
+        description="content",
+    )
+    donor = W.Dropdown(
+        options=[(f"scene {i}", i) for i in indices],
+        value=indices[1] if donor_idx is None else int(donor_idx),
+        description="donor",
+    )
+    slider = W.FloatSlider(
+        value=float(alpha),
+        min=0.0,
+        max=1.0,
+        step=0.05,
+        description="α (z_p mix)",
+        continuous_update=False,
+        readout_format=".2f",
+    )
     slider.add_class("coremtl-alpha")
     content.add_class("coremtl-content")
     donor.add_class("coremtl-donor")
     images = {name: W.Image(format="png", width=size, height=size) for name in PANELS}
     images["decoded"].add_class("coremtl-decoded")
-    titles = {"content": "content x_A", "donor": "donor x_B", "decoded": "model D(z_s, z_p(α))",
-              "true": "true render(s_A, r(α))", "segmentation": "seg. on decoded", "depth": "depth on decoded",
-              "normal": "normals on decoded"}
+    titles = {
+        "content": "content x_A",
+        "donor": "donor x_B",
+        "decoded": "model D(z_s, z_p(α))",
+        "true": "true render(s_A, r(α))",
+        "segmentation": "seg. on decoded",
+        "depth": "depth on decoded",
+        "normal": "normals on decoded",
+    }
     status = W.HTML()
     status.add_class("coremtl-status")
 
@@ -137,13 +169,20 @@ def residual_swap_widget(model: nn.Module, scenes, indices: Sequence[int] = tupl
                 arr = np.full((size, size, 3), 235, dtype=np.uint8)
             images[name].value = png_bytes(enlarge(arr, size))
         err = "n/a" if view["l1_true"] is None else f"{view['l1_true']:.4f}"
-        status.value = (f"α = {view['alpha']:.2f} &nbsp; ||z_p(α) - z_p(A)|| = {view['zp_shift']:.3f} &nbsp; "
-                        f"L1(model, true) = {err}")
+        status.value = (
+            f"α = {view['alpha']:.2f} &nbsp; ||z_p(α) - z_p(A)|| = {view['zp_shift']:.3f} &nbsp; "
+            f"L1(model, true) = {err}"
+        )
         ui.view = view
 
-    ui = W.VBox([W.HBox([content, donor, slider]), status,
-                 W.HBox([box("content"), box("donor"), box("decoded"), box("true")]),
-                 W.HBox([box("segmentation"), box("depth"), box("normal")])])
+    ui = W.VBox(
+        [
+            W.HBox([content, donor, slider]),
+            status,
+            W.HBox([box("content"), box("donor"), box("decoded"), box("true")]),
+            W.HBox([box("segmentation"), box("depth"), box("normal")]),
+        ]
+    )
     ui.add_class("coremtl-swap")
     ui.controls = (content, donor, slider)
     for ctrl in ui.controls:

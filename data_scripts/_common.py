@@ -41,7 +41,9 @@ def check_md5(path: Path, expected: str | None) -> None:
     if expected is not None:
         got = md5sum(path)
         if got != expected:
-            raise PrepareError(f"checksum mismatch for {path}: md5 {got}, expected {expected} (re-download it)")
+            raise PrepareError(
+                f"checksum mismatch for {path}: md5 {got}, expected {expected} (re-download it)"
+            )
 
 
 def check_separate(out: Path, **sources: Path) -> None:
@@ -50,8 +52,10 @@ def check_separate(out: Path, **sources: Path) -> None:
     for option, src in sources.items():
         s = src.resolve()
         if o == s or s in o.parents or o in s.parents:
-            raise PrepareError(f"--out {out} overlaps the source {option} {src}; the prepared data must go to a "
-                               "separate folder (the source is never written)")
+            raise PrepareError(
+                f"--out {out} overlaps the source {option} {src}; the prepared data must go to a "
+                "separate folder (the source is never written)"
+            )
 
 
 def temp_path(path: Path) -> Path:
@@ -76,8 +80,10 @@ def plan_outputs(planned: set[Path], force: bool) -> None:
             elif f.is_file() and f not in planned:
                 stale.append(f)
     if stale and not force:
-        raise PrepareError(f"{len(stale)} files from an earlier run would be left next to the new ones, e.g. "
-                           f"{stale[0]}; pass --force to remove them (or choose an empty --out)")
+        raise PrepareError(
+            f"{len(stale)} files from an earlier run would be left next to the new ones, e.g. "
+            f"{stale[0]}; pass --force to remove them (or choose an empty --out)"
+        )
     for f in stale:
         f.unlink()
 

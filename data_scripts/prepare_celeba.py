@@ -33,8 +33,9 @@ MD5 = {  # torchvision.datasets.CelebA.file_list
 }
 
 
-def prepare(src: Path, out: Path, size: int = 128, force: bool = False, verify: bool = True,
-            quiet: bool = False) -> int:
+def prepare(
+    src: Path, out: Path, size: int = 128, force: bool = False, verify: bool = True, quiet: bool = False
+) -> int:
     """Returns the number of images written."""
     from PIL import Image
 

@@ -25,8 +25,15 @@ from _common import PrepareError, check_separate, copy_file, plan_outputs, progr
 CORRUPTION_NAMES = ("contrast", "defocus_blur", "fog", "gaussian_noise")
 
 
-def prepare(cityscapes: Path, out: Path, corruptions=CORRUPTION_NAMES, severities=(1, 2, 3, 4, 5), seed: int = 0,
-            force: bool = False, quiet: bool = False) -> int:
+def prepare(
+    cityscapes: Path,
+    out: Path,
+    corruptions=CORRUPTION_NAMES,
+    severities=(1, 2, 3, 4, 5),
+    seed: int = 0,
+    force: bool = False,
+    quiet: bool = False,
+) -> int:
     import torch
 
     from coremtl_lite.data.corruptions import corrupt
@@ -41,8 +48,10 @@ def prepare(cityscapes: Path, out: Path, corruptions=CORRUPTION_NAMES, severitie
     if bad:
         raise PrepareError(f"severities must be integers 1..5, got {bad}")
     jobs = [(c, s, i) for c in corruptions for s in severities for i in range(len(val))]
-    plan_outputs({out / c / str(s) / sub / f"{i}.npy" for c, s, i in jobs for sub in ("image", "label_7", "depth")},
-                 force)
+    plan_outputs(
+        {out / c / str(s) / sub / f"{i}.npy" for c, s, i in jobs for sub in ("image", "label_7", "depth")},
+        force,
+    )
     for c, s, i in progress(jobs, "cityscapes-c", quiet):
         image = val[i]["image"]  # checked by the loader (labels, value ranges)
         seeds = torch.tensor([seed * 1_000_003 + i])

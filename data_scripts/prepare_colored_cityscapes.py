@@ -23,19 +23,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PrepareError, check_separate, copy_file, plan_outputs, progress, write_npy  # noqa: E402
 
 
-def prepare(cityscapes: Path, out: Path, permuted: bool = False, force: bool = False, quiet: bool = False) -> int:
+def prepare(
+    cityscapes: Path, out: Path, permuted: bool = False, force: bool = False, quiet: bool = False
+) -> int:
     from coremtl_lite.data.real import ColoredCityscapes
 
     check_separate(out, cityscapes=cityscapes)
     n = 0
     sets = {split: ColoredCityscapes(cityscapes, split, permuted=permuted) for split in ("train", "val")}
-    plan_outputs({out / split / sub / f"{i}.npy" for split, ds in sets.items() for sub in ("image", "label_7", "depth")
-                  for i in range(len(ds))}, force)
+    plan_outputs(
+        {
+            out / split / sub / f"{i}.npy"
+            for split, ds in sets.items()
+            for sub in ("image", "label_7", "depth")
+            for i in range(len(ds))
+        },
+        force,
+    )
     for split, ds in sets.items():
         for i in progress(range(len(ds)), f"colored-cityscapes/{split}", quiet):
             sample = ds[i]  # checked by the loader (labels, value ranges)
-            write_npy(out / split / "image" / f"{i}.npy",
-                      sample["image"].permute(1, 2, 0).numpy().astype(np.float32), force)
+            write_npy(
+                out / split / "image" / f"{i}.npy",
+                sample["image"].permute(1, 2, 0).numpy().astype(np.float32),
+                force,
+            )
             for key, sub in (("segmentation", "label_7"), ("depth", "depth")):
                 copy_file(ds.folder / ds.keys[key] / f"{i}.npy", out / split / sub / f"{i}.npy", force)
             n += 1

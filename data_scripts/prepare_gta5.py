@@ -43,7 +43,10 @@ def convert(image_path: Path, label_path: Path, height: int, width: int) -> tupl
         with Image.open(image_path) as im, Image.open(label_path) as lab:
             if im.size != lab.size:
                 raise PrepareError(f"{image_path} is {im.size} but {label_path} is {lab.size}")
-            img = np.asarray(im.convert("RGB").resize((width, height), Image.BILINEAR), dtype=np.float32) / 255.0
+            img = (
+                np.asarray(im.convert("RGB").resize((width, height), Image.BILINEAR), dtype=np.float32)
+                / 255.0
+            )
             ids = np.asarray(lab.resize((width, height), Image.NEAREST)).astype(np.int64)
     except OSError as e:
         raise PrepareError(f"corrupt image {image_path} or {label_path}: {e}") from e
@@ -55,8 +58,16 @@ def convert(image_path: Path, label_path: Path, height: int, width: int) -> tupl
     return img, lab7.astype(np.float32)
 
 
-def prepare(src: Path, out: Path, height: int = 128, width: int = 256, val_fraction: float = 0.1, seed: int = 0,
-            force: bool = False, quiet: bool = False) -> dict[str, int]:
+def prepare(
+    src: Path,
+    out: Path,
+    height: int = 128,
+    width: int = 256,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    force: bool = False,
+    quiet: bool = False,
+) -> dict[str, int]:
     check_separate(out, src=src)
     if not 0.0 < val_fraction < 1.0:
         raise PrepareError(f"--val-fraction must be strictly between 0 and 1, got {val_fraction}")
@@ -69,11 +80,19 @@ def prepare(src: Path, out: Path, height: int = 128, width: int = 256, val_fract
     order = np.random.default_rng(seed).permutation(len(images))
     n_val = int(round(val_fraction * len(images)))
     if not 0 < n_val < len(images):
-        raise PrepareError(f"--val-fraction {val_fraction} of {len(images)} images leaves an empty split "
-                           f"({n_val} for val)")
+        raise PrepareError(
+            f"--val-fraction {val_fraction} of {len(images)} images leaves an empty split ({n_val} for val)"
+        )
     splits = {"val": sorted(order[:n_val].tolist()), "train": sorted(order[n_val:].tolist())}
-    plan_outputs({out / split / sub / f"{i}.npy" for split, idx in splits.items() for sub in ("image", "label_7")
-                  for i in range(len(idx))}, force)
+    plan_outputs(
+        {
+            out / split / sub / f"{i}.npy"
+            for split, idx in splits.items()
+            for sub in ("image", "label_7")
+            for i in range(len(idx))
+        },
+        force,
+    )
     for split, idx in splits.items():
         for i, k in enumerate(progress(idx, f"gta5/{split}", quiet)):
             img, lab = convert(images[k], src / "labels" / images[k].name, height, width)

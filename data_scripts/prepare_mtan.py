@@ -33,14 +33,29 @@ from _common import PrepareError, check_separate, copy_file, plan_outputs, progr
 
 LAYOUTS = {
     # key folder -> expected shape (H, W, ...) per sample; counts of the official splits
-    "nyuv2": {"folders": {"image": (288, 384, 3), "label": (288, 384), "depth": (288, 384, 1),
-                          "normal": (288, 384, 3)}, "counts": {"train": 795, "val": 654}},
-    "cityscapes": {"folders": {"image": (128, 256, 3), "label_7": (128, 256), "depth": (128, 256, 1)},
-                   "counts": {"train": 2975, "val": 500}},
+    "nyuv2": {
+        "folders": {
+            "image": (288, 384, 3),
+            "label": (288, 384),
+            "depth": (288, 384, 1),
+            "normal": (288, 384, 3),
+        },
+        "counts": {"train": 795, "val": 654},
+    },
+    "cityscapes": {
+        "folders": {"image": (128, 256, 3), "label_7": (128, 256), "depth": (128, 256, 1)},
+        "counts": {"train": 2975, "val": 500},
+    },
 }
 CLASSES = {"nyuv2": 13, "cityscapes": 7}
 #: the sample-dict key whose value range each folder is checked against
-KIND = {"image": "image", "label": "segmentation", "label_7": "segmentation", "depth": "depth", "normal": "normal"}
+KIND = {
+    "image": "image",
+    "label": "segmentation",
+    "label_7": "segmentation",
+    "depth": "depth",
+    "normal": "normal",
+}
 
 
 def _find_root(src: Path) -> Path:
@@ -50,8 +65,9 @@ def _find_root(src: Path) -> Path:
     raise PrepareError(f"{src} has no train/ and val/ folders (the MTAN layout)")
 
 
-def prepare(dataset: str, src: Path, out: Path, force: bool = False, strict_counts: bool = True,
-            quiet: bool = False) -> dict[str, int]:
+def prepare(
+    dataset: str, src: Path, out: Path, force: bool = False, strict_counts: bool = True, quiet: bool = False
+) -> dict[str, int]:
     """Validate and copy; returns the number of samples per split."""
     if dataset not in LAYOUTS:
         raise PrepareError(f"unknown dataset {dataset!r}; choose one of {sorted(LAYOUTS)}")
@@ -69,7 +85,11 @@ def prepare(dataset: str, src: Path, out: Path, force: bool = False, strict_coun
             src = Path(tmp)
         root = _find_root(src)
         folders = dict(layout["folders"])
-        if dataset == "cityscapes" and not (root / "train" / "label_7").is_dir() and (root / "train" / "label").is_dir():
+        if (
+            dataset == "cityscapes"
+            and not (root / "train" / "label_7").is_dir()
+            and (root / "train" / "label").is_dir()
+        ):
             folders["label"] = folders.pop("label_7")  # LibMTL's layout
         counts = {}
         for split, expected in layout["counts"].items():  # 1. check everything before writing anything
@@ -77,8 +97,10 @@ def prepare(dataset: str, src: Path, out: Path, force: bool = False, strict_coun
             if n == 0:
                 raise PrepareError(f"no images in {root / split / 'image'}")
             if strict_counts and n != expected:
-                raise PrepareError(f"{root / split / 'image'} holds {n} samples, the official split has {expected} "
-                                   f"(use --no-strict-counts for a subset)")
+                raise PrepareError(
+                    f"{root / split / 'image'} holds {n} samples, the official split has {expected} "
+                    f"(use --no-strict-counts for a subset)"
+                )
             counts[split] = n
             for folder, shape in folders.items():
                 for i in progress(range(n), f"check {dataset}/{split}/{folder}", quiet):
@@ -89,16 +111,24 @@ def prepare(dataset: str, src: Path, out: Path, force: bool = False, strict_coun
                         arr = np.load(f, mmap_mode="r", allow_pickle=False)
                     except Exception as e:  # noqa: BLE001
                         raise PrepareError(f"corrupt file {f}: {e}") from e
-                    if tuple(arr.shape) != shape and not (len(shape) == 3 and shape[2] == 1
-                                                         and tuple(arr.shape) == shape[:2]):
+                    if tuple(arr.shape) != shape and not (
+                        len(shape) == 3 and shape[2] == 1 and tuple(arr.shape) == shape[:2]
+                    ):
                         raise PrepareError(f"{f} has shape {arr.shape}, expected {shape}")
                     try:
                         check_values(np.asarray(arr), f, KIND[folder], CLASSES[dataset])
                     except ValueError as e:
                         raise PrepareError(str(e)) from e
         # 2. exactly these files in the output folders (stale ones: error, or removed with --force), then copy
-        plan_outputs({out / split / folder / f"{i}.npy" for split, n in counts.items() for folder in folders
-                      for i in range(n)}, force)
+        plan_outputs(
+            {
+                out / split / folder / f"{i}.npy"
+                for split, n in counts.items()
+                for folder in folders
+                for i in range(n)
+            },
+            force,
+        )
         for split, n in counts.items():
             for folder in folders:
                 for i in progress(range(n), f"copy {dataset}/{split}/{folder}", quiet):

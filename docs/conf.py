@@ -29,8 +29,13 @@ author = "coremtl_lite contributors"
 copyright = "2026, coremtl_lite contributors"
 release = coremtl_lite.__version__
 
-extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.viewcode",
-              "sphinx.ext.mathjax"]
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.viewcode",
+    "sphinx.ext.mathjax",
+]
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 html_theme = "furo"
 
@@ -39,8 +44,14 @@ html_theme = "furo"
 _MATHJAX = Path("/usr/share/javascript/mathjax/MathJax.js")
 if _MATHJAX.is_file():
     mathjax_path = _MATHJAX.as_uri() + "?config=TeX-AMS-MML_HTMLorMML"
-    mathjax2_config = {"tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]],
-                                   "processEscapes": True, "processClass": "tex2jax_process|mathjax_process|math|output_area"}}
+    mathjax2_config = {
+        "tex2jax": {
+            "inlineMath": [["\\(", "\\)"]],
+            "displayMath": [["\\[", "\\]"]],
+            "processEscapes": True,
+            "processClass": "tex2jax_process|mathjax_process|math|output_area",
+        }
+    }
 html_title = f"coremtl_lite {release}"
 
 # ---- notebooks: stored outputs only; the plotly figures show as their stored PNG fallbacks (plotly's
@@ -84,9 +95,16 @@ def _write_cli_reference() -> None:
     from coremtl_lite.cli import _parser
 
     parser = _parser()
-    lines = ["# Command line reference", "",
-             "Generated from `coremtl-lite --help` and the help of each command.", "",
-             "```text", parser.format_help().rstrip(), "```", ""]
+    lines = [
+        "# Command line reference",
+        "",
+        "Generated from `coremtl-lite --help` and the help of each command.",
+        "",
+        "```text",
+        parser.format_help().rstrip(),
+        "```",
+        "",
+    ]
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, command in sub.choices.items():
         lines += [f"## `coremtl-lite {name}`", "", "```text", command.format_help().rstrip(), "```", ""]
@@ -110,9 +128,16 @@ def _parses_cleanly(text: str) -> bool:
     from docutils.utils import Reporter
 
     stream = io.StringIO()
-    publish_doctree(_ROLE.sub(r"``\1``", text), settings_overrides={
-        "report_level": Reporter.WARNING_LEVEL, "halt_level": Reporter.SEVERE_LEVEL + 1,
-        "warning_stream": stream, "file_insertion_enabled": False, "raw_enabled": False})
+    publish_doctree(
+        _ROLE.sub(r"``\1``", text),
+        settings_overrides={
+            "report_level": Reporter.WARNING_LEVEL,
+            "halt_level": Reporter.SEVERE_LEVEL + 1,
+            "warning_stream": stream,
+            "file_insertion_enabled": False,
+            "raw_enabled": False,
+        },
+    )
     return not stream.getvalue()
 
 

@@ -66,8 +66,15 @@ def execute(nb, workdir: Path, profile: str, timeout: int):
             super().handle_comm_msg(outs, msg, cell_index)
 
     os.environ["COREMTL_PROFILE"] = profile
-    client = Client(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}},
-                    store_widget_state=True, record_timing=False, allow_errors=False)
+    client = Client(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(workdir)}},
+        store_widget_state=True,
+        record_timing=False,
+        allow_errors=False,
+    )
     client.closed = set()
     client.execute()
     return client.closed
@@ -84,8 +91,13 @@ def _widget_state(nb) -> dict:
 
 
 def _view_ids(nb) -> list[str]:
-    return [out["data"][WIDGET_VIEW]["model_id"] for cell in nb.cells if cell.cell_type == "code"
-            for out in cell.get("outputs", []) if WIDGET_VIEW in out.get("data", {})]
+    return [
+        out["data"][WIDGET_VIEW]["model_id"]
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if WIDGET_VIEW in out.get("data", {})
+    ]
 
 
 def widget_text(model_id: str, state: dict, depth: int = 0) -> str:
@@ -95,7 +107,7 @@ def widget_text(model_id: str, state: dict, depth: int = 0) -> str:
         return ""
     name, st = model.get("model_name", ""), model.get("state", {})
     if name.endswith("BoxModel"):
-        parts = [widget_text(ref[len("IPY_MODEL_"):], state, depth + 1) for ref in st.get("children", [])]
+        parts = [widget_text(ref[len("IPY_MODEL_") :], state, depth + 1) for ref in st.get("children", [])]
         return ("\n" if name.startswith("V") else " ").join(p for p in parts if p)
     label = _TAGS.sub("", str(st.get("description", ""))).strip()
     if name.endswith("ProgressModel"):
@@ -118,8 +130,11 @@ def tidy_widgets(nb, closed: Iterable[str]) -> None:
     closed = set(closed)
     for cell in nb.cells:
         if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.get("outputs", [])
-                            if o.get("data", {}).get(WIDGET_VIEW, {}).get("model_id") not in closed]
+            cell.outputs = [
+                o
+                for o in cell.get("outputs", [])
+                if o.get("data", {}).get(WIDGET_VIEW, {}).get("model_id") not in closed
+            ]
     state = _widget_state(nb)
     keep, todo = set(), [m for m in _view_ids(nb) if m in state]
     while todo:
@@ -148,8 +163,13 @@ def _figure_size(fig: dict) -> tuple[int, int]:
 
 def add_png_fallbacks(nb, only_missing: bool = False) -> int:
     """Render every plotly output of ``nb`` to an ``image/png`` beside it (kaleido + Chromium); return the count."""
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-               if PLOTLY in o.get("data", {}) and not (only_missing and "image/png" in o["data"])]
+    outputs = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if PLOTLY in o.get("data", {}) and not (only_missing and "image/png" in o["data"])
+    ]
     if not outputs:
         return 0
     import kaleido
@@ -173,8 +193,20 @@ def add_png_fallbacks(nb, only_missing: bool = False) -> int:
 # ------------------------------------------------------------------------------------------ hygiene
 def machine_paths() -> list[str]:
     """Absolute paths that identify this machine: the repository, the Python prefix, home, temp folders."""
-    paths = {str(ROOT), sys.prefix, sys.base_prefix, os.path.expanduser("~"), "/tmp/", "/var/folders/", "/home/",
-             "/Users/", "/work/", "site-packages", "dist-packages", "C:\\Users\\"}
+    paths = {
+        str(ROOT),
+        sys.prefix,
+        sys.base_prefix,
+        os.path.expanduser("~"),
+        "/tmp/",
+        "/var/folders/",
+        "/home/",
+        "/Users/",
+        "/work/",
+        "site-packages",
+        "dist-packages",
+        "C:\\Users\\",
+    }
     return sorted(p for p in paths if p and p not in ("/", "~"))
 
 
@@ -234,8 +266,10 @@ def hygiene_problems(nb) -> list[str]:
                 plain = data.get("text/plain", "")
                 plain = plain if isinstance(plain, str) else "".join(plain)
                 if plain not in (widget_text(view["model_id"], state), _WIDGET_NOTE):
-                    problems.append(f"{where}: a widget's text fallback is stale (e.g. a progress bar frozen at "
-                                    f"its first value): {plain[:60]!r}")
+                    problems.append(
+                        f"{where}: a widget's text fallback is stale (e.g. a progress bar frozen at "
+                        f"its first value): {plain[:60]!r}"
+                    )
         problems.extend(f"{where}: {n} copies of the figure {t[:60]!r}" for t, n in titles.items() if n > 1)
     counts: dict[str, int] = {}
     for p in problems:
@@ -259,7 +293,11 @@ def finish(nb) -> None:
     # the kernel's own name as JupyterLab shows it: a different stored display name makes JupyterLab
     # rewrite the metadata when the kernel connects, which marks the notebook modified on opening
     spec = KernelSpecManager().get_kernel_spec("python3")
-    nb.metadata["kernelspec"] = {"display_name": spec.display_name, "language": spec.language, "name": "python3"}
+    nb.metadata["kernelspec"] = {
+        "display_name": spec.display_name,
+        "language": spec.language,
+        "name": "python3",
+    }
     for cell in nb.cells:
         cell.get("metadata", {}).pop("execution", None)
     nbformat.validator.normalize(nb)
@@ -277,8 +315,10 @@ def process(path: Path, profile: str, timeout: int) -> list[str]:
     problems = hygiene_problems(nb)
     finish(nb)
     nbformat.write(nb, path)
-    print(f"{path}: executed in {time.perf_counter() - start:.0f} s ({profile} profile), {n_png} PNG fallbacks, "
-          f"{len(problems)} problems, signed")
+    print(
+        f"{path}: executed in {time.perf_counter() - start:.0f} s ({profile} profile), {n_png} PNG fallbacks, "
+        f"{len(problems)} problems, signed"
+    )
     return problems
 
 
@@ -288,8 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="cpu", help="COREMTL_PROFILE for the kernel (default: cpu)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds one cell may run (default: 3600)")
     parser.add_argument("--check", action="store_true", help="only report hygiene problems; change nothing")
-    parser.add_argument("--no-execute", action="store_true",
-                        help="keep the stored outputs; only add missing PNG fallbacks, normalise and sign")
+    parser.add_argument(
+        "--no-execute",
+        action="store_true",
+        help="keep the stored outputs; only add missing PNG fallbacks, normalise and sign",
+    )
     args = parser.parse_args(argv)
     failed = False
     for path in args.notebooks:

@@ -21,8 +21,15 @@ def main(out_file: str, overrides: list[str]) -> None:
     trainer.fit()
     results = trainer.evaluate(domains=["source"], use_best=False)
     if trainer.dist.rank == 0:
-        torch.save({"model": trainer.model.state_dict(), "steps": trainer.history.steps, "results": results,
-                    "world_size": trainer.dist.world_size}, out_file)
+        torch.save(
+            {
+                "model": trainer.model.state_dict(),
+                "steps": trainer.history.steps,
+                "results": results,
+                "world_size": trainer.dist.world_size,
+            },
+            out_file,
+        )
     import torch.distributed as dist
 
     dist.barrier()

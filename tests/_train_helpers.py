@@ -28,7 +28,9 @@ class TinyDense(nn.Module):
 
     def __init__(self, tasks, width: int = 8):
         super().__init__()
-        self.encoder = nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
         self.heads = nn.ModuleDict({t.name: nn.Conv2d(width, t.channels, 1) for t in tasks})
 
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -63,9 +65,22 @@ class TinyObjective:
 
 def tiny_config(tmp_path, *overrides: str):
     """The ci profile shrunk further: 16 px, 32 training scenes, batch 8, 2 epochs, checkpoints in tmp_path."""
-    return get_config("ci", ["data.image_size=16", "data.train_size=32", "data.val_size=16", "data.test_size=16",
-                             "data.batch_size=8", "optim.epochs=2", "optim.warmup_epochs=1", "train.method=ew",
-                             f"train.out_dir={tmp_path}", "train.progress=false", *overrides])
+    return get_config(
+        "ci",
+        [
+            "data.image_size=16",
+            "data.train_size=32",
+            "data.val_size=16",
+            "data.test_size=16",
+            "data.batch_size=8",
+            "optim.epochs=2",
+            "optim.warmup_epochs=1",
+            "train.method=ew",
+            f"train.out_dir={tmp_path}",
+            "train.progress=false",
+            *overrides,
+        ],
+    )
 
 
 def tiny_trainer(tmp_path, *overrides: str, callbacks=(), **kwargs):
@@ -90,10 +105,24 @@ def ddp_trainer(out_dir, *overrides: str):
     from coremtl_lite.tasks import tasks_from_info
     from coremtl_lite.train import Trainer
 
-    over = ["data.image_size=16", "data.train_size=32", "data.val_size=16", "data.test_size=16",
-            "data.batch_size=8", "optim.epochs=2", "optim.warmup_epochs=1", "optim.lr=1e-3", "train.method=ew",
-            "model.architecture=vanilla", "model.grounding=none", f"train.out_dir={out_dir}",
-            "train.progress=false", "train.checkpoint_every=0", "train.eval_every=0", *overrides]
+    over = [
+        "data.image_size=16",
+        "data.train_size=32",
+        "data.val_size=16",
+        "data.test_size=16",
+        "data.batch_size=8",
+        "optim.epochs=2",
+        "optim.warmup_epochs=1",
+        "optim.lr=1e-3",
+        "train.method=ew",
+        "model.architecture=vanilla",
+        "model.grounding=none",
+        f"train.out_dir={out_dir}",
+        "train.progress=false",
+        "train.checkpoint_every=0",
+        "train.eval_every=0",
+        *overrides,
+    ]
     cfg = get_config("ci", over)
     tasks = tasks_from_info(build_splits(cfg.data, cfg.train.seed).train.task_info, cfg.data.tasks)
     torch.manual_seed(cfg.train.seed)

@@ -20,8 +20,14 @@ STUDENT = SOURCE / "student"
 
 
 def _meta(gid, grade, solution, locked, points=None):
-    meta = {"grade": grade, "grade_id": gid, "locked": locked, "schema_version": 3, "solution": solution,
-            "task": False}
+    meta = {
+        "grade": grade,
+        "grade_id": gid,
+        "locked": locked,
+        "schema_version": 3,
+        "solution": solution,
+        "task": False,
+    }
     if points is not None:
         meta["points"] = points
     return meta
@@ -35,17 +41,28 @@ def _cell(kind, source, meta=None):
 
 
 def _toy_notebook():
-    return new_notebook(cells=[
-        _cell("code", "import math"),
-        _cell("code", "def f(x):\n    \"\"\"doc\"\"\"\n    ### BEGIN SOLUTION\n    y = x + 1\n    return y\n"
-                      "    ### END SOLUTION\n\n\ndef g():\n    ### BEGIN SOLUTION\n    return 2\n    ### END SOLUTION",
-              _meta("sol", False, True, False)),
-        _cell("code", "assert f(1) == 2\n### BEGIN HIDDEN TESTS\nassert f(2) == 3\n### END HIDDEN TESTS\n",
-              _meta("test", True, False, True, 2)),
-        _cell("markdown", "Intro\n### BEGIN SOLUTION\nThe answer.\n### END SOLUTION\nOutro",
-              _meta("answer", True, True, False, 1)),
-        _cell("code", "x = 1", _meta("whole", False, True, False)),
-    ])
+    return new_notebook(
+        cells=[
+            _cell("code", "import math"),
+            _cell(
+                "code",
+                'def f(x):\n    """doc"""\n    ### BEGIN SOLUTION\n    y = x + 1\n    return y\n'
+                "    ### END SOLUTION\n\n\ndef g():\n    ### BEGIN SOLUTION\n    return 2\n    ### END SOLUTION",
+                _meta("sol", False, True, False),
+            ),
+            _cell(
+                "code",
+                "assert f(1) == 2\n### BEGIN HIDDEN TESTS\nassert f(2) == 3\n### END HIDDEN TESTS\n",
+                _meta("test", True, False, True, 2),
+            ),
+            _cell(
+                "markdown",
+                "Intro\n### BEGIN SOLUTION\nThe answer.\n### END SOLUTION\nOutro",
+                _meta("answer", True, True, False, 1),
+            ),
+            _cell("code", "x = 1", _meta("whole", False, True, False)),
+        ]
+    )
 
 
 def _exec_cells(nb, grade_ids, namespace):
@@ -118,8 +135,10 @@ def test_student_notebook_replaces_solutions_and_removes_hidden_tests():
     assert nbformat.writes(nb) == original  # the input is not modified
     src = [c.source for c in student.cells]
     assert src[0] == "import math"
-    assert src[1] == ('def f(x):\n    """doc"""\n    # YOUR CODE HERE\n    raise NotImplementedError()\n\n\n'
-                      "def g():\n    # YOUR CODE HERE\n    raise NotImplementedError()")
+    assert src[1] == (
+        'def f(x):\n    """doc"""\n    # YOUR CODE HERE\n    raise NotImplementedError()\n\n\n'
+        "def g():\n    # YOUR CODE HERE\n    raise NotImplementedError()"
+    )
     assert src[2] == "assert f(1) == 2"
     assert src[3] == "Intro\nYOUR ANSWER HERE\nOutro"
     assert src[4] == A.CODE_STUB  # a solution cell without delimiters is replaced whole (nbgrader's rule)
@@ -176,7 +195,9 @@ def test_solution_notebooks_are_valid_and_executed():
         assert any(A.BEGIN_HIDDEN in c.source for c in nb.cells), f"{name} has no hidden tests"
         total[name] = sum(m.get("points", 0) for m in metas if m["grade"])
         announced = re.search(r"· (\d+) points\*", nb.cells[0].source)
-        assert announced and int(announced.group(1)) == total[name], f"{name}: the title announces the wrong total"
+        assert announced and int(announced.group(1)) == total[name], (
+            f"{name}: the title announces the wrong total"
+        )
         for i, cell in enumerate(nb.cells):
             if cell.cell_type == "code":
                 assert cell.execution_count is not None, f"{name} cell {i} was not executed (store outputs)"
@@ -189,9 +210,12 @@ def test_committed_student_versions_are_up_to_date(tmp_path):
     fresh = A.generate(SOURCE, tmp_path)
     for path in fresh:
         committed = STUDENT / path.name
-        assert committed.exists(), f"{committed} is missing: run `python -m coremtl_lite.assignments generate`"
+        assert committed.exists(), (
+            f"{committed} is missing: run `python -m coremtl_lite.assignments generate`"
+        )
         assert committed.read_bytes() == path.read_bytes(), (
-            f"{committed} is out of date: run `python -m coremtl_lite.assignments generate`")
+            f"{committed} is out of date: run `python -m coremtl_lite.assignments generate`"
+        )
     assert A.main(["generate", "--check"]) == 0
 
 
@@ -202,7 +226,11 @@ def test_student_versions_hold_no_solutions():
             assert marker not in text, f"student/{name} still contains {marker!r}"
         nb = nbformat.read(STUDENT / name, as_version=4)
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
-        stubs = [c for c in nb.cells if "# YOUR CODE HERE\n" in c.source and "raise NotImplementedError()" in c.source]
+        stubs = [
+            c
+            for c in nb.cells
+            if "# YOUR CODE HERE\n" in c.source and "raise NotImplementedError()" in c.source
+        ]
         assert stubs, f"student/{name} has no code stub"
 
 
@@ -227,7 +255,9 @@ def test_a2_feedback_for_uncentred_cka():
         return (y.T @ x).pow(2).sum() / ((x.T @ x).pow(2).sum().sqrt() * (y.T @ y).pow(2).sum().sqrt())
 
     namespace["linear_cka"] = uncentred
-    with pytest.raises(A.Feedback, match=r"(?s)invariant to a rotation, a scale and a shift.*centre the columns"):
+    with pytest.raises(
+        A.Feedback, match=r"(?s)invariant to a rotation, a scale and a shift.*centre the columns"
+    ):
         _exec_cells(nb, ["a2-test-cka-basics"], namespace)
 
 
@@ -239,8 +269,13 @@ def test_unfilled_student_version_fails_with_teaching_messages(name, monkeypatch
 
     monkeypatch.setenv("COREMTL_PROFILE", "ci")
     nb = nbformat.read(STUDENT / name, as_version=4)
-    NotebookClient(nb, timeout=300, allow_errors=True, kernel_name="python3",
-                   resources={"metadata": {"path": str(STUDENT)}}).execute()
+    NotebookClient(
+        nb,
+        timeout=300,
+        allow_errors=True,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(STUDENT)}},
+    ).execute()
     graded = 0
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
@@ -251,12 +286,16 @@ def test_unfilled_student_version_fails_with_teaching_messages(name, monkeypatch
         if meta.get("grade") and not meta.get("solution"):
             graded += 1
             assert errors, f"{where}: an unfilled assignment must not earn this cell's points"
-            assert errors[0].ename == "Feedback", f"{where}: raised {errors[0].ename}: {errors[0].evalue[:300]}"
+            assert errors[0].ename == "Feedback", (
+                f"{where}: raised {errors[0].ename}: {errors[0].evalue[:300]}"
+            )
             assert "not implemented yet" in errors[0].evalue or "not computed yet" in errors[0].evalue, (
-                f"{where}: unexpected message {errors[0].evalue[:300]}")
+                f"{where}: unexpected message {errors[0].evalue[:300]}"
+            )
         else:
             # other cells may only stop at a stub or at a feedback guard (A.need), never a NameError etc.
             assert all(e.ename in ("NotImplementedError", "Feedback") for e in errors), (
-                f"{where}: {errors[0].ename}: {errors[0].evalue[:300]}")
+                f"{where}: {errors[0].ename}: {errors[0].evalue[:300]}"
+            )
     assert graded >= 3
     assert os.environ["COREMTL_PROFILE"] == "ci"

@@ -14,8 +14,19 @@ DIRECTIONS = {"segmentation": {"mIoU": True}, "depth": {"abs_err": False}}
 
 def test_every_suite_plans_valid_configs():
     suites = build_suites(("ew", "pcgrad"))
-    assert set(suites) == {"id", "sim2real", "corruptions", "colored", "scalability", "ablation", "grounding",
-                           "lambda-ind", "lambda-cfa", "ood-severity", "ood-rho"}
+    assert set(suites) == {
+        "id",
+        "sim2real",
+        "corruptions",
+        "colored",
+        "scalability",
+        "ablation",
+        "grounding",
+        "lambda-ind",
+        "lambda-cfa",
+        "ood-severity",
+        "ood-rho",
+    }
     for suite in suites.values():
         runs = plan_runs(suite, "ci", seeds=(0, 1))
         assert runs and all(r.cfg.train.seed in (0, 1) for r in runs)
@@ -54,15 +65,35 @@ def test_summary_gives_mean_std_and_delta_m_against_stl():
     suite = build_suites(("ew",))["id"]
     recs = []
     for seed, (miou, err) in enumerate([(0.4, 1.0), (0.6, 0.8)]):
-        recs.append({"suite": "id", "variant": "ew", "seed": seed, "task": None, "epoch_seconds": 1.0,
-                     "results": {"source": {"segmentation": {"mIoU": miou}, "depth": {"abs_err": err}}}})
+        recs.append(
+            {
+                "suite": "id",
+                "variant": "ew",
+                "seed": seed,
+                "task": None,
+                "epoch_seconds": 1.0,
+                "results": {"source": {"segmentation": {"mIoU": miou}, "depth": {"abs_err": err}}},
+            }
+        )
         for task, res in (("segmentation", {"mIoU": 0.5}), ("depth", {"abs_err": 1.0})):
-            recs.append({"suite": "id", "variant": "stl", "seed": seed, "task": task, "epoch_seconds": 1.0,
-                         "results": {"source": {task: res}}})
+            recs.append(
+                {
+                    "suite": "id",
+                    "variant": "stl",
+                    "seed": seed,
+                    "task": task,
+                    "epoch_seconds": 1.0,
+                    "results": {"source": {task: res}},
+                }
+            )
     assert len(merge_per_task(recs)) == 4
     rows = {(r["variant"], r["task"], r["metric"]): r for r in summarise(suite, recs, DIRECTIONS)}
     miou = rows[("ew", "segmentation", "mIoU")]
-    assert miou["mean"] == pytest.approx(0.5) and miou["std"] == pytest.approx(math.sqrt(0.02)) and miou["n"] == 2
+    assert (
+        miou["mean"] == pytest.approx(0.5)
+        and miou["std"] == pytest.approx(math.sqrt(0.02))
+        and miou["n"] == 2
+    )
     dm = rows[("ew", "all", "delta_m%")]
     # seed 0: (-20 + 0)/2 = -10; seed 1: (+20 + 20)/2 = +20
     assert dm["mean"] == pytest.approx(5.0)
@@ -84,18 +115,42 @@ def test_every_suite_runs_end_to_end_in_the_ci_profile_and_resumes(tmp_path):
         calls.append((cfg.train.seed, cfg.data.tasks))
         return train_and_record(cfg, domains, probes)
 
-    over = ["optim.epochs=1", "data.train_size=16", "data.val_size=8", "data.test_size=8", "loss.perceptual=ssim"]
+    over = [
+        "optim.epochs=1",
+        "data.train_size=16",
+        "data.val_size=8",
+        "data.test_size=8",
+        "loss.perceptual=ssim",
+    ]
     names = list(build_suites(("ew",)))
-    rows = run_bench(names, profile="ci", seeds=(0,), out_dir=tmp_path, baselines=("ew",), overrides=over,
-                     run_fn=counting, progress=False)
+    rows = run_bench(
+        names,
+        profile="ci",
+        seeds=(0,),
+        out_dir=tmp_path,
+        baselines=("ew",),
+        overrides=over,
+        run_fn=counting,
+        progress=False,
+    )
     assert {r["suite"] for r in rows} == set(names)
     variants = {(r["suite"], r["variant"]) for r in rows}
-    assert {("id", "stl"), ("id", "ew"), ("id", "core_mtl"), ("ablation", "vanilla"), ("ablation", "full"),
-            ("scalability", "pcgrad@40"), ("lambda-cfa", "lambda_cfa=5"), ("ood-severity", "stch"),
-            ("ood-rho", "core_mtl@rho=0.9")} <= variants
+    assert {
+        ("id", "stl"),
+        ("id", "ew"),
+        ("id", "core_mtl"),
+        ("ablation", "vanilla"),
+        ("ablation", "full"),
+        ("scalability", "pcgrad@40"),
+        ("lambda-cfa", "lambda_cfa=5"),
+        ("ood-severity", "stch"),
+        ("ood-rho", "core_mtl@rho=0.9"),
+    } <= variants
     assert any(r["metric"] == "delta_m%" for r in rows)
     assert {r["metric"] for r in rows if r["suite"] == "scalability" and r["task"] == "all"} >= {
-        "avg_acc", "seconds/epoch"}
+        "avg_acc",
+        "seconds/epoch",
+    }
     # one model per attribute-task count: the 40-task runs have 40 heads
     assert max(len(t) for _, t in calls) == 40
     for name in ("results.json", "results.csv", "report.html", "metadata.json", "ood_study.json"):
@@ -104,8 +159,16 @@ def test_every_suite_runs_end_to_end_in_the_ci_profile_and_resumes(tmp_path):
     assert meta["profile"] == "ci" and "torch" in meta and "git_commit" in meta
     # shared runs are trained once, and a second call trains nothing: every run is read back
     n_first = len(calls)
-    run_bench(["id", "ablation"], profile="ci", seeds=(0,), out_dir=tmp_path, baselines=("ew",), overrides=over,
-              run_fn=counting, progress=False)
+    run_bench(
+        ["id", "ablation"],
+        profile="ci",
+        seeds=(0,),
+        out_dir=tmp_path,
+        baselines=("ew",),
+        overrides=over,
+        run_fn=counting,
+        progress=False,
+    )
     assert len(calls) == n_first
 
 
@@ -114,12 +177,28 @@ def test_summary_starts_with_the_trivial_predictors_rows():
     recs = []
     for seed in (0, 1):
         trivial = {"source": {"segmentation": {"mIoU": 0.1 + 0.1 * seed}, "depth": {"abs_err": 2.0}}}
-        recs.append({"suite": "id", "variant": "ew", "seed": seed, "task": None, "epoch_seconds": 1.0,
-                     "results": {"source": {"segmentation": {"mIoU": 0.5}, "depth": {"abs_err": 1.0}}},
-                     "trivial": trivial})
-        recs.append({"suite": "id", "variant": "stl", "seed": seed, "task": "depth", "epoch_seconds": 1.0,
-                     "results": {"source": {"depth": {"abs_err": 1.0}}},
-                     "trivial": {"source": {"depth": {"abs_err": 2.0}}}})
+        recs.append(
+            {
+                "suite": "id",
+                "variant": "ew",
+                "seed": seed,
+                "task": None,
+                "epoch_seconds": 1.0,
+                "results": {"source": {"segmentation": {"mIoU": 0.5}, "depth": {"abs_err": 1.0}}},
+                "trivial": trivial,
+            }
+        )
+        recs.append(
+            {
+                "suite": "id",
+                "variant": "stl",
+                "seed": seed,
+                "task": "depth",
+                "epoch_seconds": 1.0,
+                "results": {"source": {"depth": {"abs_err": 1.0}}},
+                "trivial": {"source": {"depth": {"abs_err": 2.0}}},
+            }
+        )
     rows = summarise(suite, recs, DIRECTIONS)
     assert rows[0]["variant"] == "trivial"
     by = {(r["variant"], r["task"], r["metric"]): r for r in rows}

@@ -146,11 +146,28 @@ def _ood_record(variant, seed, leak, slope=1.0, dual=None):
     for s in OOD_SEVERITIES:
         w1 = shift_w1(0.5, s)["sum"]
         gap = {"segmentation": slope * leak * w1, "depth": 0.5 * leak * w1}
-        points.append({"severity": s, "W1": w1, "risk_source": {}, "risk_shift": {}, "gap": gap | {
-            "total": sum(gap.values())}})
-    return {"variant": variant, "seed": seed, "ood_bound": {"L_leak": leak, "L_leak_q90": leak, "points": points},
-            "robustness": {"intra": 2.0 + seed, "cross": 3.0, "streams": stream_names(
-                Dual() if (dual if dual is not None else variant in ("ds", "core_mtl")) else Constant(), IMAGES)}}
+        points.append(
+            {
+                "severity": s,
+                "W1": w1,
+                "risk_source": {},
+                "risk_shift": {},
+                "gap": gap | {"total": sum(gap.values())},
+            }
+        )
+    return {
+        "variant": variant,
+        "seed": seed,
+        "ood_bound": {"L_leak": leak, "L_leak_q90": leak, "points": points},
+        "robustness": {
+            "intra": 2.0 + seed,
+            "cross": 3.0,
+            "streams": stream_names(
+                Dual() if (dual if dual is not None else variant in ("ds", "core_mtl")) else Constant(),
+                IMAGES,
+            ),
+        },
+    }
 
 
 class Dual(Constant):
@@ -162,14 +179,21 @@ class Dual(Constant):
 
 
 def test_theorem24_collects_every_run_and_fits_the_bound():
-    records = [_ood_record(v, s, leak, slope) for v, leak, slope in (("ew", 2.0, 1.0), ("core_mtl", 0.5, 2.0))
-               for s in (0, 1)]
+    records = [
+        _ood_record(v, s, leak, slope)
+        for v, leak, slope in (("ew", 2.0, 1.0), ("core_mtl", 0.5, 2.0))
+        for s in (0, 1)
+    ]
     out = theorem24(records, n_boot=100)
     assert len(out["points"]) == 4 * len(OOD_SEVERITIES) * 3  # runs x severities x (2 tasks + total)
     seg = out["fits"]["segmentation"]
     assert seg["K"] == pytest.approx(2.0) and seg["violations"] == 0 and seg["runs"] == 4
-    assert out["fits"]["depth"]["K"] == pytest.approx(0.5) and out["fits"]["depth"]["pearson"] == pytest.approx(1.0)
-    p = next(q for q in out["points"] if q["method"] == "ew" and q["severity"] == 1.0 and q["task"] == "depth")
+    assert out["fits"]["depth"]["K"] == pytest.approx(0.5) and out["fits"]["depth"][
+        "pearson"
+    ] == pytest.approx(1.0)
+    p = next(
+        q for q in out["points"] if q["method"] == "ew" and q["severity"] == 1.0 and q["task"] == "depth"
+    )
     assert p["x"] == pytest.approx(2.0 * p["W1"]) and p["gap"] == pytest.approx(0.5 * p["x"])
     header, body = robustness_table(records)
     assert body[0][0] == "core_mtl" and "dual stream" in body[0][1] and "no streams" in body[1][1]
@@ -189,8 +213,16 @@ def test_stream_names_say_what_a_vanilla_model_compares():
 
 # ------------------------------------------------------------------------------------ curves, tables
 def _row(suite, variant, domain, task, metric, mean, std=0.01, n=3):
-    return {"suite": suite, "variant": variant, "domain": domain, "task": task, "metric": metric, "mean": mean,
-            "std": std, "n": n}
+    return {
+        "suite": suite,
+        "variant": variant,
+        "domain": domain,
+        "task": task,
+        "metric": metric,
+        "mean": mean,
+        "std": std,
+        "n": n,
+    }
 
 
 def _severity_rows():
@@ -198,7 +230,9 @@ def _severity_rows():
     for v, base in (("trivial", 0.1), ("ew", 0.6), ("core_mtl", 0.7)):
         for k, d in enumerate(("source", *SHIFT_DOMAINS)):
             drop = 0.0 if d == "source" else 0.1 * k
-            rows.append(_row("ood-severity", v, d, "segmentation", "mIoU", base - (0 if v == "trivial" else drop)))
+            rows.append(
+                _row("ood-severity", v, d, "segmentation", "mIoU", base - (0 if v == "trivial" else drop))
+            )
         rows.append(_row("ood-severity", v, "only:colour", "segmentation", "mIoU", base - 0.2))
     return rows
 
@@ -223,8 +257,11 @@ def test_factor_table_and_rho_curves():
     assert header[:3] == ["variant", "source mIoU", "only:colour mIoU"]
     ew = next(line for line in body if line[0] == "ew")
     assert ew[1] == "0.6 ± 0.01" and ew[2] == "0.4 ± 0.01 (-0.2)" and ew[3] == "–"
-    rows = [_row("ood-rho", f"{m}@rho={r:g}", "target", "segmentation", "mIoU", v + r)
-            for m, v in (("ew", 0.3), ("core_mtl", 0.4)) for r in (0.9, 0.0, 0.5)]
+    rows = [
+        _row("ood-rho", f"{m}@rho={r:g}", "target", "segmentation", "mIoU", v + r)
+        for m, v in (("ew", 0.3), ("core_mtl", 0.4))
+        for r in (0.9, 0.0, 0.5)
+    ]
     rows.append(_row("ood-rho", "trivial", "target", "segmentation", "mIoU", 0.1))
     curves = rho_curves(rows, "segmentation", "mIoU")
     assert list(curves) == ["trivial", "ew", "core_mtl"]
@@ -238,30 +275,46 @@ def test_welch_interval_and_the_verdicts():
     lo, hi = welch_interval(a, b)
     assert lo < 0.2 < hi and lo > 0
     assert welch_interval(_row("s", "a", "d", "t", "m", 0.7, 0.0, n=1), b) is None
-    rows = [_row("ood-rho", "core_mtl@rho=0.5", "target", "segmentation", "mIoU", 0.7),
-            _row("ood-rho", "ew@rho=0.5", "target", "segmentation", "mIoU", 0.5),  # clearly worse
-            _row("ood-rho", "uw@rho=0.5", "target", "segmentation", "mIoU", 0.9),  # clearly better
-            _row("ood-rho", "pcgrad@rho=0.5", "target", "segmentation", "mIoU", 0.69, 0.2),  # within noise
-            _row("ood-rho", "core_mtl@rho=0.5", "target", "depth", "abs_err", 0.2),
-            _row("ood-rho", "ew@rho=0.5", "target", "depth", "abs_err", 0.3)]  # lower is better: ours wins
-    got = {c.claim: c.verdict for c in beats_each_baseline(rows, "ood-rho", "target", "core_mtl@rho=0.5",
-                                                           ["ew@rho=0.5", "uw@rho=0.5", "pcgrad@rho=0.5"])}
-    assert got == {"core_mtl@rho=0.5 beats ew@rho=0.5 on ood-rho target segmentation mIoU": "reproduced",
-                   "core_mtl@rho=0.5 beats uw@rho=0.5 on ood-rho target segmentation mIoU": "not reproduced",
-                   "core_mtl@rho=0.5 beats pcgrad@rho=0.5 on ood-rho target segmentation mIoU": "inconclusive",
-                   "core_mtl@rho=0.5 beats ew@rho=0.5 on ood-rho target depth abs_err": "reproduced"}
+    rows = [
+        _row("ood-rho", "core_mtl@rho=0.5", "target", "segmentation", "mIoU", 0.7),
+        _row("ood-rho", "ew@rho=0.5", "target", "segmentation", "mIoU", 0.5),  # clearly worse
+        _row("ood-rho", "uw@rho=0.5", "target", "segmentation", "mIoU", 0.9),  # clearly better
+        _row("ood-rho", "pcgrad@rho=0.5", "target", "segmentation", "mIoU", 0.69, 0.2),  # within noise
+        _row("ood-rho", "core_mtl@rho=0.5", "target", "depth", "abs_err", 0.2),
+        _row("ood-rho", "ew@rho=0.5", "target", "depth", "abs_err", 0.3),
+    ]  # lower is better: ours wins
+    got = {
+        c.claim: c.verdict
+        for c in beats_each_baseline(
+            rows, "ood-rho", "target", "core_mtl@rho=0.5", ["ew@rho=0.5", "uw@rho=0.5", "pcgrad@rho=0.5"]
+        )
+    }
+    assert got == {
+        "core_mtl@rho=0.5 beats ew@rho=0.5 on ood-rho target segmentation mIoU": "reproduced",
+        "core_mtl@rho=0.5 beats uw@rho=0.5 on ood-rho target segmentation mIoU": "not reproduced",
+        "core_mtl@rho=0.5 beats pcgrad@rho=0.5 on ood-rho target segmentation mIoU": "inconclusive",
+        "core_mtl@rho=0.5 beats ew@rho=0.5 on ood-rho target depth abs_err": "reproduced",
+    }
 
 
 def test_gap_grows_with_severity_and_follows_the_bound():
-    rows = _severity_rows() + [_row("ood-severity", "ds", "shift:0", "segmentation", "mIoU", 0.5),
-                               _row("ood-severity", "ds", "shift:1", "segmentation", "mIoU", 0.6)]
+    rows = _severity_rows() + [
+        _row("ood-severity", "ds", "shift:0", "segmentation", "mIoU", 0.5),
+        _row("ood-severity", "ds", "shift:1", "segmentation", "mIoU", 0.6),
+    ]
     got = {c.claim: c.holds for c in gap_grows_with_severity(rows)}
-    assert got == {"ew's segmentation mIoU degrades from shift:0 to shift:1": True,
-                   "core_mtl's segmentation mIoU degrades from shift:0 to shift:1": True,
-                   "ds's segmentation mIoU degrades from shift:0 to shift:1": False}
+    assert got == {
+        "ew's segmentation mIoU degrades from shift:0 to shift:1": True,
+        "core_mtl's segmentation mIoU degrades from shift:0 to shift:1": True,
+        "ds's segmentation mIoU degrades from shift:0 to shift:1": False,
+    }
     fit = {"pearson": 0.8, "spearman": 0.7, "n": 30, "runs": 6, "K": 1.5, "violations": 0}
-    theorem = {"fits": {"segmentation": fit | {"pearson_lo": 0.5, "pearson_hi": 0.9},
-                        "depth": fit | {"pearson_lo": -0.2, "pearson_hi": 0.9}}}
+    theorem = {
+        "fits": {
+            "segmentation": fit | {"pearson_lo": 0.5, "pearson_hi": 0.9},
+            "depth": fit | {"pearson_lo": -0.2, "pearson_hi": 0.9},
+        }
+    }
     claims = gap_follows_bound(theorem)
     assert [c.verdict for c in claims] == ["reproduced", "inconclusive"] and claims[0].interval == (0.5, 0.9)
     assert gap_follows_bound(None) == []
@@ -272,18 +325,30 @@ def _fake_run_fn(calls):
     def run_fn(cfg, domains, probes=()):
         calls.append((cfg.train.method, cfg.model.architecture, tuple(probes)))
         k = len(calls)
-        res = {d: {"segmentation": {"mIoU": 0.5 - 0.1 * j + 0.01 * k}, "depth": {"abs_err": 0.2 + 0.1 * j},
-                   "normal": {"mean": 20.0 + j}} for j, d in enumerate(domains)}
+        res = {
+            d: {
+                "segmentation": {"mIoU": 0.5 - 0.1 * j + 0.01 * k},
+                "depth": {"abs_err": 0.2 + 0.1 * j},
+                "normal": {"mean": 20.0 + j},
+            }
+            for j, d in enumerate(domains)
+        }
         rec = _ood_record("x", cfg.train.seed, 0.1 * k, dual=cfg.model.architecture == "dual_stream")
-        return {"results": res, "trivial": res, "epoch_seconds": 1.0,
-                **{p: rec[p] for p in probes}}
+        return {"results": res, "trivial": res, "epoch_seconds": 1.0, **{p: rec[p] for p in probes}}
+
     return run_fn
 
 
 def test_the_ood_severity_suite_end_to_end_with_a_fake_run(tmp_path):
     calls = []
-    rows = run_bench(["ood-severity"], profile="ci", seeds=(0, 1), out_dir=tmp_path, run_fn=_fake_run_fn(calls),
-                     progress=False)
+    rows = run_bench(
+        ["ood-severity"],
+        profile="ci",
+        seeds=(0, 1),
+        out_dir=tmp_path,
+        run_fn=_fake_run_fn(calls),
+        progress=False,
+    )
     assert len(calls) == 16 and all(c[2] == ("ood_bound", "robustness") for c in calls)
     assert {r["domain"] for r in rows} == {"source", *SHIFT_DOMAINS, *FACTOR_DOMAINS}  # the reported domains
     assert rows[0]["variant"] == "trivial"
@@ -294,8 +359,14 @@ def test_the_ood_severity_suite_end_to_end_with_a_fake_run(tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert "Theorem 2.4" in page and "which factor breaks which model" in page and "toself" in page
     # a second call reads every run back
-    run_bench(["ood-severity"], profile="ci", seeds=(0, 1), out_dir=tmp_path, run_fn=_fake_run_fn(calls),
-              progress=False)
+    run_bench(
+        ["ood-severity"],
+        profile="ci",
+        seeds=(0, 1),
+        out_dir=tmp_path,
+        run_fn=_fake_run_fn(calls),
+        progress=False,
+    )
     assert len(calls) == 16
 
 

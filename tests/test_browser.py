@@ -30,8 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "tutorials" / "03_counterfactuals.ipynb"
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 RUN_TIMEOUT_S = 420  # Run All Cells in the ci profile, including a small training when no checkpoint exists
 
 pytestmark = pytest.mark.browser
@@ -57,15 +63,34 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_lab(workdir: Path, log_path: Path, extra_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, int, str]:
+def start_lab(
+    workdir: Path, log_path: Path, extra_args: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen, int, str]:
     """Start JupyterLab serving ``workdir``; returns (process, port, token) once it answers."""
     port, token = _free_port(), secrets.token_hex(16)
-    env = dict(os.environ, COREMTL_PROFILE="ci", JUPYTER_CONFIG_DIR=str(workdir / ".jupyter-config"),
-               JUPYTER_RUNTIME_DIR=str(workdir / ".jupyter-runtime"), JUPYTERLAB_WORKSPACES_DIR=str(workdir / ".ws"))
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={workdir}",
-           f"--LabApp.workspaces_dir={workdir / '.ws'}", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
-           "jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly", *extra_args]
+    env = dict(
+        os.environ,
+        COREMTL_PROFILE="ci",
+        JUPYTER_CONFIG_DIR=str(workdir / ".jupyter-config"),
+        JUPYTER_RUNTIME_DIR=str(workdir / ".jupyter-runtime"),
+        JUPYTERLAB_WORKSPACES_DIR=str(workdir / ".ws"),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={workdir}",
+        f"--LabApp.workspaces_dir={workdir / '.ws'}",
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",
+        *extra_args,
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
     log = open(log_path, "w")
@@ -133,8 +158,11 @@ def wait_for_idle_kernel(page, artifacts: Path, timeout_s: float = 120.0) -> Non
 
 def _execution_started(page) -> bool:
     """True once a cell is queued or running ("[*]"), the kernel is busy, or the widget is already up."""
-    return ("| Busy" in _status_bar(page) or page.locator("img.coremtl-decoded").count() > 0
-            or any("*" in p for p in page.locator(".jp-InputPrompt").all_inner_texts()))
+    return (
+        "| Busy" in _status_bar(page)
+        or page.locator("img.coremtl-decoded").count() > 0
+        or any("*" in p for p in page.locator(".jp-InputPrompt").all_inner_texts())
+    )
 
 
 def run_all_cells(page, artifacts: Path, attempts: int = 3) -> None:
@@ -177,7 +205,9 @@ def drive_widget(notebook: Path, artifacts: Path, workdir: Path) -> dict:
                 try:
                     decoded.wait_for(state="attached", timeout=RUN_TIMEOUT_S * 1000)
                 except PlaywrightTimeout:
-                    _fail_with_page(page, artifacts, f"no decoded image within {RUN_TIMEOUT_S} s of Run All Cells")
+                    _fail_with_page(
+                        page, artifacts, f"no decoded image within {RUN_TIMEOUT_S} s of Run All Cells"
+                    )
                 decoded.scroll_into_view_if_needed()
                 decoded.wait_for(state="visible", timeout=30_000)
                 widget = page.locator(".coremtl-swap").first
@@ -207,10 +237,16 @@ def drive_widget(notebook: Path, artifacts: Path, workdir: Path) -> dict:
                 after_donor = _wait_for_change(decoded, after_slider)
                 widget.screenshot(path=str(artifacts / "03_widget_donor_changed.png"))
                 page.screenshot(path=str(artifacts / "04_page.png"), full_page=False)
-                evidence.update(status_before=status_before, donor=choice,
-                                status_after_donor=page.locator(".coremtl-status").first.inner_text(),
-                                changed_slider=after_slider != before, changed_donor=after_donor != after_slider)
-                errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+                evidence.update(
+                    status_before=status_before,
+                    donor=choice,
+                    status_after_donor=page.locator(".coremtl-status").first.inner_text(),
+                    changed_slider=after_slider != before,
+                    changed_donor=after_donor != after_slider,
+                )
+                errors = page.locator(
+                    ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+                )
                 evidence["error_outputs"] = [t for t in errors.all_inner_texts() if "Traceback" in t]
             finally:
                 browser.close()

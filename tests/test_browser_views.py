@@ -62,15 +62,20 @@ def test_committed_report_draws_every_figure_offline(browser):
     page.goto(REPORT.as_uri())
     n_figures = REPORT.read_text().count('class="plotly-graph-div"')
     assert n_figures >= 1
-    page.wait_for_function(f"document.querySelectorAll('.plotly-graph-div .main-svg').length >= {n_figures}",
-                           timeout=120_000)
-    drawn = page.evaluate("[...document.querySelectorAll('.plotly-graph-div')].map(d => "
-                          "d.querySelectorAll('.main-svg .trace, .main-svg .bars, .main-svg .point').length)")
+    page.wait_for_function(
+        f"document.querySelectorAll('.plotly-graph-div .main-svg').length >= {n_figures}", timeout=120_000
+    )
+    drawn = page.evaluate(
+        "[...document.querySelectorAll('.plotly-graph-div')].map(d => "
+        "d.querySelectorAll('.main-svg .trace, .main-svg .bars, .main-svg .point').length)"
+    )
     page.screenshot(path=str(ARTIFACTS / "report_cpu.png"), full_page=True)
     assert len(drawn) == n_figures and all(n > 0 for n in drawn), drawn
     assert not remote, f"the report tried to fetch {remote[:3]}"
-    tables = page.evaluate("[...document.querySelectorAll('table.coremtl-table')].map(t => "
-                           "[t.rows.length, t.getBoundingClientRect().height])")
+    tables = page.evaluate(
+        "[...document.querySelectorAll('table.coremtl-table')].map(t => "
+        "[t.rows.length, t.getBoundingClientRect().height])"
+    )
     assert tables and all(h >= rows * 15 for rows, h in tables), tables  # as tall as its rows, not clipped
     page.close()
 
@@ -83,13 +88,18 @@ def lab(tmp_path_factory):
     for nb in TUTORIALS:
         shutil.copy(nb, workdir / nb.name)
     settings = workdir / ".settings" / "@jupyterlab"
-    for plugin, value in (("notebook-extension/tracker", {"windowingMode": "none"}),
-                          ("apputils-extension/notification", {"fetchNews": "false", "checkForUpdates": False})):
+    for plugin, value in (
+        ("notebook-extension/tracker", {"windowingMode": "none"}),
+        ("apputils-extension/notification", {"fetchNews": "false", "checkForUpdates": False}),
+    ):
         (settings / plugin).parent.mkdir(parents=True, exist_ok=True)
         (settings / f"{plugin}.jupyterlab-settings").write_text(json.dumps(value))
     ARTIFACTS.mkdir(exist_ok=True)
-    proc, port, token = start_lab(workdir, ARTIFACTS / "jupyterlab_views.log",
-                                  extra_args=(f"--LabApp.user_settings_dir={workdir / '.settings'}",))
+    proc, port, token = start_lab(
+        workdir,
+        ARTIFACTS / "jupyterlab_views.log",
+        extra_args=(f"--LabApp.user_settings_dir={workdir / '.settings'}",),
+    )
     try:
         yield port, token
     finally:
@@ -104,9 +114,11 @@ def _expected(nb) -> tuple[int, int]:
 
 #: a stored plotly output counts as drawn when JupyterLab's plotly renderer shows either the live figure
 #: (an SVG) or, until it is scrolled to, the stored PNG beside it (plotly's renderer shows that first)
-_DRAWN_PLOTS = ("() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-RenderedPlotly')].filter(el => "
-                "el.querySelector('.main-svg') || [...el.querySelectorAll('img')].some(i => i.naturalWidth > 0))"
-                ".length")
+_DRAWN_PLOTS = (
+    "() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-RenderedPlotly')].filter(el => "
+    "el.querySelector('.main-svg') || [...el.querySelectorAll('img')].some(i => i.naturalWidth > 0))"
+    ".length"
+)
 
 
 def _dismiss_dialogs(page) -> list[str]:
@@ -132,8 +144,10 @@ def _screenshots(page, folder: Path, stem: str) -> list[Path]:
         path = folder / f"{stem}_{k + 1:02d}.png"
         page.screenshot(path=str(path))
         paths.append(path)
-        done = scroller.evaluate("el => { const before = el.scrollTop; el.scrollBy(0, el.clientHeight - 80); "
-                                 "return el.scrollTop === before; }")
+        done = scroller.evaluate(
+            "el => { const before = el.scrollTop; el.scrollBy(0, el.clientHeight - 80); "
+            "return el.scrollTop === before; }"
+        )
         if done:
             break
     return paths
@@ -154,9 +168,11 @@ def test_tutorial_as_stored_in_jupyterlab(browser, lab, path):
         deadline = time.time() + 90
         while time.time() < deadline:  # stored figures and widgets render asynchronously
             plots = page.evaluate(_DRAWN_PLOTS)
-            widgets = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jupyter-widgets.widget-container, "
-                                   ".jp-NotebookPanel:not(.lm-mod-hidden) .jupyter-widgets.widget-inline-hbox, "
-                                   ".jp-NotebookPanel:not(.lm-mod-hidden) .jupyter-widgets.widget-box").count()
+            widgets = page.locator(
+                ".jp-NotebookPanel:not(.lm-mod-hidden) .jupyter-widgets.widget-container, "
+                ".jp-NotebookPanel:not(.lm-mod-hidden) .jupyter-widgets.widget-inline-hbox, "
+                ".jp-NotebookPanel:not(.lm-mod-hidden) .jupyter-widgets.widget-box"
+            ).count()
             if plots >= n_plotly and (n_widgets == 0 or widgets > 0):
                 break
             time.sleep(1)
@@ -164,10 +180,17 @@ def test_tutorial_as_stored_in_jupyterlab(browser, lab, path):
         shots = _screenshots(page, folder, path.stem)
         plots = page.evaluate(_DRAWN_PLOTS)
         plotly_divs = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-RenderedPlotly").count()
-        widget_text = [t for t in page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output").all_inner_texts()
-                       if "Box(children=" in t or "Error displaying widget" in t or "model not found" in t]
-        stderr = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output[data-mime-type="
-                              "'application/vnd.jupyter.stderr']").count()
+        widget_text = [
+            t
+            for t in page.locator(
+                ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output"
+            ).all_inner_texts()
+            if "Box(children=" in t or "Error displaying widget" in t or "model not found" in t
+        ]
+        stderr = page.locator(
+            ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output[data-mime-type="
+            "'application/vnd.jupyter.stderr']"
+        ).count()
         dirty = page.locator(".jp-mod-dirty").count()
     finally:
         page.close()

@@ -13,8 +13,14 @@ from coremtl_lite.cli import DEMO_RUNS, TRIVIAL, main
 from coremtl_lite.config import get_config
 
 #: the ci profile made smaller still, so each command takes seconds
-SMALL = ["data.image_size=16", "data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=16",
-         "optim.epochs=1"]
+SMALL = [
+    "data.image_size=16",
+    "data.train_size=32",
+    "data.val_size=16",
+    "data.test_size=16",
+    "data.batch_size=16",
+    "optim.epochs=1",
+]
 
 
 def test_help_is_clear(capsys):
@@ -42,8 +48,19 @@ def test_bad_override_names_the_nearest_key(capsys):
 
 def test_train_then_evaluate(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "--profile", "ci", *SMALL, "train.method=ew", "model.architecture=vanilla",
-                 "model.grounding=none", "data.tasks=segmentation,depth", f"train.out_dir={out}"])
+    code = main(
+        [
+            "train",
+            "--profile",
+            "ci",
+            *SMALL,
+            "train.method=ew",
+            "model.architecture=vanilla",
+            "model.grounding=none",
+            "data.tasks=segmentation,depth",
+            f"train.out_dir={out}",
+        ]
+    )
     assert code == 0
     for name in ("last.pt", "best.pt", "history.json", "results.json", "config.json"):
         assert (out / name).is_file(), name
@@ -53,7 +70,9 @@ def test_train_then_evaluate(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "segmentation/mIoU" in printed and "trivial (source)" in printed  # the constants next to the model
     assert set(saved["trivial"]) == {"source", "target"}
-    assert saved["trivial"]["source"] == saved["trivial"]["target"]  # constants: the same labels in both domains
+    assert (
+        saved["trivial"]["source"] == saved["trivial"]["target"]
+    )  # constants: the same labels in both domains
 
     # the same run from its config file; --resume finds the finished run and does not train again
     cfg_file = out / "config.json"
@@ -63,13 +82,41 @@ def test_train_then_evaluate(tmp_path, capsys):
 
     # evaluate the selected weights on another domain, with itself as the "single-task" reference: Δm = 0
     ev = tmp_path / "eval.json"
-    assert main(["evaluate", str(out / "best.pt"), "--domains", "source,colored", "--output", str(ev),
-                 "--reference", str(out / "results.json")]) == 2  # the reference lacks 'colored'
-    assert main(["evaluate", str(out / "best.pt"), "--domains", "source", "--output", str(ev),
-                 "--reference", str(out / "results.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(out / "best.pt"),
+                "--domains",
+                "source,colored",
+                "--output",
+                str(ev),
+                "--reference",
+                str(out / "results.json"),
+            ]
+        )
+        == 2
+    )  # the reference lacks 'colored'
+    assert (
+        main(
+            [
+                "evaluate",
+                str(out / "best.pt"),
+                "--domains",
+                "source",
+                "--output",
+                str(ev),
+                "--reference",
+                str(out / "results.json"),
+            ]
+        )
+        == 0
+    )
     payload = json.loads(ev.read_text())
     assert payload["results"]["source"] == saved["results"]["source"]
-    assert payload["trivial"]["source"] == saved["trivial"]["source"] and isinstance(payload["below_trivial"], list)
+    assert payload["trivial"]["source"] == saved["trivial"]["source"] and isinstance(
+        payload["below_trivial"], list
+    )
     assert payload["delta_m"]["source"] == pytest.approx(0.0, abs=1e-9)
     assert main(["evaluate", str(tmp_path / "nope.pt")]) == 2
     (tmp_path / "list.json").write_text("[1, 2]")  # a reference that is no results file: one error line
@@ -115,9 +162,25 @@ def test_demo_in_ci_profile(tmp_path, monkeypatch, capsys):
 def test_bench_command_runs_a_suite_and_prints_its_table(tmp_path, capsys):
     from coremtl_lite.cli import main
 
-    code = main(["bench", "--suites", "grounding", "--profile", "ci", "--seeds", "0", "--out", str(tmp_path),
-                 "optim.epochs=1", "data.train_size=16", "data.val_size=8", "data.test_size=8",
-                 "loss.perceptual=ssim", "train.progress=false"])
+    code = main(
+        [
+            "bench",
+            "--suites",
+            "grounding",
+            "--profile",
+            "ci",
+            "--seeds",
+            "0",
+            "--out",
+            str(tmp_path),
+            "optim.epochs=1",
+            "data.train_size=16",
+            "data.val_size=8",
+            "data.test_size=8",
+            "loss.perceptual=ssim",
+            "train.progress=false",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "## grounding (source)" in out and "| soft |" in out and "| hard |" in out

@@ -8,8 +8,15 @@ import pytest
 
 from coremtl_lite.cli import CI_LABEL, _terminal_overrides, main
 
-SMALL = ["data.image_size=16", "data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=16",
-         "optim.epochs=1", "loss.perceptual=ssim"]
+SMALL = [
+    "data.image_size=16",
+    "data.train_size=32",
+    "data.val_size=16",
+    "data.test_size=16",
+    "data.batch_size=16",
+    "optim.epochs=1",
+    "loss.perceptual=ssim",
+]
 
 
 def test_ci_profile_is_labelled_a_smoke_test(tmp_path, capsys):

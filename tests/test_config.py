@@ -43,8 +43,17 @@ def test_profile_comes_from_the_environment(monkeypatch):
 
 
 def test_overrides_are_typed():
-    cfg = C.get_config("ci", ["optim.lr=0.5", "data.tasks=segmentation,depth", "model.architecture=vanilla",
-                              "optim.epochs=3", 'loss.task_weights={"depth": 2}', "data.root=none"])
+    cfg = C.get_config(
+        "ci",
+        [
+            "optim.lr=0.5",
+            "data.tasks=segmentation,depth",
+            "model.architecture=vanilla",
+            "optim.epochs=3",
+            'loss.task_weights={"depth": 2}',
+            "data.root=none",
+        ],
+    )
     assert cfg.optim.lr == 0.5 and isinstance(cfg.optim.lr, float)
     assert cfg.data.tasks == ("segmentation", "depth")
     assert cfg.model.architecture == "vanilla"
@@ -66,17 +75,20 @@ def test_unknown_key_suggests_the_nearest():
         C.get_config("ci", ["optim.lr"])
 
 
-@pytest.mark.parametrize("override,match", [
-    ("optim.epochs=1.5", "integer"),
-    ("optim.lr=fast", "number"),
-    ("model.leaky_heads=maybe", "true/false"),
-    ("model.dual_stream=false", "replaced by model.architecture=dual_stream|vanilla"),
-    ("model.architecture=auto", "not one of dual_stream, vanilla, mtan, mmoe, mtcrl"),
-    ("model.encoder=vgg", "not one of"),
-    ("loss.cfa_prob=2", r"\[0, 1\]"),
-    ("data.batch_size=0", "> 0"),
-    ('loss.task_weights={"colour": 1}', "not in data.tasks"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("optim.epochs=1.5", "integer"),
+        ("optim.lr=fast", "number"),
+        ("model.leaky_heads=maybe", "true/false"),
+        ("model.dual_stream=false", "replaced by model.architecture=dual_stream|vanilla"),
+        ("model.architecture=auto", "not one of dual_stream, vanilla, mtan, mmoe, mtcrl"),
+        ("model.encoder=vgg", "not one of"),
+        ("loss.cfa_prob=2", r"\[0, 1\]"),
+        ("data.batch_size=0", "> 0"),
+        ('loss.task_weights={"colour": 1}', "not in data.tasks"),
+    ],
+)
 def test_bad_values_name_the_problem(override, match):
     with pytest.raises(C.ConfigError, match=match):
         C.get_config("ci", [override])
@@ -126,8 +138,10 @@ def test_paper_preset_values_follow_table7():
 
 
 def test_method_options_keep_strings_and_lists_and_round_trip(tmp_path):
-    cfg = C.get_config("ci", ["train.method=mgda", "train.method_options.solver=frank_wolfe",
-                              "train.method_options.eps=0.01"])
+    cfg = C.get_config(
+        "ci",
+        ["train.method=mgda", "train.method_options.solver=frank_wolfe", "train.method_options.eps=0.01"],
+    )
     assert cfg.train.method_options == {"solver": "frank_wolfe", "eps": 0.01}
     cfg.to_json(tmp_path / "c.json")
     assert C.Config.from_dict(json.loads((tmp_path / "c.json").read_text())) == cfg

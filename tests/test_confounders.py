@@ -87,13 +87,25 @@ def test_multisem_many_tasks():
 
 
 def test_build_splits_passes_the_confounder_settings():
-    cfg = get_config("ci", ["data.dataset=multisem", "data.num_tasks=4", "data.tasks=task_a,task_d",
-                            "data.m_train=0.8", "data.m_val=0.6", "data.m_test=0.2"])
+    cfg = get_config(
+        "ci",
+        [
+            "data.dataset=multisem",
+            "data.num_tasks=4",
+            "data.tasks=task_a,task_d",
+            "data.m_train=0.8",
+            "data.m_val=0.6",
+            "data.m_test=0.2",
+        ],
+    )
     sp = build_splits(cfg.data, seed=0)
     assert sp.train.num_tasks == 4 and (sp.train.m_c, sp.val.m_c, sp.test["target"].m_c) == (0.8, 0.6, 0.2)
     assert sp.test["source"].m_c == 0.8
-    for bad, match in (("data.m_val=1.5", "m_val"), ("data.confounded_shapes=cone", "two shapes"),
-                       ("data.num_tasks=0", "num_tasks")):
+    for bad, match in (
+        ("data.m_val=1.5", "m_val"),
+        ("data.confounded_shapes=cone", "two shapes"),
+        ("data.num_tasks=0", "num_tasks"),
+    ):
         with pytest.raises(ConfigError, match=match):
             get_config("ci", [bad])
 
@@ -106,8 +118,10 @@ def test_joined_dataset_keeps_the_order_and_the_first_dataset_attributes():
     assert len(joined) == 9 and joined.causal_mask is a.causal_mask and joined.input_shape == (10,)
     got = joined.get_batch([7, 1, 5, 0])
     ref_a, ref_b = a.get_batch([1, 0]), b.get_batch([2, 0])
-    assert torch.equal(got["image"], torch.stack([ref_b["image"][0], ref_a["image"][0], ref_b["image"][1],
-                                                  ref_a["image"][1]]))
+    assert torch.equal(
+        got["image"],
+        torch.stack([ref_b["image"][0], ref_a["image"][0], ref_b["image"][1], ref_a["image"][1]]),
+    )
     assert torch.equal(got["factors"]["semantic"]["f_a"][1], ref_a["factors"]["semantic"]["f_a"][0])
     assert torch.equal(joined.get_batch([2])["task_a"], a.get_batch([2])["task_a"])
     assert torch.equal(joined[6]["image"], b[1]["image"])
@@ -147,7 +161,9 @@ def test_confounded_scenes_toggle_is_an_intervention_on_one_label():
         x_do = ds.render(ds.toggle(sem, task), res)
         changed = (x["image"] - x_do["image"]).abs().amax(1) > 0
         # only pixels whose geometry changed change (residual factors, lights and noise are kept)
-        same_geometry = (x["segmentation"] == x_do["segmentation"]) & (x["depth"][:, 0] == x_do["depth"][:, 0])
+        same_geometry = (x["segmentation"] == x_do["segmentation"]) & (
+            x["depth"][:, 0] == x_do["depth"][:, 0]
+        )
         assert changed.any() and not (changed & same_geometry).any()
     with pytest.raises(KeyError, match="has_cone"):
         ds.toggle(sem, "has_torus")
@@ -165,11 +181,15 @@ def test_confounded_scenes_masks_and_errors():
         ConfoundedScenes(shapes=("cone", "cone"))
     with pytest.raises(ValueError, match="m_c"):
         ConfoundedScenes(m_c=-0.1)
-    cfg = get_config("ci", ["data.dataset=confounded_scenes", "data.tasks=has_cone,has_box", "data.m_test=0.2"])
+    cfg = get_config(
+        "ci", ["data.dataset=confounded_scenes", "data.tasks=has_cone,has_box", "data.m_test=0.2"]
+    )
     sp = build_splits(cfg.data, seed=0)
     assert (sp.train.m_c, sp.val.m_c, sp.test["source"].m_c, sp.test["target"].m_c) == (0.9, 0.5, 0.9, 0.2)
     with pytest.raises(ValueError, match="evaluation domains"):
-        build_splits(get_config("ci", ["data.dataset=confounded_scenes", "data.eval_domains=colored"]).data, 0)
+        build_splits(
+            get_config("ci", ["data.dataset=confounded_scenes", "data.eval_domains=colored"]).data, 0
+        )
 
 
 # ----------------------------------------------------------------------------------- diagnostics
@@ -236,17 +256,24 @@ def test_study_configs_are_valid_for_every_combination():
                 assert cfg.data.eval_domains == () and cfg.optim.min_lr_ratio == 1.0
         if study != "multisem":  # images: the CORE-MTL and vanilla encoders apply too
             assert study_config(study, "core_mtl", profile="cpu").model.architecture == "dual_stream"
-    assert study_config("digit_pairs", "modules", "MT-CRL (G-IRM only)", profile="ci").train.method_options == {
-        "lambda_decor": 0.0, "lambda_sps": 0.0, "lambda_bal": 0.0}
+    assert study_config(
+        "digit_pairs", "modules", "MT-CRL (G-IRM only)", profile="ci"
+    ).train.method_options == {"lambda_decor": 0.0, "lambda_sps": 0.0, "lambda_bal": 0.0}
     assert study_config("multisem", profile="cpu").data.train_size == 512
     assert set(MODELS) == {"shared_bottom", "modules", "vanilla", "core_mtl"}
-    for kind, args in (("study", ("nope",)), ("model", ("multisem", "nope")), ("method", ("multisem", "modules", "x"))):
+    for kind, args in (
+        ("study", ("nope",)),
+        ("model", ("multisem", "nope")),
+        ("method", ("multisem", "modules", "x")),
+    ):
         with pytest.raises(ValueError, match=f"unknown {kind}"):
             study_config(*args, profile="ci")
 
 
 def test_run_spurious_rows_and_determinism():
-    cfg = study_config("multisem", profile="ci", overrides=["data.num_tasks=3", "data.tasks=task_a,task_b,task_c"])
+    cfg = study_config(
+        "multisem", profile="ci", overrides=["data.num_tasks=3", "data.tasks=task_a,task_b,task_c"]
+    )
     run = run_spurious(cfg)
     row = run.row
     assert {"acc_train", "acc_source", "acc_target", "rho_spur", "rho_chance", "rho_task_c"} <= set(row)
@@ -258,11 +285,16 @@ def test_run_spurious_rows_and_determinism():
     again = over_seeds(run_spurious, cfg, [0, 0])  # the same seed twice: the same numbers, and their mean
     assert {k: v for k, v in again.items() if not k.endswith("_std")} == pytest.approx(row, abs=0)
     assert all(again[f"{k}_std"] == 0.0 for k in row)
-    other = run_spurious(study_config("multisem", profile="ci", overrides=[
-        "data.num_tasks=3", "data.tasks=task_a,task_b,task_c", "train.seed=1"])).row
+    other = run_spurious(
+        study_config(
+            "multisem",
+            profile="ci",
+            overrides=["data.num_tasks=3", "data.tasks=task_a,task_b,task_c", "train.seed=1"],
+        )
+    ).row
     assert other != row
     assert mean_rows([{"a": 1.0, "b": 2.0}, {"a": 3.0}]) == {"a": 2.0}
-    assert mean_rows([{"a": 1.0}, {"a": 3.0}], with_std=True) == {"a": 2.0, "a_std": pytest.approx(2 ** 0.5)}
+    assert mean_rows([{"a": 1.0}, {"a": 3.0}], with_std=True) == {"a": 2.0, "a_std": pytest.approx(2**0.5)}
     with pytest.raises(ValueError, match="at least one"):
         mean_rows([])
 
@@ -313,7 +345,11 @@ def test_digit_pairs_factor_gradients_are_the_chain_rule():
     w = torch.randn(b["image"].shape, generator=torch.Generator().manual_seed(0))
     grads = ds.factor_gradients(b, w)
     assert {k: tuple(v.shape) for k, v in grads.items()} == {
-        "left_digit": (4, 64), "right_digit": (4, 64), "foreground_rgb": (4, 3), "background_rgb": (4, 3)}
+        "left_digit": (4, 64),
+        "right_digit": (4, 64),
+        "foreground_rgb": (4, 3),
+        "background_rgb": (4, 3),
+    }
     sem, res = b["factors"]["semantic"], b["factors"]["residual"]
     left, right = ds._images[sem["left_image"]], ds._images[sem["right_image"]]
     fg, bg = res["foreground_rgb"], res["background_rgb"]

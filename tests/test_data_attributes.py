@@ -17,9 +17,17 @@ def _scene(objects, tilt=(0.1, -0.1)):
         valid[0, i], shape[0, i] = True, s
         pos[0, i] = torch.tensor([x, y])
         size[0, i], height[0, i] = r, h
-    return {"num_objects": valid.sum(1), "valid": valid, "shape": shape, "position": pos, "size": size,
-            "height": height, "angle": torch.zeros(1, k), "ground_tilt": torch.tensor([tilt]),
-            "ground_height": torch.zeros(1)}
+    return {
+        "num_objects": valid.sum(1),
+        "valid": valid,
+        "shape": shape,
+        "position": pos,
+        "size": size,
+        "height": height,
+        "angle": torch.zeros(1, k),
+        "ground_tilt": torch.tensor([tilt]),
+        "ground_height": torch.zeros(1),
+    }
 
 
 def test_attributes_match_definitions_on_hand_built_scene():
@@ -27,8 +35,19 @@ def test_attributes_match_definitions_on_hand_built_scene():
     sem = _scene([(1, -0.5, 0.5, 0.5, 0.3), (1, 0.5, -0.5, 0.32, 0.3), (5, 0.4, 0.4, 0.35, 0.7)])
     a = dict(zip(ATTRIBUTE_NAMES, attributes_from_semantic(sem)[0].tolist()))
     assert len(ATTRIBUTE_NAMES) == MAX_ATTRIBUTES >= 40
-    expect_true = {"has_cone", "has_torus", "at_least_2_objects", "at_least_3_objects", "cone_left", "cone_top",
-                   "torus_top", "cone_large", "torus_tall", "cone_two_or_more", "ground_slopes_up_right"}
+    expect_true = {
+        "has_cone",
+        "has_torus",
+        "at_least_2_objects",
+        "at_least_3_objects",
+        "cone_left",
+        "cone_top",
+        "torus_top",
+        "cone_large",
+        "torus_tall",
+        "cone_two_or_more",
+        "ground_slopes_up_right",
+    }
     for name, value in a.items():
         assert value == (1.0 if name in expect_true else 0.0), name
 

@@ -30,7 +30,9 @@ def test_contrast_definition():
 def test_disk_kernel_normalised_and_round():
     for r in (3, 4, 6, 8, 10):
         k = disk_kernel(r, 0.5)
-        assert abs(float(k.sum()) - 1.0) < 0.02  # the reference blurs the normalised disk with a reflect border
+        assert (
+            abs(float(k.sum()) - 1.0) < 0.02
+        )  # the reference blurs the normalised disk with a reflect border
         assert torch.allclose(k, k.flip(0)) and torch.allclose(k, k.T)
     assert disk_kernel(3, 0.1).shape == (17, 17) and disk_kernel(10, 0.5).shape == (21, 21)
 
@@ -71,7 +73,9 @@ def test_deterministic_corruptions_match_reference(name):
     x8 = (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     xq = torch.from_numpy(x8).permute(2, 0, 1).float() / 255.0
     for sev in range(1, 6):
-        ref = torch.from_numpy(np.asarray(ic.corrupt(x8, severity=sev, corruption_name=name))).permute(2, 0, 1)
+        ref = torch.from_numpy(np.asarray(ic.corrupt(x8, severity=sev, corruption_name=name))).permute(
+            2, 0, 1
+        )
         ours = corrupt(xq, name, sev) * 255.0
         assert (ours - ref.float()).abs().max() <= 1.0 + 1e-3, (name, sev)  # the reference truncates to uint8
 
@@ -84,8 +88,15 @@ def test_random_corruptions_match_reference_in_distribution(name):
     xq = torch.from_numpy(x8).permute(2, 0, 1).float() / 255.0
     np.random.seed(0)
     for sev in (1, 3, 5):
-        refs = torch.stack([torch.from_numpy(np.asarray(ic.corrupt(x8, severity=sev, corruption_name=name)))
-                            .permute(2, 0, 1).float() / 255.0 for _ in range(8)])
+        refs = torch.stack(
+            [
+                torch.from_numpy(np.asarray(ic.corrupt(x8, severity=sev, corruption_name=name)))
+                .permute(2, 0, 1)
+                .float()
+                / 255.0
+                for _ in range(8)
+            ]
+        )
         ours = corrupt(xq.expand(8, -1, -1, -1), name, sev, seeds=torch.arange(8))
         # same mean brightness and same spread of the change, up to sampling noise
         assert abs(float(ours.mean() - refs.mean())) < 0.03, (name, sev)

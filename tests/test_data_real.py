@@ -83,24 +83,41 @@ def test_cityscapes_family_and_build_splits(tmp_path):
     assert torch.allclose(flat[:, 0, 0], flat[:, 3, 3])
     # Cityscapes-C via its script, then the splits with corruption domains
     cc = load_script("prepare_cityscapes_c")
-    n = cc.prepare(city, tmp_path / "cityscapes_c", corruptions=("fog", "contrast"), severities=(1, 3), quiet=True)
+    n = cc.prepare(
+        city, tmp_path / "cityscapes_c", corruptions=("fog", "contrast"), severities=(1, 3), quiet=True
+    )
     assert n == 8
     assert cc.prepare(city, tmp_path / "cityscapes_c", corruptions=("fog",), severities=(1,), quiet=True) == 2
     ds = CityscapesC(tmp_path / "cityscapes_c", "fog", 3)
     assert torch.equal(ds[1]["segmentation"], Cityscapes(city, "val")[1]["segmentation"])
-    cfg = get_config("ci", ["data.dataset=cityscapes", f"data.root={city}",
-                            "data.eval_domains=source,corrupt:contrast:3", "data.tasks=segmentation,depth"])
+    cfg = get_config(
+        "ci",
+        [
+            "data.dataset=cityscapes",
+            f"data.root={city}",
+            "data.eval_domains=source,corrupt:contrast:3",
+            "data.tasks=segmentation,depth",
+        ],
+    )
     sp = build_splits(cfg.data, 0)
     assert len(sp.train) == 3 and set(sp.test) == {"source", "corrupt:contrast:3"}
-    cfg = get_config("ci", ["data.dataset=colored_cityscapes", f"data.root={city}",
-                            "data.eval_domains=colored,colored-permuted", "data.tasks=segmentation,depth"])
+    cfg = get_config(
+        "ci",
+        [
+            "data.dataset=colored_cityscapes",
+            f"data.root={city}",
+            "data.eval_domains=colored,colored-permuted",
+            "data.tasks=segmentation,depth",
+        ],
+    )
     sp = build_splits(cfg.data, 0)
     assert not torch.equal(sp.test["colored"][0]["image"], sp.test["colored-permuted"][0]["image"])
     # Colored-Cityscapes export script matches the on-the-fly loader
     col = load_script("prepare_colored_cityscapes")
     col.prepare(city, tmp_path / "colored", quiet=True)
-    assert np.allclose(np.load(tmp_path / "colored" / "val" / "image" / "0.npy"),
-                       c["image"].permute(1, 2, 0).numpy())
+    assert np.allclose(
+        np.load(tmp_path / "colored" / "val" / "image" / "0.npy"), c["image"].permute(1, 2, 0).numpy()
+    )
 
 
 def test_prepare_mtan_validates_copies_and_is_idempotent(tmp_path):
@@ -111,14 +128,36 @@ def test_prepare_mtan_validates_copies_and_is_idempotent(tmp_path):
         mod.prepare("nyuv2", src, out, quiet=True)
     counts = mod.prepare("nyuv2", src, out, strict_counts=False, quiet=True)
     assert counts == {"train": 2, "val": 1} and len(NYUv2(out, "train")) == 2
-    assert mod.main(["--dataset", "nyuv2", "--src", str(src), "--out", str(out), "--no-strict-counts",
-                     "--quiet"]) == 0  # idempotent re-run
+    assert (
+        mod.main(
+            ["--dataset", "nyuv2", "--src", str(src), "--out", str(out), "--no-strict-counts", "--quiet"]
+        )
+        == 0
+    )  # idempotent re-run
     # a differing existing file is not overwritten without --force
     np.save(out / "val" / "depth" / "0.npy", np.zeros((288, 384, 1), np.float32))
-    assert mod.main(["--dataset", "nyuv2", "--src", str(src), "--out", str(out), "--no-strict-counts",
-                     "--quiet"]) == 1
-    assert mod.main(["--dataset", "nyuv2", "--src", str(src), "--out", str(out), "--no-strict-counts",
-                     "--quiet", "--force"]) == 0
+    assert (
+        mod.main(
+            ["--dataset", "nyuv2", "--src", str(src), "--out", str(out), "--no-strict-counts", "--quiet"]
+        )
+        == 1
+    )
+    assert (
+        mod.main(
+            [
+                "--dataset",
+                "nyuv2",
+                "--src",
+                str(src),
+                "--out",
+                str(out),
+                "--no-strict-counts",
+                "--quiet",
+                "--force",
+            ]
+        )
+        == 0
+    )
     assert np.array_equal(np.load(out / "val" / "depth" / "0.npy"), np.load(src / "val" / "depth" / "0.npy"))
     # a wrongly shaped file is rejected with its name
     np.save(src / "train" / "image" / "1.npy", np.zeros((10, 10, 3), np.float32))
@@ -133,7 +172,9 @@ def test_prepare_gta5_maps_ids_and_loads(tmp_path):
     (src / "labels").mkdir()
     rng = np.random.default_rng(0)
     for k in range(4):
-        Image.fromarray(rng.integers(0, 255, (20, 40, 3), dtype=np.uint8)).save(src / "images" / f"{k:05d}.png")
+        Image.fromarray(rng.integers(0, 255, (20, 40, 3), dtype=np.uint8)).save(
+            src / "images" / f"{k:05d}.png"
+        )
         ids = np.zeros((20, 40), np.uint8)
         ids[:, :10], ids[:, 10:20], ids[:, 20:30], ids[:, 30:] = 7, 23, 26, 0  # road, sky, car, unlabeled
         Image.fromarray(ids).save(src / "labels" / f"{k:05d}.png")
@@ -159,12 +200,15 @@ def _celeba_raw(root: Path, n=6):
     attrs = ["5_o_Clock_Shadow", "Arched_Eyebrows"] + [f"Attr_{k}" for k in range(38)]
     lines = [str(n), " ".join(attrs)]
     for i, name in enumerate(names):
-        Image.fromarray(rng.integers(0, 255, (218, 178, 3), dtype=np.uint8)).save(root / "img_align_celeba" / name)
+        Image.fromarray(rng.integers(0, 255, (218, 178, 3), dtype=np.uint8)).save(
+            root / "img_align_celeba" / name
+        )
         vals = ["1" if (i + k) % 3 == 0 else "-1" for k in range(40)]
         lines.append(name + "  " + " ".join(vals))
     (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
     (root / "list_eval_partition.txt").write_text(
-        "\n".join(f"{name} {[0, 0, 0, 1, 2, 2][i]}" for i, name in enumerate(names)) + "\n")
+        "\n".join(f"{name} {[0, 0, 0, 1, 2, 2][i]}" for i, name in enumerate(names)) + "\n"
+    )
     return names
 
 
@@ -184,8 +228,15 @@ def test_celeba_loader_and_script(tmp_path):
     prepared = CelebA(tmp_path / "celeba", "train", 10, size=32)
     assert prepared.image_dir.name == "images_128"
     assert (prepared[1]["image"] - x["image"]).abs().max() <= 1.0 / 255 + 1e-6
-    cfg = get_config("ci", ["data.dataset=celeba", f"data.root={tmp_path / 'celeba'}", "data.tasks=attributes",
-                            "data.eval_domains=source"])
+    cfg = get_config(
+        "ci",
+        [
+            "data.dataset=celeba",
+            f"data.root={tmp_path / 'celeba'}",
+            "data.tasks=attributes",
+            "data.eval_domains=source",
+        ],
+    )
     assert len(build_splits(cfg.data, 0).test["source"]) == 2
     # corrupt / missing files are named
     (raw / "list_eval_partition.txt").write_text("000001.jpg 7\n")

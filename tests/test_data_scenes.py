@@ -53,9 +53,18 @@ def test_determinism_and_batch_independence():
     _assert_equal_nested(batch, b.get_batch([2, 7, 11]))
     # a scene is the same whichever batch renders it (up to the last bit of vectorised sin/pow)
     single = a[7]
-    _assert_equal_nested(single, {k: (v[1] if not isinstance(v, dict) else
-                                      {kk: {kkk: vvv[1] for kkk, vvv in vv.items()} for kk, vv in v.items()})
-                                  for k, v in batch.items()}, atol=1e-6)
+    _assert_equal_nested(
+        single,
+        {
+            k: (
+                v[1]
+                if not isinstance(v, dict)
+                else {kk: {kkk: vvv[1] for kkk, vvv in vv.items()} for kk, vv in v.items()}
+            )
+            for k, v in batch.items()
+        },
+        atol=1e-6,
+    )
     assert torch.equal(single["segmentation"], batch["segmentation"][1])
     other = ShadedScenes(size=32, length=20, seed=4).get_batch([2, 7, 11])
     assert not torch.equal(other["image"], batch["image"])
@@ -82,13 +91,16 @@ def test_intervention_keeps_labels_and_changes_image():
 
 def test_rerender_intervention_widget_logic():
     s = ShadedScenes(size=32, length=4, seed=0)
-    out = rerender_intervention(s, 1, light_azimuth=1.0, light_elevation=0.5, light_temperature=8000.0,
-                                hue_shift=0.3, exposure=1.2)
+    out = rerender_intervention(
+        s, 1, light_azimuth=1.0, light_elevation=0.5, light_temperature=8000.0, hue_shift=0.3, exposure=1.2
+    )
     assert out["label_change"] == {"segmentation": 0.0, "depth": 0.0, "normal": 0.0}
     assert out["image_change"] > 0.01
     r = out["intervened"]["factors"]["residual"]
-    assert torch.allclose(r["light_dir"][0], torch.tensor([math.cos(0.5) * math.cos(1.0),
-                                                            math.cos(0.5) * math.sin(1.0), math.sin(0.5)]))
+    assert torch.allclose(
+        r["light_dir"][0],
+        torch.tensor([math.cos(0.5) * math.cos(1.0), math.cos(0.5) * math.sin(1.0), math.sin(0.5)]),
+    )
     assert torch.allclose(r["sh"], lighting_sh(r))
     with pytest.raises(KeyError, match="unknown residual factor"):
         s.intervene(s.sample_residual([0]), colour=1.0)
@@ -123,7 +135,7 @@ def test_normals_unit_and_consistent_with_depth_gradient():
     same = torch.ones_like(nz, dtype=torch.bool)
     for di in (-1, 0, 1):
         for dj in (-1, 0, 1):
-            same &= surf[:, 1 + di:n - 1 + di, 1 + dj:n - 1 + dj] == surf[:, 1:-1, 1:-1]
+            same &= surf[:, 1 + di : n - 1 + di, 1 + dj : n - 1 + dj] == surf[:, 1:-1, 1:-1]
     ok = same & (nz > 0.6)
     # depth = CAMERA_HEIGHT - z, so d depth / dx = -dz/dx = n_x / n_z
     err = torch.maximum((ddx - nx / nz).abs(), (ddy - ny / nz).abs())[ok]
@@ -158,7 +170,11 @@ def _object_colour_probe(domain: str, n_scenes: int = 240) -> float:
 
 
 def test_domain_statistics_colour_class_dependence():
-    keyed, src, tgt = _object_colour_probe("rho:1"), _object_colour_probe("source"), _object_colour_probe("target")
+    keyed, src, tgt = (
+        _object_colour_probe("rho:1"),
+        _object_colour_probe("source"),
+        _object_colour_probe("target"),
+    )
     assert keyed > 0.9  # rho = 1, the class-keyed palette: colour reveals the class
     assert 0.35 < src < keyed - 0.2  # rho = 0.5: half of the surfaces keep the class's colour
     assert tgt < 0.3  # chance is 1/6: colour independent of the class
@@ -194,8 +210,9 @@ def test_corrupt_domains_monotonic_in_severity(name):
     dists = []
     for sev in range(1, 6):
         b = ShadedScenes(domain=f"corrupt:{name}:{sev}", size=48, length=8, seed=0).get_batch(range(8))
-        assert torch.equal(b["segmentation"], ShadedScenes(size=48, length=8, seed=0).get_batch(range(8))
-                           ["segmentation"])
+        assert torch.equal(
+            b["segmentation"], ShadedScenes(size=48, length=8, seed=0).get_batch(range(8))["segmentation"]
+        )
         dists.append(corruption_strength(clean, b["image"], name))
     assert dists[0] > 0 and all(a < b for a, b in zip(dists, dists[1:])), dists
 
@@ -241,5 +258,5 @@ def test_build_splits_disjoint_and_domains():
     sp = build_splits(cfg.data, seed=0)
     assert set(sp.test) == {"source", "target", "corrupt:fog:2"}
     ranges = [range(d.offset, d.offset + len(d)) for d in (sp.train, sp.val, sp.test["source"])]
-    assert all(set(a).isdisjoint(b) for i, a in enumerate(ranges) for b in ranges[i + 1:])
+    assert all(set(a).isdisjoint(b) for i, a in enumerate(ranges) for b in ranges[i + 1 :])
     assert sp.train.size == cfg.data.image_size and len(sp.train) == cfg.data.train_size

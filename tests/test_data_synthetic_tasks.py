@@ -23,8 +23,12 @@ def test_digit_pairs_test_pairs_disjoint_from_train():
     assert tr.isdisjoint(te) and tr.isdisjoint(va) and va.isdisjoint(te)
     assert tid <= set(split["train"]) and len(tr) == 60
     # no digit image is shared between the train and test pools
-    ids_tr = set(btr["factors"]["semantic"]["left_image"].tolist()) | set(btr["factors"]["semantic"]["right_image"].tolist())
-    ids_te = set(bte["factors"]["semantic"]["left_image"].tolist()) | set(bte["factors"]["semantic"]["right_image"].tolist())
+    ids_tr = set(btr["factors"]["semantic"]["left_image"].tolist()) | set(
+        btr["factors"]["semantic"]["right_image"].tolist()
+    )
+    ids_te = set(bte["factors"]["semantic"]["left_image"].tolist()) | set(
+        bte["factors"]["semantic"]["right_image"].tolist()
+    )
     assert ids_tr.isdisjoint(ids_te)
 
 
@@ -33,7 +37,9 @@ def test_digit_pairs_sample_contract_and_determinism():
     x = ds[3]
     assert x["image"].shape == (3, 16, 32) and x["left"].dtype == torch.int64 and x["left"].dim() == 0
     assert 0 <= float(x["image"].min()) and float(x["image"].max()) <= 1
-    assert torch.equal(ds.get_batch([3, 4])["image"][0], DigitPairs("train", size=16, length=50, seed=1)[3]["image"])
+    assert torch.equal(
+        ds.get_batch([3, 4])["image"][0], DigitPairs("train", size=16, length=50, seed=1)[3]["image"]
+    )
     assert ds.causal_mask["left"][:, :16].all() and not ds.causal_mask["left"][:, 16:].any()
     b = next(iter(make_loader(ds, 8, shuffle=True, seed=0)))
     assert b["image"].shape == (8, 3, 16, 32) and b["right"].shape == (8,)
@@ -62,14 +68,21 @@ def test_multisem_agreement_and_factors():
     # F_a is centred on +-mu_a: its projection on mu_a has the sign of the label (mostly)
     proj = btr["image"][:, :5] @ tr.mu[0]
     assert float(((proj > 0).long() == btr["task_a"]).float().mean()) > 0.85
-    assert tr.causal_mask["task_a"].sum() == 5 and not (tr.causal_mask["task_a"] & tr.causal_mask["task_b"]).any()
+    assert (
+        tr.causal_mask["task_a"].sum() == 5
+        and not (tr.causal_mask["task_a"] & tr.causal_mask["task_b"]).any()
+    )
     assert torch.equal(tr[7]["image"], btr["image"][7])
 
 
 def test_build_splits_synthetic_tasks():
     cfg = get_config("ci", ["data.dataset=digit_pairs", "data.tasks=left,right"])
     sp = build_splits(cfg.data, seed=0)
-    assert sp.train.split == "train" and sp.test["target"].split == "test" and sp.test["source"].split == "test_id"
+    assert (
+        sp.train.split == "train"
+        and sp.test["target"].split == "test"
+        and sp.test["source"].split == "test_id"
+    )
     cfg = get_config("ci", ["data.dataset=multisem", "data.tasks=task_a,task_b"])
     sp = build_splits(cfg.data, seed=0)
     assert sp.test["target"].m_c == 0.1 and sp.train.m_c == 0.9

@@ -72,7 +72,11 @@ class ToyDual(nn.Module):
         f = torch.relu(self.enc(image))
         z_s, z_p = self.ps(f), self.pp(f).mean(dim=(2, 3))
         h = z_s[:, :2]
-        preds = {"segmentation": self.seg(h), "depth": self.depth(h), "normal": F.normalize(self.normal(h), dim=1)}
+        preds = {
+            "segmentation": self.seg(h),
+            "depth": self.depth(h),
+            "normal": F.normalize(self.normal(h), dim=1),
+        }
         return {"preds": preds, "features": z_s, "z_s": z_s, "z_p": z_p}
 
     def decode(self, z_s, z_p):
@@ -93,7 +97,11 @@ class ToyVanilla(nn.Module):
 
     def forward(self, image):
         f = torch.relu(self.enc(image))
-        preds = {"segmentation": self.seg(f), "depth": self.depth(f), "normal": F.normalize(self.normal(f), dim=1)}
+        preds = {
+            "segmentation": self.seg(f),
+            "depth": self.depth(f),
+            "normal": F.normalize(self.normal(f), dim=1),
+        }
         return {"preds": preds, "features": f}
 
 
@@ -174,7 +182,9 @@ def test_mean_pairwise_sqdist_matches_brute_force():
 
 def test_cross_domain_pair_checks_and_shares_labels(scenes, target):
     src, tgt = cross_domain_pair(scenes, target, [0, 5])
-    assert torch.equal(src["segmentation"], tgt["segmentation"]) and not torch.equal(src["image"], tgt["image"])
+    assert torch.equal(src["segmentation"], tgt["segmentation"]) and not torch.equal(
+        src["image"], tgt["image"]
+    )
     with pytest.raises(ValueError, match="seed"):
         cross_domain_pair(scenes, ShadedScenes("target", size=SIZE, length=64, seed=4), [0])
 
@@ -204,8 +214,10 @@ def test_label_blind_stream_has_zero_leakage(scenes, target):
 
 
 def test_leakage_of_a_linear_residual_code_is_constant_and_exact(scenes, target):
-    r_ref = [residual_vector(scenes.sample_factors(range(12))["residual"]),
-             residual_vector(target.sample_residual(range(12)))]
+    r_ref = [
+        residual_vector(scenes.sample_factors(range(12))["residual"]),
+        residual_vector(target.sample_residual(range(12))),
+    ]
     scale = fit_residual_scale(r_ref)
 
     def linear_code(batch):  # z_s = the normalised residual vector itself: Lipschitz constant known
@@ -272,7 +284,9 @@ def test_true_counterfactual_grid_is_the_intervention(scenes):
     for i in range(3):
         assert torch.allclose(grid[i, i], batch["image"][i], atol=1e-6)
     f = scenes.sample_factors(idx)
-    one = scenes.render({k: v[:1] for k, v in f["semantic"].items()}, {k: v[2:3] for k, v in f["residual"].items()})
+    one = scenes.render(
+        {k: v[:1] for k, v in f["semantic"].items()}, {k: v[2:3] for k, v in f["residual"].items()}
+    )
     assert torch.allclose(grid[0, 2], one["image"][0], atol=1e-6)
 
 
@@ -299,7 +313,11 @@ def test_counterfactual_errors_known_values(scenes):
 
 # ------------------------------------------------------------------------- gradient orthogonality (Fig. 4-5)
 def test_cosine_matrix_of_constructed_gradients():
-    g = {"a": torch.tensor([1.0, 0.0, 0.0]), "b": torch.tensor([0.0, 2.0, 0.0]), "c": torch.tensor([-1.0, 0.0, 0.0])}
+    g = {
+        "a": torch.tensor([1.0, 0.0, 0.0]),
+        "b": torch.tensor([0.0, 2.0, 0.0]),
+        "c": torch.tensor([-1.0, 0.0, 0.0]),
+    }
     names, mat = cosine_matrix(g)
     assert names == ["a", "b", "c"]
     np.testing.assert_allclose(mat, [[1, 0, -1], [0, 1, 0], [-1, 0, 1]], atol=1e-12)
@@ -360,12 +378,18 @@ def test_summary_tables_on_toy_models(scenes, target):
 
     models = {"dual": ToyDual(), "vanilla": ToyVanilla()}
     rob = robustness_rows(models, scenes, target, range(8))
-    assert [(r["model"], r["setting"]) for r in rob] == [("dual", "intra"), ("dual", "cross"),
-                                                         ("vanilla", "intra"), ("vanilla", "cross")]
+    assert [(r["model"], r["setting"]) for r in rob] == [
+        ("dual", "intra"),
+        ("dual", "cross"),
+        ("vanilla", "intra"),
+        ("vanilla", "cross"),
+    ]
     assert all(r["ratio"] > 0 and r["paper ratio"] == PAPER_TABLE3[r["setting"]][2] for r in rob)
     leak = leakage_rows(models, TASKS, scenes, target, range(8))
-    assert all(r["L̂ sup (→target)"] > 0 and r["L̂·W1"] == pytest.approx(r["L̂ sup (→target)"] * r["W1(r)"])
-               for r in leak)
+    assert all(
+        r["L̂ sup (→target)"] > 0 and r["L̂·W1"] == pytest.approx(r["L̂ sup (→target)"] * r["W1(r)"])
+        for r in leak
+    )
     assert leak[0]["gap"] == pytest.approx(leak[0]["R_target"] - leak[0]["R_source"])
     probes = probe_rows(models, scenes.get_batch(range(32)), scenes.get_batch(range(32, 64)), num_classes=7)
     assert len(probes) == 4 and {r["stream"] for r in probes} == {"z_s", "z_p"}
@@ -378,8 +402,15 @@ def test_summary_tables_on_toy_models(scenes, target):
 def test_load_or_train_trains_once_then_loads(tmp_path):
     from coremtl_lite.diagnostics.pretrained import load_or_train, probe_batch, run_dir, tutorial_config
 
-    over = ["data.image_size=16", "data.train_size=8", "data.val_size=8", "data.test_size=8", "data.batch_size=8",
-            "optim.epochs=1", "data.eval_domains=source"]
+    over = [
+        "data.image_size=16",
+        "data.train_size=8",
+        "data.val_size=8",
+        "data.test_size=8",
+        "data.batch_size=8",
+        "optim.epochs=1",
+        "data.eval_domains=source",
+    ]
     cfg = tutorial_config("core_mtl", "ci", over)
     assert run_dir(cfg, "m") != run_dir(tutorial_config("ew", "ci", over), "m")
     assert run_dir(cfg, "m") == run_dir(tutorial_config("core_mtl", "ci", over), "m")
@@ -415,13 +446,17 @@ def test_grounding_scores_on_a_hand_made_decoder(scenes):
     s = grounding_scores(ShiftToMean(), scenes, idx, mean_image)
     x = scenes.get_batch(idx)["image"]
     assert s["psnr_recon"] > 100  # exact reconstruction (up to float rounding)
-    assert s["psnr_own_mean"] == pytest.approx(psnr(x.mean(dim=(2, 3), keepdim=True).expand_as(x), x), rel=1e-6)
+    assert s["psnr_own_mean"] == pytest.approx(
+        psnr(x.mean(dim=(2, 3), keepdim=True).expand_as(x), x), rel=1e-6
+    )
     truth = scenes.render(scenes.sample_semantic(idx), scenes.sample_residual([1, 2, 3, 0]))["image"]
     donor = scenes.get_batch([1, 2, 3, 0])["image"]
     cf = (x - x.mean(dim=(2, 3), keepdim=True) + donor.mean(dim=(2, 3), keepdim=True)).clamp(0, 1)
     assert s["psnr_cf_true"] == pytest.approx(psnr(cf, truth), rel=1e-5)
     assert s["cf_gain_db"] == pytest.approx(s["psnr_cf_true"] - psnr(x, truth), rel=1e-5)
-    assert s["recon_colour_err"] == pytest.approx(float((x.mean((2, 3)) - truth.mean((2, 3))).abs().mean()), rel=1e-5)
+    assert s["recon_colour_err"] == pytest.approx(
+        float((x.mean((2, 3)) - truth.mean((2, 3))).abs().mean()), rel=1e-5
+    )
     assert all(0.0 <= s[k] <= 1.0 for k in ("cf_miou_content", "recon_miou_content", "cf_miou_donor"))
     untrained = grounding_scores(ToyDual(), scenes, idx, mean_image)
     assert all(math.isfinite(v) for v in untrained.values())

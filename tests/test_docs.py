@@ -26,9 +26,26 @@ MATHJAX = Path("/usr/share/javascript/mathjax/MathJax.js")
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("docs")
-    proc = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-                           "-d", str(out / "doctrees"), "docs", str(out / "html")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-q",
+            "-b",
+            "html",
+            "-d",
+            str(out / "doctrees"),
+            "docs",
+            str(out / "html"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, f"sphinx failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return out / "html"
 
@@ -45,7 +62,11 @@ def test_every_tutorial_is_a_page_with_its_figures(site):
 
 def test_reference_pages(site):
     api = (site / "api.html").read_text()
-    for name in ("coremtl_lite.losses.cka.linear_cka", "coremtl_lite.theory.ood_gap", "coremtl_lite.train.trainer.Trainer"):
+    for name in (
+        "coremtl_lite.losses.cka.linear_cka",
+        "coremtl_lite.theory.ood_gap",
+        "coremtl_lite.train.trainer.Trainer",
+    ):
         assert f'id="{name}"' in api, name
     cli = (site / "cli.html").read_text()
     for command in ("train", "evaluate", "demo", "bench", "assignments", "tutorials"):

@@ -21,8 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 METHOD = ROOT / "docs" / "method.md"
 
 #: files whose equation labels are fixed by a change in flight; remove an entry once it has landed
-PENDING = {
-}
+PENDING = {}
 
 CITATION = re.compile(r"\bEqs?\.\s?\(?(\d+)\)?((?:\s?[-–]\s?\d+)?)")
 AUTHOR_YEAR = re.compile(r"et al\.,? (19|20)\d\d")

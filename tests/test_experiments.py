@@ -21,13 +21,25 @@ from coremtl_lite.experiments import (
     train_and_evaluate,
 )
 
-TINY = ["data.image_size=16", "data.train_size=8", "data.val_size=8", "data.test_size=8", "data.batch_size=8",
-        "optim.epochs=1", "data.eval_domains=source", "train.checkpoint_every=0"]
+TINY = [
+    "data.image_size=16",
+    "data.train_size=8",
+    "data.val_size=8",
+    "data.test_size=8",
+    "data.batch_size=8",
+    "optim.epochs=1",
+    "data.eval_domains=source",
+    "train.checkpoint_every=0",
+]
 
 
 def test_recipes_resolve_to_the_models_they_name():
     core = recipe_config(CORE, "ci")
-    assert core.model.architecture == "dual_stream" and core.model.grounding == "hard" and core.train.method == "ew"
+    assert (
+        core.model.architecture == "dual_stream"
+        and core.model.grounding == "hard"
+        and core.train.method == "ew"
+    )
     pcgrad = recipe_config(baseline("pcgrad"), "ci")
     assert pcgrad.model.architecture == "vanilla" and pcgrad.model.grounding == "none"
     assert pcgrad.train.method == "pcgrad"
@@ -48,8 +60,10 @@ def test_stl_expands_to_one_single_task_run_per_task():
 
 def test_run_key_names_what_a_run_computes():
     cfg = recipe_config(CORE, "ci")
-    same = apply_overrides(cfg, ["train.out_dir=elsewhere", "train.progress=true", "train.checkpoint_every=3",
-                                 "train.log_every=7"])
+    same = apply_overrides(
+        cfg,
+        ["train.out_dir=elsewhere", "train.progress=true", "train.checkpoint_every=3", "train.log_every=7"],
+    )
     assert run_key(cfg) == run_key(same) and len(run_key(cfg)) == 16
     assert run_key(cfg) != run_key(apply_overrides(cfg, ["train.seed=1"]))
     assert run_key(cfg) != run_key(recipe_config("ew", "ci"))
@@ -60,7 +74,10 @@ def test_mean_std_is_the_sample_estimate():
     assert mean_std([5.0]) == (5.0, 0.0)
     with pytest.raises(ValueError, match="at least one"):
         mean_std([])
-    assert mean_rows([{"a": 1.0, "b": 2.0}, {"a": 3.0}], with_std=True) == {"a": 2.0, "a_std": pytest.approx(2 ** 0.5)}
+    assert mean_rows([{"a": 1.0, "b": 2.0}, {"a": 3.0}], with_std=True) == {
+        "a": 2.0,
+        "a_std": pytest.approx(2**0.5),
+    }
 
 
 def test_format_table_markdown_and_plain():
@@ -82,7 +99,10 @@ def test_train_and_evaluate_gives_metrics_and_the_trivial_rows(tmp_path):
     assert set(run.results["source"]) == set(cfg.data.tasks) and run.best_epoch == 1
     record = run.record()
     assert record["results"] == run.results and record["epoch_seconds"] > 0
-    assert train_and_evaluate(apply_overrides(cfg, [f"train.out_dir={tmp_path / 'b'}"]), domains=()).results == {}
+    assert (
+        train_and_evaluate(apply_overrides(cfg, [f"train.out_dir={tmp_path / 'b'}"]), domains=()).results
+        == {}
+    )
 
 
 def test_the_retired_architecture_key_names_its_replacement():

@@ -38,9 +38,20 @@ from coremtl_lite.train.run_dir import RunDirError, RunLock, preflight
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the ci profile made smaller still: a command takes seconds
-SMALL = ["--profile", "ci", "data.image_size=16", "data.train_size=32", "data.val_size=16", "data.test_size=16",
-         "data.batch_size=16", "optim.epochs=1", "model.architecture=vanilla", "model.grounding=none",
-         "data.tasks=segmentation,depth", "data.eval_domains=source"]
+SMALL = [
+    "--profile",
+    "ci",
+    "data.image_size=16",
+    "data.train_size=32",
+    "data.val_size=16",
+    "data.test_size=16",
+    "data.batch_size=16",
+    "optim.epochs=1",
+    "model.architecture=vanilla",
+    "model.grounding=none",
+    "data.tasks=segmentation,depth",
+    "data.eval_domains=source",
+]
 
 #: one entry per fault that passed: (fault id, data lost?)
 OUTCOMES: list[tuple[str, bool]] = []
@@ -52,8 +63,11 @@ def survived(request, lost: bool = False) -> None:
 
 def hashes(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` (relative path -> digest)."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def assert_intact(request, before: dict[str, str], folder: Path, keep: tuple[str, ...] | None = None) -> None:
@@ -64,8 +78,6 @@ def assert_intact(request, before: dict[str, str], folder: Path, keep: tuple[str
     if lost:
         OUTCOMES.append((request.node.name, True))
     assert not lost, f"data lost: {lost}"
-
-
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +118,9 @@ def test_1_divergence_on_the_last_step_of_an_epoch_keeps_last_and_best(request, 
     assert_intact(request, before, tmp_path, keep=("last.pt", "best.pt"))
     for name in ("last.pt", "best.pt"):
         state = load_checkpoint(tmp_path / name)
-        assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values()
-                                           if v.is_floating_point())
+        assert state["epoch"] == 1 and all(
+            torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point()
+        )
     survived(request)
 
 
@@ -158,7 +171,9 @@ def test_2_overwrite_replaces_the_run_and_its_old_files(request, run_copy):
 
 
 def test_2_overwrite_without_checkpoints_leaves_no_old_files(request, run_copy):
-    assert main(["train", *SMALL, "train.checkpoint_every=0", f"train.out_dir={run_copy}", "--overwrite"]) == 0
+    assert (
+        main(["train", *SMALL, "train.checkpoint_every=0", f"train.out_dir={run_copy}", "--overwrite"]) == 0
+    )
     assert not (run_copy / "last.pt").exists() and not (run_copy / "best.pt").exists()  # no mix of two runs
     assert (run_copy / "results.json").is_file() and not (run_copy / ".lock").exists()
     survived(request)
@@ -192,8 +207,11 @@ def test_2_a_run_folder_in_use_is_refused(request, tmp_path, holder):
 
 @pytest.mark.parametrize("lock", ["dead_pid", "garbage", "empty"])
 def test_2_a_stale_lock_does_not_block(request, tmp_path, lock):
-    text = {"dead_pid": json.dumps({"pid": _dead_pid(), "host": __import__("socket").gethostname()}),
-            "garbage": "{half a lock", "empty": ""}[lock]
+    text = {
+        "dead_pid": json.dumps({"pid": _dead_pid(), "host": __import__("socket").gethostname()}),
+        "garbage": "{half a lock",
+        "empty": "",
+    }[lock]
     (tmp_path / ".lock").write_text(text)
     tr = tiny_trainer(tmp_path)
     tr.fit(stop_at_epoch=1)
@@ -205,7 +223,7 @@ def test_2_two_runs_at_once_cannot_share_a_folder(request, tmp_path):
     """A second process finds the first one's lock (the first is paused inside its run by a callback)."""
     first = RunLock(tmp_path).acquire()
     code = textwrap.dedent(f"""
-        import sys; sys.path.insert(0, {str(ROOT / 'tests')!r})
+        import sys; sys.path.insert(0, {str(ROOT / "tests")!r})
         from _train_helpers import tiny_trainer
         from coremtl_lite.train.run_dir import RunDirError
         try:
@@ -272,7 +290,9 @@ def test_3_prepare_mtan_and_celeba_refuse_their_source(request, tmp_path):
     src = _city(tmp_path / "raw")
     before = hashes(src)
     with pytest.raises(load_script("prepare_mtan").PrepareError, match="overlaps"):
-        load_script("prepare_mtan").prepare("cityscapes", src, src, force=True, strict_counts=False, quiet=True)
+        load_script("prepare_mtan").prepare(
+            "cityscapes", src, src, force=True, strict_counts=False, quiet=True
+        )
     with pytest.raises(load_script("prepare_celeba").PrepareError, match="overlaps"):
         load_script("prepare_celeba").prepare(src, src / "out", force=True, verify=False, quiet=True)
     assert_intact(request, before, src)
@@ -286,7 +306,9 @@ def _gta_raw(src: Path, n: int = 10) -> Path:
     (src / "labels").mkdir()
     rng = np.random.default_rng(0)
     for k in range(n):
-        Image.fromarray(rng.integers(0, 255, (8, 16, 3), dtype=np.uint8)).save(src / "images" / f"{k:05d}.png")
+        Image.fromarray(rng.integers(0, 255, (8, 16, 3), dtype=np.uint8)).save(
+            src / "images" / f"{k:05d}.png"
+        )
         Image.fromarray(rng.integers(0, 34, (8, 16)).astype(np.uint8)).save(src / "labels" / f"{k:05d}.png")
     return src
 
@@ -314,16 +336,27 @@ def test_3_gta5_with_a_new_split_leaves_no_stale_files(request, tmp_path):
 def test_5_gta5_refuses_a_nonsensical_val_fraction(request, tmp_path, fraction):
     mod = load_script("prepare_gta5")
     src = _gta_raw(tmp_path / "raw", n=3)
-    assert mod.main(["--src", str(src), "--out", str(tmp_path / "out"), "--val-fraction", str(fraction),
-                     "--quiet"]) == 1
+    assert (
+        mod.main(
+            ["--src", str(src), "--out", str(tmp_path / "out"), "--val-fraction", str(fraction), "--quiet"]
+        )
+        == 1
+    )
     assert not (tmp_path / "out").exists()
     survived(request)
 
 
 # ================================================================== 4. resume refuses other experiments
-@pytest.mark.parametrize("change", [("train.seed=1",), ('train.method_options={"seed": 3}', "train.method=pcgrad"),
-                                    ("optim.epochs=3",), ("data.train_size=48", "loss.task_weights={\"depth\": 2}")],
-                         ids=["seed", "method_options", "epochs", "two_fields"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("train.seed=1",),
+        ('train.method_options={"seed": 3}', "train.method=pcgrad"),
+        ("optim.epochs=3",),
+        ("data.train_size=48", 'loss.task_weights={"depth": 2}'),
+    ],
+    ids=["seed", "method_options", "epochs", "two_fields"],
+)
 def test_4_resume_refuses_a_differing_result_changing_field(request, tmp_path, change):
     base = ["train.method=pcgrad"] if "train.method=pcgrad" in change else []
     tiny_trainer(tmp_path, *base).fit(stop_at_epoch=1)
@@ -346,10 +379,19 @@ def test_4_resume_accepts_fields_that_do_not_change_the_numbers(request, tmp_pat
 
 
 # ================================================================ 5. non-finite and nonsensical values
-@pytest.mark.parametrize("override", ["optim.lr=NaN", "optim.lr=Infinity", "optim.weight_decay=NaN",
-                                      "loss.lambda_cfa=Infinity", "loss.lambda_rec=-Infinity",
-                                      'loss.task_weights={"depth": NaN}', "optim.min_lr_ratio=NaN",
-                                      "data.m_train=NaN"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "optim.lr=NaN",
+        "optim.lr=Infinity",
+        "optim.weight_decay=NaN",
+        "loss.lambda_cfa=Infinity",
+        "loss.lambda_rec=-Infinity",
+        'loss.task_weights={"depth": NaN}',
+        "optim.min_lr_ratio=NaN",
+        "data.m_train=NaN",
+    ],
+)
 def test_5_non_finite_values_are_refused(request, override):
     with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
         get_config("ci", [override])
@@ -365,10 +407,15 @@ def test_5_non_finite_values_in_a_config_file_are_refused(request, tmp_path, cap
     survived(request)
 
 
-@pytest.mark.parametrize("raw,match", [({"optim": 5}, "section 'optim' must be a JSON object"),
-                                       ({"optimm": {}}, "did you mean 'optim'"),
-                                       ({"profile": 3}, "'profile' must be a string"),
-                                       ([1, 2], "JSON object")])
+@pytest.mark.parametrize(
+    "raw,match",
+    [
+        ({"optim": 5}, "section 'optim' must be a JSON object"),
+        ({"optimm": {}}, "did you mean 'optim'"),
+        ({"profile": 3}, "'profile' must be a string"),
+        ([1, 2], "JSON object"),
+    ],
+)
 def test_5_config_sections_that_are_not_objects_are_refused(request, raw, match):
     with pytest.raises(ConfigError, match=match):
         Config.from_dict(raw)
@@ -399,27 +446,49 @@ def test_5_a_checkpoint_with_a_nonsensical_epoch_is_refused(request, run_copy, e
     last = load_checkpoint(run_copy / "last.pt")
     last["epoch"] = epoch
     save_checkpoint(run_copy / "last.pt", {k: v for k, v in last.items() if k != "version"})
-    assert main(["train", "--config", str(run_copy / "config.json"), "--resume", f"train.out_dir={run_copy}"]) == 2
+    assert (
+        main(["train", "--config", str(run_copy / "config.json"), "--resume", f"train.out_dir={run_copy}"])
+        == 2
+    )
     assert "epoch" in capsys.readouterr().err
     survived(request)
 
 
-@pytest.mark.parametrize("overrides,match", [
-    (["data.root=/somewhere"], "data.root='/somewhere' is ignored"),
-    (["model.architecture=dual_stream", "model.grounding=none", "loss.lambda_cfa=1"], "loss.lambda_cfa=1.0.*ignored"),
-    (["model.architecture=vanilla", "model.grounding=soft"], "model.grounding='soft'.* ignored: the vanilla model"),
-    (["model.architecture=vanilla", "model.grounding=none", "loss.lambda_ind=0.5"], "loss.lambda_ind=0.5.*ignored"),
-])
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (["data.root=/somewhere"], "data.root='/somewhere' is ignored"),
+        (
+            ["model.architecture=dual_stream", "model.grounding=none", "loss.lambda_cfa=1"],
+            "loss.lambda_cfa=1.0.*ignored",
+        ),
+        (
+            ["model.architecture=vanilla", "model.grounding=soft"],
+            "model.grounding='soft'.* ignored: the vanilla model",
+        ),
+        (
+            ["model.architecture=vanilla", "model.grounding=none", "loss.lambda_ind=0.5"],
+            "loss.lambda_ind=0.5.*ignored",
+        ),
+    ],
+)
 def test_5_harmless_but_ignored_settings_give_one_warning(request, overrides, match):
     warnings = preflight(get_config("ci", overrides))
     assert sum(bool(__import__("re").search(match, w)) for w in warnings) == 1, warnings
     survived(request)
 
 
-@pytest.mark.parametrize("overrides,match", [(["data.dataset=imagenet"], "unknown data.dataset"),
-                                             (["data.dataset=nyuv2", "data.root=/no/such/folder"], "not a folder"),
-                                             (["train.method=pcgard"], "did you mean 'pcgrad'")])
-def test_5_a_bad_dataset_or_method_is_refused_before_anything_starts(request, overrides, match, capsys, tmp_path):
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (["data.dataset=imagenet"], "unknown data.dataset"),
+        (["data.dataset=nyuv2", "data.root=/no/such/folder"], "not a folder"),
+        (["train.method=pcgard"], "did you mean 'pcgrad'"),
+    ],
+)
+def test_5_a_bad_dataset_or_method_is_refused_before_anything_starts(
+    request, overrides, match, capsys, tmp_path
+):
     assert main(["train", *SMALL, *overrides, f"train.out_dir={tmp_path / 'r'}"]) == 2
     io = capsys.readouterr()
     assert __import__("re").search(match, io.err) and "training" not in io.out
@@ -433,21 +502,37 @@ def _one(root: Path, sub: str, value) -> Path:
     return path
 
 
-@pytest.mark.parametrize("sub,make,match", [
-    ("label_7", lambda a: np.full(a.shape, 7.0, np.float32), r"class ids \[7\] outside"),
-    ("label_7", lambda a: np.full(a.shape, -2.0, np.float32), r"class ids \[-2\] outside"),
-    ("label_7", lambda a: np.full(a.shape, np.nan, np.float32), "NaN"),
-    ("label_7", lambda a: np.full(a.shape, 2.5, np.float32), "non-integer"),
-    ("label_7", lambda a: np.full(a.shape, "3"), "needs real numbers"),
-    ("label_7", lambda a: a.astype(np.complex64), "needs real numbers"),
-    ("image", lambda a: np.full(a.shape, 300.0, np.float32), "image values"),
-    ("image", lambda a: np.full(a.shape, -0.5, np.float32), "image values"),
-    ("image", lambda a: np.full(a.shape, 1.2, np.float32), "image values"),
-    ("image", lambda a: np.full(a.shape, np.inf, np.float32), "NaN/inf"),
-    ("depth", lambda a: -a, "negative depth"),
-    ("depth", lambda a: np.full(a.shape, np.nan, np.float32), "NaN/inf"),
-], ids=["id_eq_classes", "id_minus2", "nan_label", "fractional", "string", "complex", "img_300", "img_neg",
-        "img_1.2", "img_inf", "depth_neg", "depth_nan"])
+@pytest.mark.parametrize(
+    "sub,make,match",
+    [
+        ("label_7", lambda a: np.full(a.shape, 7.0, np.float32), r"class ids \[7\] outside"),
+        ("label_7", lambda a: np.full(a.shape, -2.0, np.float32), r"class ids \[-2\] outside"),
+        ("label_7", lambda a: np.full(a.shape, np.nan, np.float32), "NaN"),
+        ("label_7", lambda a: np.full(a.shape, 2.5, np.float32), "non-integer"),
+        ("label_7", lambda a: np.full(a.shape, "3"), "needs real numbers"),
+        ("label_7", lambda a: a.astype(np.complex64), "needs real numbers"),
+        ("image", lambda a: np.full(a.shape, 300.0, np.float32), "image values"),
+        ("image", lambda a: np.full(a.shape, -0.5, np.float32), "image values"),
+        ("image", lambda a: np.full(a.shape, 1.2, np.float32), "image values"),
+        ("image", lambda a: np.full(a.shape, np.inf, np.float32), "NaN/inf"),
+        ("depth", lambda a: -a, "negative depth"),
+        ("depth", lambda a: np.full(a.shape, np.nan, np.float32), "NaN/inf"),
+    ],
+    ids=[
+        "id_eq_classes",
+        "id_minus2",
+        "nan_label",
+        "fractional",
+        "string",
+        "complex",
+        "img_300",
+        "img_neg",
+        "img_1.2",
+        "img_inf",
+        "depth_neg",
+        "depth_nan",
+    ],
+)
 def test_6_bad_values_are_refused_naming_the_file(request, tmp_path, sub, make, match):
     from coremtl_lite.data.real import Cityscapes
 
@@ -470,7 +555,10 @@ def test_6_normals_out_of_range_are_refused(request, tmp_path):
     from coremtl_lite.data.real import NpyFolder
 
     folder = tmp_path / "split"
-    for sub, arr in (("image", np.zeros((4, 4, 3), np.float32)), ("normal", np.full((4, 4, 3), 3.0, np.float32))):
+    for sub, arr in (
+        ("image", np.zeros((4, 4, 3), np.float32)),
+        ("normal", np.full((4, 4, 3), 3.0, np.float32)),
+    ):
         (folder / sub).mkdir(parents=True)
         np.save(folder / sub / "0.npy", arr)
     with pytest.raises(ValueError, match=r"normal components.*0\.npy|0\.npy.*normal components"):
@@ -478,8 +566,10 @@ def test_6_normals_out_of_range_are_refused(request, tmp_path):
     survived(request)
 
 
-@pytest.mark.parametrize("name,match", [("7.npy", "outside 0.npy..3.npy: 7.npy"),
-                                        ("extra.npy", "extra.npy"), ("0.tmp.npy", "0.tmp.npy")])
+@pytest.mark.parametrize(
+    "name,match",
+    [("7.npy", "outside 0.npy..3.npy: 7.npy"), ("extra.npy", "extra.npy"), ("0.tmp.npy", "0.tmp.npy")],
+)
 def test_6_an_extra_file_is_reported_as_extra_not_missing(request, tmp_path, name, match):
     from coremtl_lite.data.real import Cityscapes
 
@@ -513,20 +603,34 @@ def test_cityscapes_in_libmtl_layout_loads_like_the_mtan_layout(request, tmp_pat
     libmtl = _city(tmp_path / "libmtl" / "cityscapes", label="label", seed=3)
     a, b = Cityscapes(mtan, "val")[1], Cityscapes(libmtl, "val")[1]
     assert all(torch.equal(a[k], b[k]) for k in ("image", "segmentation", "depth"))
-    cfg = get_config("ci", ["data.dataset=cityscapes", f"data.root={libmtl}", "data.tasks=segmentation,depth",
-                            "data.eval_domains=source"])
+    cfg = get_config(
+        "ci",
+        [
+            "data.dataset=cityscapes",
+            f"data.root={libmtl}",
+            "data.tasks=segmentation,depth",
+            "data.eval_domains=source",
+        ],
+    )
     assert len(build_splits(cfg.data, 0).train) == 3
     survived(request)
 
 
 # ========================================================================== 8. typed method options
-@pytest.mark.parametrize("overrides,attr,value", [
-    (["train.method=mgda", "train.method_options.solver=frank_wolfe"], "solver", "frank_wolfe"),
-    (["train.method=aligned_mtl", 'train.method_options={"scale_mode": "median"}'], "scale_mode", "median"),
-    (["train.method=stch", "train.method_options.preference=0.2,0.3,0.5"], "preference", [0.2, 0.3, 0.5]),
-    (["train.method=upgrad", "train.method_options.preference=[1, 2, 1]"], "preference", [1.0, 2.0, 1.0]),
-    (["train.method=cagrad", "train.method_options.c=0.25"], "c", 0.25),
-])
+@pytest.mark.parametrize(
+    "overrides,attr,value",
+    [
+        (["train.method=mgda", "train.method_options.solver=frank_wolfe"], "solver", "frank_wolfe"),
+        (
+            ["train.method=aligned_mtl", 'train.method_options={"scale_mode": "median"}'],
+            "scale_mode",
+            "median",
+        ),
+        (["train.method=stch", "train.method_options.preference=0.2,0.3,0.5"], "preference", [0.2, 0.3, 0.5]),
+        (["train.method=upgrad", "train.method_options.preference=[1, 2, 1]"], "preference", [1.0, 2.0, 1.0]),
+        (["train.method=cagrad", "train.method_options.c=0.25"], "c", 0.25),
+    ],
+)
 def test_8_string_and_list_options_reach_the_method(request, tmp_path, overrides, attr, value):
     tr = tiny_trainer(tmp_path, *overrides)
     got = getattr(tr.method, attr)
@@ -539,14 +643,29 @@ def test_8_string_and_list_options_reach_the_method(request, tmp_path, overrides
     survived(request)
 
 
-@pytest.mark.parametrize("overrides,match", [
-    (["train.method=mgda", "train.method_options.solverr=x"], r"method 'mgda' has no option 'solverr'.*'solver'"),
-    (["train.method=mgda", "train.method_options.solver=3"], "method 'mgda' option 'solver' expects a string"),
-    (["train.method=cagrad", "train.method_options.c=fast"], "method 'cagrad' option 'c' expects a finite number"),
-    (["train.method=cagrad", "train.method_options.c=NaN"], "method 'cagrad' option 'c' expects a finite number"),
-    (["train.method=stch", "train.method_options.preference=a,b"], "method 'stch' option 'preference'"),
-    (["train.method=mgda", "train.method_options.solver=simplex"], "mgda"),
-])
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (
+            ["train.method=mgda", "train.method_options.solverr=x"],
+            r"method 'mgda' has no option 'solverr'.*'solver'",
+        ),
+        (
+            ["train.method=mgda", "train.method_options.solver=3"],
+            "method 'mgda' option 'solver' expects a string",
+        ),
+        (
+            ["train.method=cagrad", "train.method_options.c=fast"],
+            "method 'cagrad' option 'c' expects a finite number",
+        ),
+        (
+            ["train.method=cagrad", "train.method_options.c=NaN"],
+            "method 'cagrad' option 'c' expects a finite number",
+        ),
+        (["train.method=stch", "train.method_options.preference=a,b"], "method 'stch' option 'preference'"),
+        (["train.method=mgda", "train.method_options.solver=simplex"], "mgda"),
+    ],
+)
 def test_8_bad_method_options_name_the_method_and_key(request, overrides, match, capsys, tmp_path):
     assert main(["train", *SMALL, *overrides, f"train.out_dir={tmp_path / 'r'}"]) == 2
     io = capsys.readouterr()
@@ -594,19 +713,25 @@ def test_errors_a_bare_key_suggests_its_section(request, capsys):
 
 def test_errors_overrides_before_and_after_resume(request, run_copy):
     cfg, here = str(run_copy / "config.json"), f"train.out_dir={run_copy}"
-    assert main(["train", "--config", cfg, "train.progress=false", "--resume", "train.log_every=5", here]) == 0
+    assert (
+        main(["train", "--config", cfg, "train.progress=false", "--resume", "train.log_every=5", here]) == 0
+    )
     assert main(["train", "--config", cfg, here, "--resume", "--overwrite"]) == 2  # not both
     survived(request)
 
 
 @pytest.mark.parametrize("failure", ["non_finite", "disk_full", "bad_json"])
-def test_errors_known_failures_are_one_error_line_with_status_2(request, tmp_path, monkeypatch, capsys, failure):
+def test_errors_known_failures_are_one_error_line_with_status_2(
+    request, tmp_path, monkeypatch, capsys, failure
+):
     from coremtl_lite.train import NonFiniteLossError, Trainer
 
     args = ["train", *SMALL, f"train.out_dir={tmp_path / 'r'}"]
     if failure == "non_finite":
+
         def fit(self, *a, **k):
             raise NonFiniteLossError("non-finite loss at step 3 (epoch 1): loss/depth = [nan]", 3, 0, {})
+
         monkeypatch.setattr(Trainer, "fit", fit)
     elif failure == "disk_full":
         import errno
@@ -615,6 +740,7 @@ def test_errors_known_failures_are_one_error_line_with_status_2(request, tmp_pat
 
         def full(fh, *a, **k):
             raise OSError(errno.ENOSPC, "No space left on device")
+
         monkeypatch.setattr(ck.torch, "save", full)
     else:
         (tmp_path / "c.json").write_text('{"optim": {"lr": 1e-3,}}')
@@ -622,8 +748,12 @@ def test_errors_known_failures_are_one_error_line_with_status_2(request, tmp_pat
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "Traceback" not in err
-    assert __import__("re").search({"non_finite": "loss/depth", "disk_full": r"cannot write '.*(best|last)\.pt'",
-                                    "bad_json": "c.json"}[failure], err)
+    assert __import__("re").search(
+        {"non_finite": "loss/depth", "disk_full": r"cannot write '.*(best|last)\.pt'", "bad_json": "c.json"}[
+            failure
+        ],
+        err,
+    )
     survived(request)
 
 
@@ -632,6 +762,7 @@ def test_errors_a_bug_keeps_its_traceback(request, tmp_path, monkeypatch):
 
     def fit(self, *a, **k):
         raise ZeroDivisionError("a bug")
+
     monkeypatch.setattr(Trainer, "fit", fit)
     with pytest.raises(ZeroDivisionError):
         main(["train", *SMALL, f"train.out_dir={tmp_path / 'r'}"])
@@ -678,9 +809,11 @@ def test_kill_at_a_checkpoint_write_then_resume_is_bit_identical(request, tmp_pa
     tr = tiny_trainer(run)
     tr.fit(stop_at_epoch=1)
     if point == "during_write":
+
         def half(obj, fh, *a, **k):
             fh.write(b"PK\x03\x04half")
             raise KeyboardInterrupt
+
         monkeypatch.setattr(ck.torch, "save", half)
     elif point == "before_rename":
         monkeypatch.setattr(ck.os, "replace", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -691,6 +824,7 @@ def test_kill_at_a_checkpoint_write_then_resume_is_bit_identical(request, tmp_pa
             if Path(path).name == "history.json":
                 raise KeyboardInterrupt
             return real_write(path, fn)
+
         monkeypatch.setattr("coremtl_lite.train.trainer.atomic_write", write)
     else:
         tr.callbacks.append(_Crash(at=6))
@@ -709,7 +843,7 @@ def _tiny_run_in_subprocess(body: str) -> subprocess.CompletedProcess:
     """Run ``body`` (with ``tiny_trainer`` imported) in a fresh interpreter with this process's thread count,
     so that the runs compared below share their numerics whatever earlier tests left in this process."""
     code = textwrap.dedent(f"""
-        import os, signal, sys; sys.path.insert(0, {str(ROOT / 'tests')!r})
+        import os, signal, sys; sys.path.insert(0, {str(ROOT / "tests")!r})
         import torch; torch.set_num_threads({torch.get_num_threads()})
         from _train_helpers import tiny_trainer
     """) + textwrap.dedent(body)
@@ -721,7 +855,7 @@ def test_a_real_sigkill_mid_run_then_resume_is_bit_identical(request, tmp_path):
     run, straight = tmp_path / "run", tmp_path / "straight"
     done = _tiny_run_in_subprocess(f"""
         tr = tiny_trainer({str(straight)!r}); tr.fit()
-        torch.save(tr.model.state_dict(), {str(tmp_path / 'want.pt')!r})
+        torch.save(tr.model.state_dict(), {str(tmp_path / "want.pt")!r})
     """)
     assert done.returncode == 0, done.stderr[-2000:]
     proc = _tiny_run_in_subprocess(f"""
@@ -735,7 +869,7 @@ def test_a_real_sigkill_mid_run_then_resume_is_bit_identical(request, tmp_path):
     assert (run / ".lock").exists()  # the killed run's lock is left behind ...
     resumed = _tiny_run_in_subprocess(f"""
         tr = tiny_trainer({str(run)!r}); tr.fit(resume=True)  # ... and taken over as stale
-        torch.save(tr.model.state_dict(), {str(tmp_path / 'got.pt')!r})
+        torch.save(tr.model.state_dict(), {str(tmp_path / "got.pt")!r})
     """)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     want, got = (torch.load(tmp_path / f"{n}.pt", weights_only=True) for n in ("want", "got"))
@@ -758,7 +892,11 @@ def test_refused_pickles_never_run_their_code(request, tmp_path, capfd):
 # ============================================================================== the figures
 def test_zz_figures(request):
     """Print the suite's figures (faults tried = fault tests collected in this file, survived = passed)."""
-    tried = sum(1 for item in request.session.items if item.path == request.node.path and item.name != request.node.name)
+    tried = sum(
+        1
+        for item in request.session.items
+        if item.path == request.node.path and item.name != request.node.name
+    )
     lost = sum(1 for _, was_lost in OUTCOMES if was_lost)
     ok = sum(1 for _, was_lost in OUTCOMES if not was_lost)
     print(f"\nfault suite: {tried} faults tried, {ok} survived, data lost in {lost}")

@@ -128,8 +128,10 @@ def test_physics_regularisers_values():
     assert grey_shading(tinted).item() > 0
     # albedo = x-component of the normal: maximal covariance
     assert albedo_normal_covariance(normal[:, :1].expand(-1, 3, -1, -1), normal).item() > 0.01
-    terms = physics_regularisers({"albedo": albedo, "shading": grey, "normal_phys": normal},
-                                 {"normal": normal.repeat_interleave(2, -1).repeat_interleave(2, -2)})  # 16x16 gt
+    terms = physics_regularisers(
+        {"albedo": albedo, "shading": grey, "normal_phys": normal},
+        {"normal": normal.repeat_interleave(2, -1).repeat_interleave(2, -2)},
+    )  # 16x16 gt
     assert set(terms) == {"albedo_tv", "grey_shading", "albedo_normal_cov", "geometry"}
     assert terms["geometry"].item() == pytest.approx(0.0, abs=1e-5)
 
@@ -166,8 +168,12 @@ def test_task_weights_scale_task_losses(setup):
     plain = build_objective(cfg.loss, tasks, perceptual=None)(model, batch, 0.5, torch.Generator())
     lc = get_config("ci", ['loss.task_weights={"depth": 3.0}']).loss
     weighted = build_objective(lc, tasks, perceptual=None)(model, batch, 0.5, torch.Generator())
-    assert weighted.task_losses["depth"].item() == pytest.approx(3 * plain.task_losses["depth"].item(), rel=1e-6)
-    assert weighted.task_losses["normal"].item() == pytest.approx(plain.task_losses["normal"].item(), rel=1e-6)
+    assert weighted.task_losses["depth"].item() == pytest.approx(
+        3 * plain.task_losses["depth"].item(), rel=1e-6
+    )
+    assert weighted.task_losses["normal"].item() == pytest.approx(
+        plain.task_losses["normal"].item(), rel=1e-6
+    )
 
 
 def test_core_objective_terms_and_gradients(setup):
@@ -179,7 +185,17 @@ def test_core_objective_terms_and_gradients(setup):
     assert out.extra_loss is not None and out.extra_loss.dim() == 0
     assert set(out.extra_terms) == {"rec", "ind", "cfa"} and out.train_tasks
     assert out.extra_loss.item() == pytest.approx(sum(v.item() for v in out.extra_terms.values()), rel=1e-6)
-    for key in ("rec", "cka", "ind", "cfa", "cfa_applied", "lambda_ind", "rec_l1", "rec_ssim", "rec_geometry"):
+    for key in (
+        "rec",
+        "cka",
+        "ind",
+        "cfa",
+        "cfa_applied",
+        "lambda_ind",
+        "rec_l1",
+        "rec_ssim",
+        "rec_geometry",
+    ):
         assert key in out.logs and isinstance(out.logs[key], float)
     assert out.logs["cfa_applied"] == 1.0
     total = sum(out.task_losses.values()) + out.extra_loss
@@ -222,19 +238,32 @@ def test_frozen_batchnorm_restores_modes():
 
 def test_schedule_fractions_warmup_ramp_and_cfa_start(setup):
     cfg, batch, tasks = setup
-    lc = get_config("ci", ["loss.decomposition_warmup=0.2", "loss.ind_ramp=0.4", "loss.lambda_ind=2.0",
-                           "loss.cfa_start=0.5", "loss.cfa_prob=1.0", "loss.cfa_max_rec_ratio=1e9"]).loss
+    lc = get_config(
+        "ci",
+        [
+            "loss.decomposition_warmup=0.2",
+            "loss.ind_ramp=0.4",
+            "loss.lambda_ind=2.0",
+            "loss.cfa_start=0.5",
+            "loss.cfa_prob=1.0",
+            "loss.cfa_max_rec_ratio=1e9",
+        ],
+    ).loss
     obj = build_objective(lc, tasks, perceptual=None)
     model = _model(cfg, tasks, architecture="dual_stream", grounding="hard")
     ps = [0.0, 0.1, 0.2, 0.3, 0.4, 0.6, 0.9]
     assert [obj.lambda_ind(p, model) for p in ps] == pytest.approx([0.0, 0.0, 0.0, 0.5, 1.0, 2.0, 2.0])
     assert [obj.cfa_active(p) for p in (0.0, 0.49, 0.5, 1.0)] == [False, False, True, True]
     assert [obj.decomposition_stage(p, model) for p in (0.0, 0.19, 0.2)] == [True, True, False]
-    no_decoder = _model(cfg, tasks, architecture="dual_stream", grounding="none")  # no stage 0: the ramp starts at 0
+    no_decoder = _model(
+        cfg, tasks, architecture="dual_stream", grounding="none"
+    )  # no stage 0: the ramp starts at 0
     assert not obj.decomposition_stage(0.0, no_decoder)
     assert obj.lambda_ind(0.2, no_decoder) == pytest.approx(1.0)
     vanilla = _model(cfg, tasks, architecture="vanilla")  # baselines have no decomposition stage
-    assert not obj.decomposition_stage(0.0, vanilla) and obj(vanilla, batch, 0.0, torch.Generator()).train_tasks
+    assert (
+        not obj.decomposition_stage(0.0, vanilla) and obj(vanilla, batch, 0.0, torch.Generator()).train_tasks
+    )
     assert obj(model, batch, 0.6, torch.Generator().manual_seed(0)).logs["cfa_applied"] == 1.0
 
 
@@ -285,8 +314,9 @@ def test_cfa_probability_zero_never_applies(setup):
 
 def test_objective_is_deterministic_given_the_generator(setup):
     cfg, batch, tasks = setup
-    lc = get_config("ci", ["loss.cfa_prob=0.5", "loss.cfa_start=0", "loss.cfa_max_rec_ratio=1e9",
-                           "loss.cfa_form=task"]).loss
+    lc = get_config(
+        "ci", ["loss.cfa_prob=0.5", "loss.cfa_start=0", "loss.cfa_max_rec_ratio=1e9", "loss.cfa_form=task"]
+    ).loss
 
     def run(seed):
         model = _model(cfg, tasks, seed=0, architecture="dual_stream", grounding="hard")
@@ -334,8 +364,12 @@ def test_class_balance_weights_give_every_class_the_same_weight():
     wrong_obj[..., seg[0] == 3] += 0.1
     wrong_ground[..., seg[0] == 0] += 0.1
     batch = {"segmentation": seg}
-    a, _ = reconstruction_loss({"recon": image, "recon_linear": wrong_obj}, image, batch, None, balance="class")
-    b, _ = reconstruction_loss({"recon": image, "recon_linear": wrong_ground}, image, batch, None, balance="class")
+    a, _ = reconstruction_loss(
+        {"recon": image, "recon_linear": wrong_obj}, image, batch, None, balance="class"
+    )
+    b, _ = reconstruction_loss(
+        {"recon": image, "recon_linear": wrong_ground}, image, batch, None, balance="class"
+    )
     assert a.item() == pytest.approx(b.item(), rel=1e-5)
     plain, _ = reconstruction_loss({"recon": image, "recon_linear": wrong_obj}, image, batch, None)
     assert plain.item() < a.item()

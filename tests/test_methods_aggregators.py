@@ -12,8 +12,19 @@ from coremtl_lite.methods import available, build_method
 from coremtl_lite.methods._solvers import fair_weights, gramian, min_norm_simplex
 from tests._methods_helpers import random_jacobian
 
-AGGREGATORS = ["mgda", "mgda_ub", "pcgrad", "gradvac", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl",
-               "upgrad", "fairgrad", "excess_mtl"]
+AGGREGATORS = [
+    "mgda",
+    "mgda_ub",
+    "pcgrad",
+    "gradvac",
+    "cagrad",
+    "nash_mtl",
+    "imtl_g",
+    "aligned_mtl",
+    "upgrad",
+    "fairgrad",
+    "excess_mtl",
+]
 EXPECTED = {"ew", "stl", "uw", "gradnorm", "dwa", "rlw", "stch", "moml", "repmtl", *AGGREGATORS}
 NAMES3 = ["a", "b", "c"]
 
@@ -104,8 +115,9 @@ def test_mgda_satisfies_min_norm_optimality(seed):
 
 def test_mgda_ub_takes_the_features():
     with pytest.raises(ValueError, match="on_features=True"):
-        build_method("mgda_ub", NAMES3).backward({t: torch.tensor(1.0, requires_grad=True) for t in NAMES3},
-                                                  shared_params=[])
+        build_method("mgda_ub", NAMES3).backward(
+            {t: torch.tensor(1.0, requires_grad=True) for t in NAMES3}, shared_params=[]
+        )
 
 
 # -------------------------------------------------------------------------------- shared properties
@@ -127,8 +139,10 @@ def test_pcgrad_permutation_invariance_in_expectation():
     """PCGrad visits tasks in random order, so it is permutation-invariant only in distribution:
     for two tasks it is exactly invariant, for three the Monte-Carlo means agree."""
     j2 = random_jacobian(2, dim=10, seed=1)
-    torch.testing.assert_close(build_method("pcgrad", ["a", "b"]).aggregate(j2.flip(0)),
-                               build_method("pcgrad", ["a", "b"]).aggregate(j2))
+    torch.testing.assert_close(
+        build_method("pcgrad", ["a", "b"]).aggregate(j2.flip(0)),
+        build_method("pcgrad", ["a", "b"]).aggregate(j2),
+    )
     j = torch.tensor([[1.0, 0.0, 0.0], [-0.8, 1.0, 0.0], [-0.3, -0.9, 1.0]], dtype=torch.float64)
     perm = torch.tensor([2, 0, 1])
     a, b = build_method("pcgrad", NAMES3, seed=0), build_method("pcgrad", NAMES3, seed=1)
@@ -203,7 +217,9 @@ def test_imtl_g_equal_projections():
     d = build_method("imtl_g", NAMES3).aggregate(j)
     proj = (j / j.norm(dim=1, keepdim=True)) @ d
     torch.testing.assert_close(proj, proj[0].expand(3))
-    torch.testing.assert_close(build_method("imtl_g", NAMES3).weights(j).sum(), torch.tensor(1.0, dtype=torch.float64))
+    torch.testing.assert_close(
+        build_method("imtl_g", NAMES3).weights(j).sum(), torch.tensor(1.0, dtype=torch.float64)
+    )
 
 
 def test_cagrad_c_zero_is_the_mean_and_rescale():

@@ -33,7 +33,9 @@ def degenerate_jacobians() -> list[tuple[str, torch.Tensor]]:
         cases.append((f"zero_{t}x{p}", torch.zeros(t, p, dtype=torch.float64)))
     for t in (2, 3, 5):
         cases.append((f"rank1_{t}", randn(t, 1) @ randn(1, 7)))  # mixed signs: opposite directions
-        cases.append((f"parallel_{t}", (torch.rand(t, 1, generator=g, dtype=torch.float64) + 0.1) @ randn(1, 7)))
+        cases.append(
+            (f"parallel_{t}", (torch.rand(t, 1, generator=g, dtype=torch.float64) + 0.1) @ randn(1, 7))
+        )
         cases.append((f"duplicate_rows_{t}", randn(1, 7).expand(t, 7).clone()))
         one_zero = randn(t, 7)
         one_zero[0] = 0.0
@@ -44,7 +46,9 @@ def degenerate_jacobians() -> list[tuple[str, torch.Tensor]]:
     cases.append(("single_column", randn(3, 1)))
     for scale in (1e-15, 1e-8, 1e8, 1e15):
         cases.append((f"scale_{scale:g}", scale * randn(3, 6)))
-    cases.append(("norms_1e-4_to_1e4", randn(3, 6) * torch.tensor([[1e-4], [1.0], [1e4]], dtype=torch.float64)))
+    cases.append(
+        ("norms_1e-4_to_1e4", randn(3, 6) * torch.tensor([[1e-4], [1.0], [1e4]], dtype=torch.float64))
+    )
     return cases
 
 
@@ -53,8 +57,19 @@ AGGREGATORS = [n for n in available() if issubclass(type(build_method(n, _names(
 
 
 def test_every_aggregator_is_covered():
-    assert {"mgda", "mgda_ub", "pcgrad", "gradvac", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl", "upgrad",
-            "fairgrad", "excess_mtl"} <= set(AGGREGATORS)
+    assert {
+        "mgda",
+        "mgda_ub",
+        "pcgrad",
+        "gradvac",
+        "cagrad",
+        "nash_mtl",
+        "imtl_g",
+        "aligned_mtl",
+        "upgrad",
+        "fairgrad",
+        "excess_mtl",
+    } <= set(AGGREGATORS)
 
 
 @pytest.mark.parametrize("name", AGGREGATORS)
@@ -116,9 +131,27 @@ NEEDS_MODULES = {"mtcrl"}  # needs the MT-CRL model's routing graph: tested belo
 
 
 @pytest.mark.parametrize("name", [n for n in available() if n not in NEEDS_MODULES])
-@pytest.mark.parametrize("case", [c for c in CASES if c[0] in {
-    "zero_3x4", "zero_1x5", "rank1_3", "parallel_3", "one_zero_row_3", "single_row", "single_column",
-    "scale_1e-15", "scale_1e+15", "norms_1e-4_to_1e4"}], ids=lambda c: c[0])
+@pytest.mark.parametrize(
+    "case",
+    [
+        c
+        for c in CASES
+        if c[0]
+        in {
+            "zero_3x4",
+            "zero_1x5",
+            "rank1_3",
+            "parallel_3",
+            "one_zero_row_3",
+            "single_row",
+            "single_column",
+            "scale_1e-15",
+            "scale_1e+15",
+            "norms_1e-4_to_1e4",
+        }
+    ],
+    ids=lambda c: c[0],
+)
 def test_every_method_backward_is_finite(name, case):
     """Each registered method's backward, on losses with a prescribed degenerate Jacobian (STL, a
     single-task method, gets the first row)."""
@@ -144,7 +177,9 @@ def test_mtcrl_backward_is_finite_on_degenerate_task_losses(kind):
     def loss_fn(batch, return_outputs=False):
         out = model(batch["x"])
         la = ((out["preds"]["a"].squeeze(-1) - batch["y"]) ** 2).mean() * factor
-        lb = la if kind == "duplicate" else ((out["preds"]["b"].squeeze(-1) + batch["y"]) ** 2).mean() * factor
+        lb = (
+            la if kind == "duplicate" else ((out["preds"]["b"].squeeze(-1) + batch["y"]) ** 2).mean() * factor
+        )
         losses = {"a": la, "b": lb}
         return (losses, out) if return_outputs else losses
 
@@ -174,8 +209,13 @@ def test_fair_weights_solve_the_equation_without_a_ridge(alpha, seed):
     target = w ** (-1.0 / alpha)
     assert np.max(np.abs(g @ w - target) / target) < 1e-9
     # scipy on the relative residual, in log-space (w > 0), from a start 30% away
-    sol = least_squares(lambda z: g @ np.exp(z) * np.exp(z) ** (1.0 / alpha) - 1.0, np.log(w) + 0.3,
-                        xtol=1e-15, ftol=1e-15, gtol=1e-15)
+    sol = least_squares(
+        lambda z: g @ np.exp(z) * np.exp(z) ** (1.0 / alpha) - 1.0,
+        np.log(w) + 0.3,
+        xtol=1e-15,
+        ftol=1e-15,
+        gtol=1e-15,
+    )
     np.testing.assert_allclose(np.exp(sol.x), w, rtol=1e-7)
 
 
@@ -193,7 +233,9 @@ def test_nash_and_fairgrad_update_solves_the_equation(name, alpha):
 def test_nash_mtl_on_random_rank1_jacobians(seed):
     """Rank-1 three-task Jacobians (gradients on one line, random signs) never crash Nash-MTL."""
     gen = torch.Generator().manual_seed(seed)
-    j = torch.randn(3, 1, generator=gen, dtype=torch.float64) @ torch.randn(1, 8, generator=gen, dtype=torch.float64)
+    j = torch.randn(3, 1, generator=gen, dtype=torch.float64) @ torch.randn(
+        1, 8, generator=gen, dtype=torch.float64
+    )
     d = build_method("nash_mtl", _names(3)).aggregate(j)
     assert bool(torch.isfinite(d).all())
     if bool((j[:, 0] > 0).all() or (j[:, 0] < 0).all()):  # all on one side: a common descent direction

@@ -85,15 +85,26 @@ def test_upgrad_aligned_imtlg_fairgrad(t, seed):
     assert run_both(build_method("aligned_mtl", names(t)), ta.AlignedMTL(), t, seed) < 1e-9
     assert run_both(build_method("imtl_g", names(t)), ta.IMTLG(), t, seed) < 1e-9
     for alpha in (0.5, 1.0, 2.0):
-        assert run_both(build_method("fairgrad", names(t), alpha=alpha), ta.FairGrad(alpha=alpha), t, seed) < 1e-6
+        assert (
+            run_both(build_method("fairgrad", names(t), alpha=alpha), ta.FairGrad(alpha=alpha), t, seed)
+            < 1e-6
+        )
 
 
 @pytest.mark.parametrize("t", SIZES)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_excess_mtl_stepwise(t, seed):
     assert run_both(build_method("excess_mtl", names(t)), ta.ExcessMTL(), t, seed, steps=4) < 1e-12
-    assert run_both(build_method("excess_mtl", names(t), n_warmup_steps=2),
-                    ta.ExcessMTL(n_warmup_steps=2), t, seed, steps=4) < 1e-12
+    assert (
+        run_both(
+            build_method("excess_mtl", names(t), n_warmup_steps=2),
+            ta.ExcessMTL(n_warmup_steps=2),
+            t,
+            seed,
+            steps=4,
+        )
+        < 1e-12
+    )
 
 
 @pytest.mark.parametrize("t", SIZES)
@@ -126,7 +137,9 @@ def test_nash_mtl():
             if seed == 0:  # the default max_norm = 1 clipping agrees too
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    assert rel(build_method("nash_mtl", names(t)).aggregate(j), ta.NashMTL(n_tasks=t)(j)) < 1e-5
+                    assert (
+                        rel(build_method("nash_mtl", names(t)).aggregate(j), ta.NashMTL(n_tasks=t)(j)) < 1e-5
+                    )
     assert total >= 20 and agree == total
 
 
@@ -154,8 +167,12 @@ def test_torchjd_adapter_equals_torchjd_training_path(name):
 
 def test_torchjd_adapter_matches_our_upgrad_and_fills_n_tasks():
     j = random_jacobian(3, seed=0).float()
-    torch.testing.assert_close(build_method("torchjd:UPGrad", names(3)).aggregate(j),
-                               build_method("upgrad", names(3)).aggregate(j), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        build_method("torchjd:UPGrad", names(3)).aggregate(j),
+        build_method("upgrad", names(3)).aggregate(j),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     pytest.importorskip("cvxpy")
     assert build_method("torchjd:NashMTL", names(4)).inner.n_tasks == 4
 
@@ -179,10 +196,17 @@ def test_uw_matches_torchjd():
 def test_stch_matches_torchjd(mu):
     losses = torch.tensor([0.7, 2.0, 5.0], dtype=torch.float64, requires_grad=True)
     pref, ideal = [0.2, 0.5, 0.3], [0.1, 0.0, 1.0]
-    for kwargs, theirs in (({}, ts.STCH(mu)),
-                           ({"preference": pref, "ideal": ideal},
-                            ts.STCH(mu, weights=torch.tensor(pref, dtype=torch.float64),
-                                    reference=torch.tensor(ideal, dtype=torch.float64)))):
+    for kwargs, theirs in (
+        ({}, ts.STCH(mu)),
+        (
+            {"preference": pref, "ideal": ideal},
+            ts.STCH(
+                mu,
+                weights=torch.tensor(pref, dtype=torch.float64),
+                reference=torch.tensor(ideal, dtype=torch.float64),
+            ),
+        ),
+    ):
         ours = build_method("stch", names(3), mu=mu, **kwargs).double()
         a, b = ours.combine(losses), theirs(losses)
         torch.testing.assert_close(a, b)

@@ -41,8 +41,9 @@ def train(name: str, steps: int = 40, tasks=NAMES, extra: float = 0.0, **opts):
         extra_loss = extra * model.trunk[0].weight.pow(2).sum() if extra else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            logs = method.backward(losses, shared_params=model.shared_parameters(), features=feats,
-                                   extra_loss=extra_loss)
+            logs = method.backward(
+                losses, shared_params=model.shared_parameters(), features=feats, extra_loss=extra_loss
+            )
         assert all(torch.isfinite(torch.tensor(v)) for v in logs.values()), logs
         for p in model.parameters():
             assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}: bad grad at step {step}"
@@ -72,8 +73,9 @@ def test_extra_loss_gradient_is_added(name):
         model = TinyMTL(3, seed=4)
         feats, losses = task_losses(model, x, y, NAMES)
         extra_loss = 0.3 * model.trunk[0].weight.pow(2).sum() if extra else None
-        build_method(name, NAMES).backward(losses, shared_params=model.shared_parameters(), features=feats,
-                                           extra_loss=extra_loss)
+        build_method(name, NAMES).backward(
+            losses, shared_params=model.shared_parameters(), features=feats, extra_loss=extra_loss
+        )
         grads.append(model.trunk[0].weight.grad.clone())
         w = model.trunk[0].weight.detach()
     torch.testing.assert_close(grads[1] - grads[0], 0.6 * w, rtol=1e-4, atol=1e-5)
@@ -84,8 +86,10 @@ def test_aggregator_direction_lands_on_shared_params_and_heads_get_their_gradien
     model = TinyMTL(3, seed=5)
     feats, losses = task_losses(model, x, y, NAMES)
     shared = model.shared_parameters()
-    jac_rows = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(losses[t], shared, retain_graph=True)])
-                for t in NAMES]
+    jac_rows = [
+        torch.cat([g.reshape(-1) for g in torch.autograd.grad(losses[t], shared, retain_graph=True)])
+        for t in NAMES
+    ]
     head_grad = torch.autograd.grad(losses["b"], model.heads[1].weight, retain_graph=True)[0]
     method = build_method("mgda", NAMES)
     method.backward(losses, shared_params=shared)

@@ -100,7 +100,7 @@ def test_stl_is_single_task_and_splits_configs():
     with pytest.raises(ValueError, match="single_task_configs"):
         build_method("stl", NAMES)
     build_method("stl", ["depth"])
-    cfg = get_config("ci", ["loss.task_weights={\"depth\": 2.0}"])
+    cfg = get_config("ci", ['loss.task_weights={"depth": 2.0}'])
     runs = list(single_task_configs(cfg))
     assert [t for t, _ in runs] == list(cfg.data.tasks)
     for task, sub in runs:

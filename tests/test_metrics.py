@@ -112,7 +112,10 @@ def test_state_is_summable():
 
 def test_attributes_and_classification():
     m = AttributesMeter(2)
-    m.update(torch.tensor([[1.0, -1.0], [-2.0, -1.0], [3.0, 2.0]]), torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]))
+    m.update(
+        torch.tensor([[1.0, -1.0], [-2.0, -1.0], [3.0, 2.0]]),
+        torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]),
+    )
     assert torch.allclose(m.per_attribute(), torch.tensor([2 / 3, 2 / 3], dtype=torch.float64))
     assert m.compute()["acc"] == pytest.approx(2 / 3)
     c = ClassificationMeter(3)
@@ -123,8 +126,10 @@ def test_attributes_and_classification():
 
 
 def test_delta_m_sign_conventions():
-    tasks = tasks_from_info({"segmentation": {"kind": "segmentation", "num_classes": 3}, "depth": {"kind": "depth"}},
-                            ["segmentation", "depth"])
+    tasks = tasks_from_info(
+        {"segmentation": {"kind": "segmentation", "num_classes": 3}, "depth": {"kind": "depth"}},
+        ["segmentation", "depth"],
+    )
     stl = {"segmentation": {"mIoU": 0.5, "pix_acc": 0.8}, "depth": {"abs_err": 0.4, "rel_err": 0.2}}
     # higher mIoU is better (+10%), lower depth error is better (-10% error = +10%)
     mtl = {"segmentation": {"mIoU": 0.55, "pix_acc": 0.8}, "depth": {"abs_err": 0.36, "rel_err": 0.2}}

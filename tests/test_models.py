@@ -11,9 +11,13 @@ from coremtl_lite.models.blocks import l2_normalise
 from coremtl_lite.shading import SH_C0, SH_C1, SH_C3, linear_to_srgb, sh_shading
 from coremtl_lite.tasks import tasks_from_info
 
-INFO = {"segmentation": {"kind": "segmentation", "num_classes": 5}, "depth": {"kind": "depth"},
-        "normal": {"kind": "normal"}, "attributes": {"kind": "attributes", "num_attributes": 4},
-        "left": {"kind": "classification", "num_classes": 3}}
+INFO = {
+    "segmentation": {"kind": "segmentation", "num_classes": 5},
+    "depth": {"kind": "depth"},
+    "normal": {"kind": "normal"},
+    "attributes": {"kind": "attributes", "num_attributes": 4},
+    "left": {"kind": "classification", "num_classes": 3},
+}
 TASKS = tasks_from_info(INFO)
 
 
@@ -35,14 +39,23 @@ def test_every_architecture_shapes_and_gradients(arch):
     out = model(_image())
     p = out["preds"]
     assert p["segmentation"].shape == (3, 5, 32, 32) and p["depth"].shape == (3, 1, 32, 32)
-    assert p["normal"].shape == (3, 3, 32, 32) and p["attributes"].shape == (3, 4) and p["left"].shape == (3, 3)
+    assert (
+        p["normal"].shape == (3, 3, 32, 32) and p["attributes"].shape == (3, 4) and p["left"].shape == (3, 3)
+    )
     assert torch.allclose(p["normal"].norm(dim=1), torch.ones(3, 32, 32), atol=1e-4)
     loss = sum(v.float().pow(2).mean() for v in p.values())
     loss.backward()
     shared = {id(q) for q in model.shared_parameters()}
-    assert shared and all(q.grad is not None for q in model.shared_parameters()
-                          if not (arch == "dual_stream" and q is model.residual_proj.weight
-                                  or arch == "dual_stream" and q is model.residual_proj.bias))
+    assert shared and all(
+        q.grad is not None
+        for q in model.shared_parameters()
+        if not (
+            arch == "dual_stream"
+            and q is model.residual_proj.weight
+            or arch == "dual_stream"
+            and q is model.residual_proj.bias
+        )
+    )
     assert all(q.grad is not None and q.grad.abs().sum() > 0 for q in model.heads.parameters() if q.dim() > 1)
     assert len(shared) < len(list(model.parameters()))
 
@@ -127,7 +140,9 @@ def test_physics_decoder_composition_and_roles():
     h, w = dec["albedo"].shape[-2:]
     assert torch.allclose(dec["shading"], sh_shading(dec["normal_phys"], dec["lighting"]))
     assert torch.allclose(dec["recon_linear"], dec["albedo"] * dec["shading"])  # Eq. 13
-    up = torch.nn.functional.interpolate(dec["recon_linear"], size=(32, 32), mode="bilinear", align_corners=False)
+    up = torch.nn.functional.interpolate(
+        dec["recon_linear"], size=(32, 32), mode="bilinear", align_corners=False
+    )
     assert torch.allclose(dec["recon"], linear_to_srgb(up), atol=1e-6)
     assert torch.allclose(dec["normal_phys"].norm(dim=1), torch.ones(3, h, w), atol=1e-4)
     # roles: swapping z_p changes albedo and lighting but not the normals (from z_s only)
@@ -244,8 +259,9 @@ def test_mtcrl_builds_from_the_config_and_takes_vector_inputs():
     from coremtl_lite.tasks import tasks_from_info
 
     cfg = get_config("ci", ["model.architecture=mtcrl", "model.num_modules=3", "model.module_dim=5"]).model
-    tasks = tasks_from_info({"a": {"kind": "classification", "num_classes": 2},
-                             "b": {"kind": "classification", "num_classes": 4}})
+    tasks = tasks_from_info(
+        {"a": {"kind": "classification", "num_classes": 2}, "b": {"kind": "classification", "num_classes": 4}}
+    )
     vec = build_model(cfg, tasks, input_shape=(7,))
     out = vec(torch.randn(6, 7))
     assert out["features"].shape == (6, 3, 5) and out["preds"]["b"].shape == (6, 4)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # ------------------------------------------------------------------------------ decorrelation (MT-CRL Eq. 1-2)
 def test_decorrelation_exactly_zero_for_orthogonal_centred_blocks():
     # Hadamard columns: centred, mutually orthogonal, small integers -> exact arithmetic
-    h = torch.tensor([[1., 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]]).T  # columns
+    h = torch.tensor([[1.0, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]]).T  # columns
     modules = torch.stack([h[:, 1:2], h[:, 2:3], h[:, 3:4]], dim=1)  # (B=4, K=3, D=1)
     assert mtcrl.decorrelation_loss(modules).item() == 0.0
     two_dim = torch.stack([h[:, 1:3], h[:, 3:4].expand(4, 2)], dim=1)  # module 0 = cols 1,2; module 1 = col 3
@@ -38,14 +38,20 @@ def test_decorrelation_near_zero_for_independent_and_counts_correlated_pairs():
     assert mtcrl.decorrelation_loss(z2).item() == pytest.approx(3.0, abs=0.02)
     # matches the pairwise definition of MT-CRL Eq. 1
     small = torch.randn(64, 3, 2, generator=g)
-    ref = sum(mtcrl.pearson_cross_correlation(small[:, i], small[:, j]).pow(2).sum()
-              for i in range(3) for j in range(i + 1, 3))
+    ref = sum(
+        mtcrl.pearson_cross_correlation(small[:, i], small[:, j]).pow(2).sum()
+        for i in range(3)
+        for j in range(i + 1, 3)
+    )
     assert mtcrl.decorrelation_loss(small).item() == pytest.approx(ref.item(), rel=1e-5)
 
 
 def test_pearson_matches_numpy_and_is_safe_for_constant_columns():
     g = torch.Generator().manual_seed(1)
-    a, b = torch.randn(50, 2, generator=g, dtype=torch.float64), torch.randn(50, 1, generator=g, dtype=torch.float64)
+    a, b = (
+        torch.randn(50, 2, generator=g, dtype=torch.float64),
+        torch.randn(50, 1, generator=g, dtype=torch.float64),
+    )
     b = b + a[:, :1]
     import numpy as np
 
@@ -71,7 +77,7 @@ def test_entropy_is_maximal_for_uniform_module_usage():
     one_module[:, 0] = 1.0
     assert mtcrl.routing_entropy(one_module).item() == pytest.approx(0.0, abs=1e-6)
     # usage is over the column sums: different rows with the same column sums give the same entropy
-    perm = torch.tensor([[1., 0], [0, 1]])
+    perm = torch.tensor([[1.0, 0], [0, 1]])
     assert mtcrl.routing_entropy(perm).item() == pytest.approx(math.log(2))
 
 
@@ -105,8 +111,13 @@ def _toy_batch(n, m_c, seed, dim=3):
     g = torch.Generator().manual_seed(seed)
     ya = (torch.rand(n, generator=g) < 0.5).long()
     yb = torch.where(torch.rand(n, generator=g) < m_c, ya, 1 - ya)
-    x = torch.cat([(2 * ya - 1)[:, None] * 1.0 + torch.randn(n, dim, generator=g),
-                   (2 * yb - 1)[:, None] * 1.0 + torch.randn(n, dim, generator=g)], 1)
+    x = torch.cat(
+        [
+            (2 * ya - 1)[:, None] * 1.0 + torch.randn(n, dim, generator=g),
+            (2 * yb - 1)[:, None] * 1.0 + torch.randn(n, dim, generator=g),
+        ],
+        1,
+    )
     return {"image": x, "task_a": ya, "task_b": yb}
 
 
@@ -118,6 +129,7 @@ def _loss_fn(model):
         out = model(batch["image"])
         losses = {t: F.cross_entropy(out["preds"][t], batch[t]) for t in TASKS}
         return (losses, out) if return_outputs else losses
+
     return loss_fn
 
 
@@ -174,8 +186,9 @@ class _MaskedNet(nn.Module):
     def __init__(self, masks, d_in):
         super().__init__()
         self.masks = masks
-        self.heads = nn.ModuleDict({t: nn.Sequential(nn.Linear(d_in, 8), nn.Tanh(), nn.Linear(8, 2))
-                                    for t in masks})
+        self.heads = nn.ModuleDict(
+            {t: nn.Sequential(nn.Linear(d_in, 8), nn.Tanh(), nn.Linear(8, 2)) for t in masks}
+        )
 
     def forward(self, x):
         return {"preds": {t: h(x * self.masks[t].float()) for t, h in self.heads.items()}}
@@ -220,7 +233,9 @@ def test_task_module_gradients_and_similarity():
     z = model.experts(batch["image"])
     a = model.routing().detach().requires_grad_(True)
     mixed = torch.einsum("tk,bkd->tbd", a, z)
-    out = sum(spurious.true_class_output(model.heads[t](mixed[i]), batch[t], t).mean() for i, t in enumerate(TASKS))
+    out = sum(
+        spurious.true_class_output(model.heads[t](mixed[i]), batch[t], t).mean() for i, t in enumerate(TASKS)
+    )
     (ga,) = torch.autograd.grad(out, a)
     assert torch.allclose(g, a.detach() * ga, atol=1e-5)
     sim = spurious.task_similarity(torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [0, 0, 1.0]]))
@@ -258,8 +273,12 @@ def test_methods_train_without_nan(name):
 
 
 def test_mtcrl_regularisers_act():
-    _, _, plain, _ = _train("mtcrl", steps=40, lambda_decor=0.0, lambda_sps=0.0, lambda_bal=0.0, lambda_girm=0.0)
-    _, _, reg, _ = _train("mtcrl", steps=40, lambda_decor=20.0, lambda_sps=0.2, lambda_bal=0.0, lambda_girm=0.0)
+    _, _, plain, _ = _train(
+        "mtcrl", steps=40, lambda_decor=0.0, lambda_sps=0.0, lambda_bal=0.0, lambda_girm=0.0
+    )
+    _, _, reg, _ = _train(
+        "mtcrl", steps=40, lambda_decor=20.0, lambda_sps=0.2, lambda_bal=0.0, lambda_girm=0.0
+    )
     x = _toy_batch(256, 0.9, 10)["image"]
     with torch.no_grad():
         assert mtcrl.decorrelation_loss(reg(x)["features"]) < mtcrl.decorrelation_loss(plain(x)["features"])
@@ -274,15 +293,27 @@ def test_backward_without_meta_step_is_an_error():
         build_method("mtcrl", TASKS, girm_form="l2")
 
 
-@pytest.mark.parametrize("method,arch", [("mtcrl", "mtcrl"), ("irm", "mtcrl"), ("dann", "mtcrl"), ("irm", "vanilla")])
+@pytest.mark.parametrize(
+    "method,arch", [("mtcrl", "mtcrl"), ("irm", "mtcrl"), ("dann", "mtcrl"), ("irm", "vanilla")]
+)
 def test_methods_train_through_the_one_training_loop(method, arch, tmp_path):
     """MT-CRL, IRM and DANN run in the Trainer via the generic held-out hook, no name branches."""
     from coremtl_lite.config import get_config
     from coremtl_lite.train import Trainer
 
-    cfg = get_config("ci", ["data.dataset=digit_pairs", "data.tasks=left,right", "data.eval_domains=source,target",
-                            f"model.architecture={arch}", "model.grounding=none",
-                            f"train.method={method}", f"train.out_dir={tmp_path}", "train.checkpoint_every=0"])
+    cfg = get_config(
+        "ci",
+        [
+            "data.dataset=digit_pairs",
+            "data.tasks=left,right",
+            "data.eval_domains=source,target",
+            f"model.architecture={arch}",
+            "model.grounding=none",
+            f"train.method={method}",
+            f"train.out_dir={tmp_path}",
+            "train.checkpoint_every=0",
+        ],
+    )
     trainer = Trainer(cfg)
     history = trainer.fit()
     losses = [r["loss/total"] for r in history.steps]
@@ -369,8 +400,11 @@ def test_mtcrl_backward_fills_the_same_gradient_as_one_backward():
     model.zero_grad()
     out = model(train["image"])
     a = model.routing()
-    total = (sum(F.cross_entropy(out["preds"][t], train[t]) for t in TASKS)
-             + 20.0 * mtcrl.decorrelation_loss(out["features"], reduction="mean") + mtcrl.graph_loss(a, 0.2, 5.0))
+    total = (
+        sum(F.cross_entropy(out["preds"][t], train[t]) for t in TASKS)
+        + 20.0 * mtcrl.decorrelation_loss(out["features"], reduction="mean")
+        + mtcrl.graph_loss(a, 0.2, 5.0)
+    )
     total.backward()
     for n, p in model.named_parameters():
         torch.testing.assert_close(got[n], p.grad, rtol=1e-4, atol=1e-6)

@@ -35,19 +35,33 @@ GRADED = ("a1_ood_floor.ipynb", "a3_counterfactual_cfa.ipynb")
 
 
 def _nbgrader(course: Path, *args: str) -> str:
-    env = dict(os.environ, COREMTL_PROFILE="ci", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))  # alembic
-    proc = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env, capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    env = dict(
+        os.environ,
+        COREMTL_PROFILE="ci",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    )  # alembic
+    proc = subprocess.run(
+        [sys.executable, "-m", "nbgrader", *args],
+        cwd=course,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, (
+        f"nbgrader {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     return proc.stdout + proc.stderr
 
 
 def _hidden_lines(nb) -> list[str]:
     lines = []
     for cell in nb.cells:
-        for block in re.findall(re.escape(BEGIN_HIDDEN) + r"(.*?)" + re.escape(END_HIDDEN), cell.source, re.S):
+        for block in re.findall(
+            re.escape(BEGIN_HIDDEN) + r"(.*?)" + re.escape(END_HIDDEN), cell.source, re.S
+        ):
             lines += [ln.strip() for ln in block.splitlines() if len(ln.strip()) > 25]
     return lines
 
@@ -90,8 +104,14 @@ def test_release_version_is_the_committed_student_version(course, name):
     for ours, theirs in zip(committed.cells, release.cells):
         assert ours.source == theirs.source
         for key in ("deletable", "editable"):
-            assert ours.metadata.get(key, True) == theirs.metadata.get(key, True), (name, key, ours.source[:60])
-        meta = {k: v for k, v in theirs.metadata.get("nbgrader", {}).items() if k not in ("checksum", "cell_type")}
+            assert ours.metadata.get(key, True) == theirs.metadata.get(key, True), (
+                name,
+                key,
+                ours.source[:60],
+            )
+        meta = {
+            k: v for k, v in theirs.metadata.get("nbgrader", {}).items() if k not in ("checksum", "cell_type")
+        }
         assert ours.metadata.get("nbgrader", {}) == meta
     assert any(c.metadata.get("editable") is False for c in committed.cells)  # the test cells are locked
 
@@ -111,8 +131,13 @@ def test_feedback_does_not_reveal_hidden_tests(course, name):
     hidden = _hidden_lines(nbformat.read(SOURCE / name, as_version=4))
     assert hidden, f"{name} has no hidden tests"
     for student in ("solution", "blank"):
-        page = html.unescape(re.sub(r"<[^>]+>", "", (course / "feedback" / student / NAMES[name]
-                                                     / name.replace(".ipynb", ".html")).read_text()))
+        page = html.unescape(
+            re.sub(
+                r"<[^>]+>",
+                "",
+                (course / "feedback" / student / NAMES[name] / name.replace(".ipynb", ".html")).read_text(),
+            )
+        )
         assert "HIDDEN TESTS" not in page
         leaked = [ln for ln in hidden if ln in page]
         assert not leaked, f"{student}'s feedback on {name} shows hidden test lines: {leaked[:3]}"

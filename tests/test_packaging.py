@@ -31,7 +31,9 @@ def _environment_requirements() -> dict[str, str]:
 
 def test_environment_yml_lists_the_same_packages_as_pyproject():
     py, env = _pyproject_requirements(), _environment_requirements()
-    assert set(py) == set(env), f"only in pyproject: {set(py) - set(env)}; only in environment.yml: {set(env) - set(py)}"
+    assert set(py) == set(env), (
+        f"only in pyproject: {set(py) - set(env)}; only in environment.yml: {set(env) - set(py)}"
+    )
     assert py == env, {k: (py[k], env[k]) for k in py if py[k] != env[k]}
 
 
@@ -50,7 +52,9 @@ def test_ci_runs_the_readme_test_command():
 def test_project_metadata_is_complete():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["license"] == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT License")
-    assert project["keywords"] and any(c.startswith("Programming Language :: Python :: 3.1") for c in project["classifiers"])
+    assert project["keywords"] and any(
+        c.startswith("Programming Language :: Python :: 3.1") for c in project["classifiers"]
+    )
     for name in ("CITATION.cff", "CHANGELOG.md", "coremtl_lite/py.typed"):
         assert (ROOT / name).is_file(), name
     cff = (ROOT / "CITATION.cff").read_text()
@@ -74,7 +78,9 @@ def test_wheel_installs_and_runs_in_a_fresh_venv(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
 
     def run(*cmd, cwd=work):
-        proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        )
         assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         return proc.stdout
 
@@ -85,7 +91,9 @@ def test_wheel_installs_and_runs_in_a_fresh_venv(tmp_path):
     site = run(py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip()
     Path(site, "project-env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     run(py, "-m", "pip", "install", "--no-deps", "--no-index", "-q", wheel)
-    where = run(py, "-c", "import coremtl_lite, pathlib; print(pathlib.Path(coremtl_lite.__file__).resolve())")
+    where = run(
+        py, "-c", "import coremtl_lite, pathlib; print(pathlib.Path(coremtl_lite.__file__).resolve())"
+    )
     assert where.strip().startswith(str(venv.resolve())), where  # the installed wheel, not the checkout
     cli = venv / "bin" / "coremtl-lite"
     assert "coremtl-lite" in run(cli, "--version")

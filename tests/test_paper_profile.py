@@ -18,10 +18,21 @@ def test_paper_preset_runs_one_step_on_fixture_data(preset, tmp_path):
     else:
         root = tmp_path / "celeba"
         _celeba_raw(root)
-    cfg = paper_config(preset, [f"data.root={root}", "data.batch_size=2", "data.image_size=32", "optim.epochs=1",
-                                "train.max_steps_per_epoch=1", "train.progress=false", "train.checkpoint_every=0",
-                                f"train.out_dir={tmp_path / 'run'}", "model.pretrained=false",
-                                "loss.perceptual=ssim"])
+    cfg = paper_config(
+        preset,
+        [
+            f"data.root={root}",
+            "data.batch_size=2",
+            "data.image_size=32",
+            "optim.epochs=1",
+            "train.max_steps_per_epoch=1",
+            "train.progress=false",
+            "train.checkpoint_every=0",
+            f"train.out_dir={tmp_path / 'run'}",
+            "model.pretrained=false",
+            "loss.perceptual=ssim",
+        ],
+    )
     assert cfg.profile == "paper" and cfg.model.encoder in ("resnet50", "resnet18")
     trainer = Trainer(cfg)
     history = trainer.fit()

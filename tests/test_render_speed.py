@@ -26,13 +26,26 @@ def _scene(objects, tilt=(0.0, 0.0), z0=0.0):
     """Semantic factors of one scene from ``[(shape_id, x, y, size, height, angle), ...]``."""
     valid = torch.zeros(1, MAX_OBJECTS, dtype=torch.bool)
     shape = torch.full((1, MAX_OBJECTS), -1)
-    pos, size, height, angle = (torch.zeros(1, MAX_OBJECTS, 2), torch.zeros(1, MAX_OBJECTS),
-                                torch.zeros(1, MAX_OBJECTS), torch.zeros(1, MAX_OBJECTS))
+    pos, size, height, angle = (
+        torch.zeros(1, MAX_OBJECTS, 2),
+        torch.zeros(1, MAX_OBJECTS),
+        torch.zeros(1, MAX_OBJECTS),
+        torch.zeros(1, MAX_OBJECTS),
+    )
     for k, (sid, x, y, r, h, a) in enumerate(objects):
         valid[0, k], shape[0, k] = True, sid
         pos[0, k], size[0, k], height[0, k], angle[0, k] = torch.tensor([x, y]), r, h, a
-    return {"num_objects": valid.sum(1), "valid": valid, "shape": shape, "position": pos, "size": size,
-            "height": height, "angle": angle, "ground_tilt": torch.tensor([tilt]), "ground_height": torch.tensor([z0])}
+    return {
+        "num_objects": valid.sum(1),
+        "valid": valid,
+        "shape": shape,
+        "position": pos,
+        "size": size,
+        "height": height,
+        "angle": angle,
+        "ground_tilt": torch.tensor([tilt]),
+        "ground_height": torch.tensor([z0]),
+    }
 
 
 def _pixel_grid(n):
@@ -49,7 +62,7 @@ def test_known_answer_hemisphere_on_a_flat_ground():
     assert torch.equal(g["segmentation"][0], torch.where(inside, 1, 0))
     z = torch.where(inside, h * (1.0 - q).clamp_min(1e-4).sqrt(), 0.0)
     assert torch.allclose(g["depth"][0, 0], CAMERA_HEIGHT - z, atol=1e-5)
-    centre = g["normal"][0, :, n // 2 - 1:n // 2 + 1, n // 2 - 1:n // 2 + 1]
+    centre = g["normal"][0, :, n // 2 - 1 : n // 2 + 1, n // 2 - 1 : n // 2 + 1]
     assert (centre[2] > 0.99).all()  # the top faces the camera
     ground = g["normal"][0][:, ~inside]
     assert torch.equal(ground, torch.tensor([0.0, 0.0, 1.0])[:, None].expand_as(ground))
@@ -61,10 +74,12 @@ def test_known_answer_hemisphere_on_a_flat_ground():
 def test_known_answer_box_cylinder_occlusion_and_tilted_ground():
     n = 48
     # a tall cylinder overlaps a low box: the taller surface is the visible one where they overlap
-    g = geometry(_scene([(3, -0.2, 0.0, 0.4, 0.3, 0.0), (2, 0.2, 0.0, 0.4, 0.6, 0.0)], tilt=(0.1, -0.05), z0=0.02), n)
+    g = geometry(
+        _scene([(3, -0.2, 0.0, 0.4, 0.3, 0.0), (2, 0.2, 0.0, 0.4, 0.6, 0.0)], tilt=(0.1, -0.05), z0=0.02), n
+    )
     x, y = _pixel_grid(n)
     box = (x + 0.2).abs().lt(0.32) & y.abs().lt(0.32)
-    cyl = (x - 0.2) ** 2 + y ** 2 < 0.16
+    cyl = (x - 0.2) ** 2 + y**2 < 0.16
     seg = g["segmentation"][0]
     assert torch.equal(seg[cyl], torch.full_like(seg[cyl], 3))  # class 3 = cylinder (shape 2 + 1)
     assert torch.equal(seg[box & ~cyl], torch.full_like(seg[box & ~cyl], 4))  # box (shape 3 + 1)
@@ -73,8 +88,10 @@ def test_known_answer_box_cylinder_occlusion_and_tilted_ground():
     plane = 0.1 * x - 0.05 * y + 0.02
     assert torch.allclose(g["depth"][0, 0][ground], CAMERA_HEIGHT - plane[ground], atol=1e-5)
     # flat tops rest on the plane at their centre
-    assert torch.allclose(g["depth"][0, 0][cyl], torch.tensor(CAMERA_HEIGHT - (0.6 + 0.1 * 0.2 + 0.02)), atol=1e-5)
-    nz = 1.0 / math.sqrt(1 + 0.1 ** 2 + 0.05 ** 2)
+    assert torch.allclose(
+        g["depth"][0, 0][cyl], torch.tensor(CAMERA_HEIGHT - (0.6 + 0.1 * 0.2 + 0.02)), atol=1e-5
+    )
+    nz = 1.0 / math.sqrt(1 + 0.1**2 + 0.05**2)
     expect = torch.tensor([-0.1 * nz, 0.05 * nz, nz])
     assert torch.allclose(g["normal"][0][:, ground], expect[:, None], atol=1e-6)
 
@@ -84,7 +101,9 @@ def test_mirroring_the_semantic_factors_mirrors_the_labels():
     s = ds.sample_semantic(range(64))
     m = dict(s)
     m["position"] = s["position"] * torch.tensor([-1.0, 1.0])
-    m["angle"] = torch.where(s["valid"], math.pi / 2 - s["angle"], 0.0)  # boxes and pyramids: 90-degree symmetric
+    m["angle"] = torch.where(
+        s["valid"], math.pi / 2 - s["angle"], 0.0
+    )  # boxes and pyramids: 90-degree symmetric
     m["ground_tilt"] = s["ground_tilt"] * torch.tensor([-1.0, 1.0])
     a, b = ds.geometry(s), ds.geometry(m)
     same = a["segmentation"].flip(-1) == b["segmentation"]
@@ -98,8 +117,15 @@ def test_known_answer_image_of_a_plain_ground():
     ds = ShadedScenes(size=16, length=1, seed=0)
     f = ds.sample_factors([0])
     sem = _scene([])
-    r = ds.intervene(f["residual"], texture_amp=0.0, noise_std=0.0, exposure=1.0, light_temperature=6500.0,
-                     light_azimuth=0.0, light_elevation=math.pi / 2)
+    r = ds.intervene(
+        f["residual"],
+        texture_amp=0.0,
+        noise_std=0.0,
+        exposure=1.0,
+        light_temperature=6500.0,
+        light_azimuth=0.0,
+        light_elevation=math.pi / 2,
+    )
     img = ds.render(sem, r)["image"][0]
     # a flat ground under white light: S = sum_k L_k Y_k((0, 0, 1)), the same in every pixel
     shading = (r["sh"][0] * sh_basis(torch.tensor([0.0, 0.0, 1.0]), dim=-1)).sum(-1).clamp_min(0.0)
@@ -108,8 +134,9 @@ def test_known_answer_image_of_a_plain_ground():
     # the exposure scales the linear image (Eq. 13)
     for e in (0.5, 0.8):
         img_e = ds.render(sem, ds.intervene(r, exposure=e))["image"][0]
-        assert torch.allclose(img_e, linear_to_srgb(e * r["albedo"][0, -1] * shading)[:, None, None].expand_as(img_e),
-                              atol=1e-6)
+        assert torch.allclose(
+            img_e, linear_to_srgb(e * r["albedo"][0, -1] * shading)[:, None, None].expand_as(img_e), atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("domain", ["source", "target", "shift:0.5", "colored", "corrupt:fog:3"])
@@ -147,8 +174,27 @@ def test_noise_fields_are_deterministic_white_noise():
 
 
 def test_bench_render_script_runs():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_render.py"), "--threads", "1",
-                          "--batch", "8", "--repeats", "1", "--sizes", "16", "64", "--domains", "source",
-                          "corrupt:fog:1"], capture_output=True, text=True, timeout=300, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_render.py"),
+            "--threads",
+            "1",
+            "--batch",
+            "8",
+            "--repeats",
+            "1",
+            "--sizes",
+            "16",
+            "64",
+            "--domains",
+            "source",
+            "corrupt:fog:1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
     assert "16x16" in out and "corrupt:fog:1" in out
     assert "goal >= 5000" in out and "goal >= 2000" in out

@@ -19,8 +19,20 @@ from coremtl_lite.data.scenes.priors import (
     w1_between,
 )
 
-DOMAINS = ("source", "target", "shift:0.3", "rho:0", "rho:1", "only:colour", "only:texture", "only:lighting",
-           "only:camera", "corrupt:fog:2", "colored", "colored-permuted")
+DOMAINS = (
+    "source",
+    "target",
+    "shift:0.3",
+    "rho:0",
+    "rho:1",
+    "only:colour",
+    "only:texture",
+    "only:lighting",
+    "only:camera",
+    "corrupt:fog:2",
+    "colored",
+    "colored-permuted",
+)
 SCENE_FACTORS = [f.name for f in FACTORS if f.group in ("lighting", "camera")]
 SURFACE_FACTORS = ["saturation", "value", "texture_freq", "texture_amp"]
 
@@ -48,11 +60,15 @@ def test_severity_zero_is_the_source_and_one_the_target_bit_for_bit():
         src = ShadedScenes(size=32, length=16, seed=1, rho=rho).get_batch(range(16))
         s0 = ShadedScenes(domain="shift:0", size=32, length=16, seed=1, rho=rho).get_batch(range(16))
         assert torch.equal(src["image"], s0["image"])
-        tgt = ShadedScenes(domain="target", size=32, length=16, seed=1, rho=rho, severity=1.0).get_batch(range(16))
+        tgt = ShadedScenes(domain="target", size=32, length=16, seed=1, rho=rho, severity=1.0).get_batch(
+            range(16)
+        )
         s1 = ShadedScenes(domain="shift:1", size=32, length=16, seed=1, rho=rho).get_batch(range(16))
         assert torch.equal(tgt["image"], s1["image"])
     # the target's severity is the dataset's: target at severity 0.5 is shift:0.5 without the keying
-    half = ShadedScenes(domain="target", size=16, length=8, seed=1, severity=0.5).sample_named_residual(range(8))
+    half = ShadedScenes(domain="target", size=16, length=8, seed=1, severity=0.5).sample_named_residual(
+        range(8)
+    )
     mid = ShadedScenes(domain="shift:0.5", size=16, length=8, seed=1, rho=0.0).sample_named_residual(range(8))
     for k in half:
         assert torch.equal(half[k], mid[k]), k
@@ -98,8 +114,12 @@ def test_per_factor_domains_shift_one_group_only():
     for group in GROUPS:
         named = _named(f"only:{group}")
         shifted = {f.name for f in FACTORS if f.group == group}
-        shifted |= {"colour": {"keyed", "hue"}, "texture": {"texture_kind"}, "lighting": {"light_azimuth"},
-                    "camera": set()}[group]
+        shifted |= {
+            "colour": {"keyed", "hue"},
+            "texture": {"texture_kind"},
+            "lighting": {"light_azimuth"},
+            "camera": set(),
+        }[group]
         for k, v in named.items():
             same = torch.equal(v, src[k])
             if k in shifted and not (k == "noise_std"):  # the noise level has the same range in both
@@ -108,7 +128,9 @@ def test_per_factor_domains_shift_one_group_only():
                 assert same, (group, k)
 
 
-@pytest.mark.parametrize("bad", ["shift:1.5", "shift:", "rho:x", "rho:-0.1", "only:hue", "tagret", "corrupt:fog:6"])
+@pytest.mark.parametrize(
+    "bad", ["shift:1.5", "shift:", "rho:x", "rho:-0.1", "only:hue", "tagret", "corrupt:fog:6"]
+)
 def test_bad_domain_names_are_named_with_the_valid_forms(bad):
     with pytest.raises(ValueError, match="domain") as err:
         ShadedScenes(domain=bad)
@@ -140,7 +162,9 @@ def test_uniform_w1_closed_form_on_hand_made_cases():
     src, tgt = parse_domain("source"), parse_domain("shift:1")
     for f in FACTORS:
         if f.group in ("lighting", "camera", "texture"):
-            assert w1_between(f.name, src, tgt) == pytest.approx(uniform_w1(f.source, f.target), abs=1e-6), f.name
+            assert w1_between(f.name, src, tgt) == pytest.approx(uniform_w1(f.source, f.target), abs=1e-6), (
+                f.name
+            )
 
 
 def _samples(domain, rho, n=6000):
@@ -148,8 +172,11 @@ def _samples(domain, rho, n=6000):
     sem = ds.sample_semantic(range(n))
     f = ds.sample_named_residual(range(n), sem)
     obj = sem["valid"]
-    return {k: (v[:, :5][obj] if v.dim() == 2 else v).double().numpy() for k, v in f.items()
-            if k in priors.W1_FACTORS}
+    return {
+        k: (v[:, :5][obj] if v.dim() == 2 else v).double().numpy()
+        for k, v in f.items()
+        if k in priors.W1_FACTORS
+    }
 
 
 def test_residual_w1_matches_the_empirical_distance_between_samples():

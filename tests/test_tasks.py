@@ -8,17 +8,26 @@ import torch
 from coremtl_lite.metrics import DepthMeter, SegmentationMeter
 from coremtl_lite.tasks import Task, tasks_from_info
 
-INFO = {"segmentation": {"kind": "segmentation", "num_classes": 7}, "depth": {"kind": "depth"},
-        "normal": {"kind": "normal"}, "attributes": {"kind": "attributes", "num_attributes": 10},
-        "left": {"kind": "classification", "num_classes": 10}}
+INFO = {
+    "segmentation": {"kind": "segmentation", "num_classes": 7},
+    "depth": {"kind": "depth"},
+    "normal": {"kind": "normal"},
+    "attributes": {"kind": "attributes", "num_attributes": 10},
+    "left": {"kind": "classification", "num_classes": 10},
+}
 
 
 def test_kinds_channels_and_directions():
     tasks = tasks_from_info(INFO, ["segmentation", "depth", "normal", "attributes", "left"])
     by = {t.name: t for t in tasks}
     assert [t.name for t in tasks] == ["segmentation", "depth", "normal", "attributes", "left"]
-    assert {n: t.channels for n, t in by.items()} == {"segmentation": 7, "depth": 1, "normal": 3,
-                                                       "attributes": 10, "left": 10}
+    assert {n: t.channels for n, t in by.items()} == {
+        "segmentation": 7,
+        "depth": 1,
+        "normal": 3,
+        "attributes": 10,
+        "left": 10,
+    }
     assert by["segmentation"].directions == {"mIoU": True, "pix_acc": True}
     assert by["depth"].directions == {"abs_err": False, "rel_err": False}
     assert by["normal"].directions["mean"] is False and by["normal"].directions["within_30"] is True

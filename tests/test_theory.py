@@ -71,7 +71,6 @@ def test_least_squares_head_matches_a_fit():
     assert T.least_squares_head(np.pi / 4, 1.0, 1.0) == pytest.approx(np.sqrt(0.5))
 
 
-
 # ---------------------------------------------------------------------------- Theorem 2.3
 def test_closed_form_gap_equals_monte_carlo_within_2_percent():
     """Acceptance criterion: MC (n = 10^6, seeded) vs Eq. 27 over 5 angles x 3 shifts x 2 variances."""
@@ -86,7 +85,8 @@ def test_closed_form_gap_equals_monte_carlo_within_2_percent():
         np.testing.assert_allclose(mc, closed, rtol=0.02)
     # the MC is seeded: same seed, same number
     assert T.ood_gap_monte_carlo(0.5, 1.0, 0.25, 1.0, n=10_000, seed=7) == T.ood_gap_monte_carlo(
-        0.5, 1.0, 0.25, 1.0, n=10_000, seed=7)
+        0.5, 1.0, 0.25, 1.0, n=10_000, seed=7
+    )
 
 
 def test_monte_carlo_sufficient_statistics_equal_an_explicit_fit():
@@ -143,8 +143,9 @@ def test_gaussian_w1_matches_empirical():
 
 
 def test_leakage_coefficient():
-    np.testing.assert_allclose(T.leakage_coefficient_linear([0.0, np.pi / 6, np.pi / 2]), [0.0, 0.5, 1.0],
-                               atol=1e-15)
+    np.testing.assert_allclose(
+        T.leakage_coefficient_linear([0.0, np.pi / 6, np.pi / 2]), [0.0, 0.5, 1.0], atol=1e-15
+    )
     # Eq. 8 by brute force: the sup of ||f_s(s, r) - f_s(s, r')|| / ||r - r'|| over random pairs
     scm = T.LinearGaussianSCM(2, 3, theta=0.6)
     rng = np.random.default_rng(0)
@@ -184,16 +185,18 @@ def test_cka_closed_form_and_monte_carlo():
     np.testing.assert_allclose(T.cka_closed_form(theta, 1.0, 1.0), 0.0, atol=1e-30)
     # unequal dimensions
     closed_23 = T.cka_closed_form(0.5, 1.0, 0.25, dim_s=2, dim_r=3)
-    assert T.cka_vs_theta(0.5, 1.0, 0.25, n=60_000, seed=1, dim_s=2, dim_r=3) == pytest.approx(closed_23,
-                                                                                             abs=0.01)
+    assert T.cka_vs_theta(0.5, 1.0, 0.25, n=60_000, seed=1, dim_s=2, dim_r=3) == pytest.approx(
+        closed_23, abs=0.01
+    )
 
 
 def test_numpy_cka_agrees_with_torch_cka():
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((300, 3)), rng.standard_normal((300, 4))
     y[:, 0] += x[:, 1]
-    assert T.linear_cka_numpy(x, y) == pytest.approx(linear_cka(torch.from_numpy(x), torch.from_numpy(y)).item(),
-                                                     rel=1e-10)
+    assert T.linear_cka_numpy(x, y) == pytest.approx(
+        linear_cka(torch.from_numpy(x), torch.from_numpy(y)).item(), rel=1e-10
+    )
     assert T.linear_cka_numpy(np.ones((5, 2)), y[:5]) == 0.0
 
 
@@ -243,7 +246,9 @@ def test_gap_figure_data():
     data = T.gap_figure_data(np.pi / 4, 4.0)
     assert data["theta_grid"].shape == data["gap_curve"].shape == (181,)
     assert data["var_r_target"] == pytest.approx(4.0 * T.DEFAULT_VAR_R)
-    assert data["gap"] == pytest.approx(T.ood_gap(np.pi / 4, T.DEFAULT_VAR_S, T.DEFAULT_VAR_R, T.DEFAULT_VAR_R * 4))
+    assert data["gap"] == pytest.approx(
+        T.ood_gap(np.pi / 4, T.DEFAULT_VAR_S, T.DEFAULT_VAR_R, T.DEFAULT_VAR_R * 4)
+    )
     assert data["gap"] == pytest.approx(0.48)  # 1/4 * 1 * 0.75 / 0.625^2
     assert data["w_star"] == pytest.approx(T.least_squares_head(np.pi / 4, 1.0, 0.25))
     assert data["leakage"] == pytest.approx(np.sqrt(0.5))

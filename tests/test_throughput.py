@@ -82,17 +82,35 @@ def test_batches_rendered_ahead_are_bit_identical_to_rendering_in_the_loop(threa
 
 
 def _config(tmp_path, *overrides):
-    return get_config("ci", ["data.image_size=16", "data.train_size=48", "data.val_size=16", "data.test_size=16",
-                             "data.batch_size=8", "optim.epochs=2", "train.progress=false",
-                             "train.checkpoint_every=0", "train.grad_log_every=2", f"train.out_dir={tmp_path}",
-                             *overrides])
+    return get_config(
+        "ci",
+        [
+            "data.image_size=16",
+            "data.train_size=48",
+            "data.val_size=16",
+            "data.test_size=16",
+            "data.batch_size=8",
+            "optim.epochs=2",
+            "train.progress=false",
+            "train.checkpoint_every=0",
+            "train.grad_log_every=2",
+            f"train.out_dir={tmp_path}",
+            *overrides,
+        ],
+    )
 
 
 @pytest.mark.parametrize("cache_bytes", [0, 1 << 30])
 def test_training_with_rendering_ahead_gives_the_same_numbers(tmp_path, cache_bytes):
     """The same seed gives the same run, rendering ahead or in the loop, with and without the scene cache."""
-    cfg = _config(tmp_path, "data.augment=true", "model.architecture=dual_stream", "model.grounding=hard",
-                  "loss.cfa_start=0", "loss.decomposition_warmup=0")
+    cfg = _config(
+        tmp_path,
+        "data.augment=true",
+        "model.architecture=dual_stream",
+        "model.grounding=hard",
+        "loss.cfa_start=0",
+        "loss.decomposition_warmup=0",
+    )
     runs = [Trainer(cfg, cache_bytes=cache_bytes, prefetch=p) for p in (0, 2)]
     for tr in runs:
         tr.fit()
@@ -100,13 +118,17 @@ def test_training_with_rendering_ahead_gives_the_same_numbers(tmp_path, cache_by
     assert len(a.history.steps) == len(b.history.steps) == 12
     for ra, rb in zip(a.history.steps, b.history.steps):
         assert ra == rb
-    assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+    assert all(
+        torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values())
+    )
     assert a.history.epochs[-1]["val"] == b.history.epochs[-1]["val"]
 
 
 # ----------------------------------------------------------------------------------- CacheBudget
 def test_one_cache_budget_for_all_datasets_training_split_first():
-    train, val, test = (ShadedScenes(size=16, length=n, seed=0, offset=o) for n, o in ((20, 0), (10, 20), (10, 30)))
+    train, val, test = (
+        ShadedScenes(size=16, length=n, seed=0, offset=o) for n, o in ((20, 0), (10, 20), (10, 30))
+    )
     need = cache_estimate(train)
     budget = CacheBudget(need + cache_estimate(val))
     wrapped = [budget.wrap(ds) for ds in (train, val, test)]
@@ -158,7 +180,7 @@ def test_precision_is_float32_off_cuda():
 
 def test_scale_gradients_scales_the_gradient_not_the_value():
     x = torch.tensor([1.0, 2.0], requires_grad=True)
-    y = scale_gradients((x ** 2).sum(), 8.0)
+    y = scale_gradients((x**2).sum(), 8.0)
     assert y.item() == 5.0
     y.backward()
     assert torch.equal(x.grad, torch.tensor([16.0, 32.0]))
@@ -167,10 +189,39 @@ def test_scale_gradients_scales_the_gradient_not_the_value():
 
 # ------------------------------------------------------------------------------ the benchmark script
 def test_bench_train_script_runs_in_the_ci_profile():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--profile", "ci",
-                          "--steps", "2", "--warmup", "0", "--uncached", "data.image_size=16", "data.train_size=16",
-                          "data.val_size=8", "data.test_size=8", "data.batch_size=8"],
-                         capture_output=True, text=True, timeout=600, check=True, cwd=ROOT).stdout
-    for line in ("loop / step", "(goal >= 90%", "step GFLOP/s / matmul", "(goal >= 50%", "(goal >= 45%",
-                 "CORE-MTL / EW step cost", "(goal <= 1.4", "peak RSS", "val img/s", "without the scene cache"):
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_train.py"),
+            "--profile",
+            "ci",
+            "--steps",
+            "2",
+            "--warmup",
+            "0",
+            "--uncached",
+            "data.image_size=16",
+            "data.train_size=16",
+            "data.val_size=8",
+            "data.test_size=8",
+            "data.batch_size=8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    for line in (
+        "loop / step",
+        "(goal >= 90%",
+        "step GFLOP/s / matmul",
+        "(goal >= 50%",
+        "(goal >= 45%",
+        "CORE-MTL / EW step cost",
+        "(goal <= 1.4",
+        "peak RSS",
+        "val img/s",
+        "without the scene cache",
+    ):
         assert line in out, line

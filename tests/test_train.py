@@ -37,7 +37,9 @@ def test_lr_factor_warmup_then_cosine_to_min_ratio():
     assert f[5] == pytest.approx(1.0)  # cosine starts at the base lr
     assert f[-1] == pytest.approx(r)  # ... and ends at min_lr_ratio x lr
     mid = 5 + (total - 5 - 1) / 2  # half-way through the decay: r + (1 - r) / 2
-    assert lr_factor(int(mid), total, warm, r) == pytest.approx(r + (1 - r) * 0.5 * (1 + math.cos(math.pi * 7 / 14)))
+    assert lr_factor(int(mid), total, warm, r) == pytest.approx(
+        r + (1 - r) * 0.5 * (1 + math.cos(math.pi * 7 / 14))
+    )
     assert all(a >= b for a, b in zip(f[5:], f[6:]))  # monotone decay
     assert lr_factor(100, total, warm, r) == pytest.approx(r)
     assert lr_factor(0, 10, 0, 0.1) == 1.0  # no warm-up
@@ -49,9 +51,17 @@ def test_lr_factor_warmup_then_cosine_to_min_ratio():
 
 # ------------------------------------------------------------------------------------- history
 def test_history_series_and_json_round_trip():
-    h = History(steps=[{"step": 0, "loss/total": 2.0}, {"step": 1, "loss/total": 1.5, "obj/cka": 0.3}],
-                epochs=[{"epoch": 1, "train/depth": 0.4, "val": {"depth": {"abs_err": 0.5}},
-                         "test": {"target": {"depth": {"abs_err": 0.7}}}}])
+    h = History(
+        steps=[{"step": 0, "loss/total": 2.0}, {"step": 1, "loss/total": 1.5, "obj/cka": 0.3}],
+        epochs=[
+            {
+                "epoch": 1,
+                "train/depth": 0.4,
+                "val": {"depth": {"abs_err": 0.5}},
+                "test": {"target": {"depth": {"abs_err": 0.7}}},
+            }
+        ],
+    )
     assert h.step_series("loss/total") == ([0, 1], [2.0, 1.5])
     assert h.step_series("obj/cka") == ([1], [0.3])
     assert h.epoch_series("train/depth") == ([1], [0.4])
@@ -192,7 +202,6 @@ def test_model_selection_uses_validation_and_best_weights(tmp_path):
     h = tr.fit()
     scores = [e["score"] for e in h.epochs]
 
-
     trivial = tr.evaluate_trivial(split="val")["val"]  # the fixed reference of the score
     assert scores == [relative_score(e["val"], trivial, tr.directions()) for e in h.epochs]
     assert tr.best_epoch == 1 + int(np.argmax(scores)) and tr.best_score == max(scores)
@@ -312,11 +321,26 @@ def test_exact_resume_core_mtl_with_the_real_objective(tmp_path):
     from coremtl_lite.train import Trainer
 
     def make(out):
-        return Trainer(get_config("ci", ["data.image_size=16", "data.train_size=32", "data.val_size=16",
-                                         "data.test_size=16", "data.batch_size=8", "data.eval_domains=source",
-                                         "model.architecture=dual_stream", "model.grounding=hard", "train.method=rlw",
-                                         "loss.cfa_prob=0.5", "loss.cfa_max_rec_ratio=1e9", "loss.perceptual=ssim",
-                                         f"train.out_dir={out}"]))
+        return Trainer(
+            get_config(
+                "ci",
+                [
+                    "data.image_size=16",
+                    "data.train_size=32",
+                    "data.val_size=16",
+                    "data.test_size=16",
+                    "data.batch_size=8",
+                    "data.eval_domains=source",
+                    "model.architecture=dual_stream",
+                    "model.grounding=hard",
+                    "train.method=rlw",
+                    "loss.cfa_prob=0.5",
+                    "loss.cfa_max_rec_ratio=1e9",
+                    "loss.perceptual=ssim",
+                    f"train.out_dir={out}",
+                ],
+            )
+        )
 
     straight = make(tmp_path / "a")
     straight.fit()
@@ -366,16 +390,33 @@ def test_render_cache_renders_each_chunk_once_independent_of_order():
 
 # ------------------------------------------------------------------ CORE-MTL's staged schedule in the loop
 def _core_config(tmp_path, *overrides):
-    return get_config("ci", ["data.image_size=16", "data.train_size=32", "data.val_size=16", "data.test_size=16",
-                             "data.batch_size=8", "loss.perceptual=ssim", "train.progress=false",
-                             "train.checkpoint_every=0", "train.eval_every=0", f"train.out_dir={tmp_path}",
-                             *overrides])
+    return get_config(
+        "ci",
+        [
+            "data.image_size=16",
+            "data.train_size=32",
+            "data.val_size=16",
+            "data.test_size=16",
+            "data.batch_size=8",
+            "loss.perceptual=ssim",
+            "train.progress=false",
+            "train.checkpoint_every=0",
+            "train.eval_every=0",
+            f"train.out_dir={tmp_path}",
+            *overrides,
+        ],
+    )
 
 
 @pytest.mark.parametrize("epochs", [4, 8])
 def test_schedule_keeps_its_proportions_whatever_the_epoch_count(tmp_path, epochs):
-    cfg = _core_config(tmp_path, f"optim.epochs={epochs}", "loss.decomposition_warmup=0.25", "loss.ind_ramp=0.25",
-                       "train.grad_log_every=0")
+    cfg = _core_config(
+        tmp_path,
+        f"optim.epochs={epochs}",
+        "loss.decomposition_warmup=0.25",
+        "loss.ind_ramp=0.25",
+        "train.grad_log_every=0",
+    )
     tr = Trainer(cfg)
     h = tr.fit()
     _, stage0 = h.step_series("obj/stage0")
@@ -387,7 +428,9 @@ def test_schedule_keeps_its_proportions_whatever_the_epoch_count(tmp_path, epoch
 
 
 def test_stage0_in_the_trainer_leaves_the_heads_untouched_and_trains_the_encoder(tmp_path):
-    tr = Trainer(_core_config(tmp_path, "optim.epochs=2", "loss.decomposition_warmup=0.5", "train.grad_log_every=1"))
+    tr = Trainer(
+        _core_config(tmp_path, "optim.epochs=2", "loss.decomposition_warmup=0.5", "train.grad_log_every=1")
+    )
     heads = {k: v.clone() for k, v in tr.model.heads.state_dict().items()}
     enc = {k: v.clone() for k, v in tr.model.encoder.state_dict().items()}
     tr.fit(stop_at_epoch=1)  # the first half of the run = stage 0
@@ -404,20 +447,35 @@ def test_stage0_in_the_trainer_leaves_the_heads_untouched_and_trains_the_encoder
 
 
 def test_model_selection_scores_against_the_trivial_predictors(tmp_path):
-    tr = Trainer(_core_config(tmp_path, "optim.epochs=1", "train.eval_every=1", "model.architecture=vanilla",
-                              "model.grounding=none"))
+    tr = Trainer(
+        _core_config(
+            tmp_path,
+            "optim.epochs=1",
+            "train.eval_every=1",
+            "model.architecture=vanilla",
+            "model.grounding=none",
+        )
+    )
     tr.fit()
 
-
     ref = tr.evaluate_trivial(split="val")["val"]
-    assert tr.history.epochs[-1]["score"] == pytest.approx(relative_score(tr.history.epochs[-1]["val"], ref,
-                                                                          tr.directions()))
-    assert relative_score(ref, ref, tr.directions()) == 0.0  # the trivial predictors score 0 against themselves
+    assert tr.history.epochs[-1]["score"] == pytest.approx(
+        relative_score(tr.history.epochs[-1]["val"], ref, tr.directions())
+    )
+    assert (
+        relative_score(ref, ref, tr.directions()) == 0.0
+    )  # the trivial predictors score 0 against themselves
 
 
 def test_extra_terms_are_capped_relative_to_the_task_gradient(tmp_path):
-    cfg = _core_config(tmp_path, "optim.epochs=1", "loss.decomposition_warmup=0", "loss.max_term_grad_ratio=0.01",
-                       "train.grad_log_every=1", "train.checkpoint_every=1")
+    cfg = _core_config(
+        tmp_path,
+        "optim.epochs=1",
+        "loss.decomposition_warmup=0",
+        "loss.max_term_grad_ratio=0.01",
+        "train.grad_log_every=1",
+        "train.checkpoint_every=1",
+    )
     tr = Trainer(cfg)
     tr.fit()
     rec = tr.history.steps[-1]
@@ -430,7 +488,10 @@ def test_extra_terms_are_capped_relative_to_the_task_gradient(tmp_path):
     again = Trainer(cfg)
     again.resume(tmp_path / "last.pt")
     assert again.term_scales == tr.term_scales
-    off = Trainer(_core_config(tmp_path / "off", "optim.epochs=1", "loss.max_term_grad_ratio=0",
-                               "train.grad_log_every=1"))
+    off = Trainer(
+        _core_config(
+            tmp_path / "off", "optim.epochs=1", "loss.max_term_grad_ratio=0", "train.grad_log_every=1"
+        )
+    )
     off.fit()
     assert off.term_scales == {}

@@ -25,8 +25,14 @@ from coremtl_lite.train import History
 def _history(n: int = 6, cka: bool = True) -> History:
     steps = []
     for s in range(n):
-        rec = {"step": s, "epoch": s // 3, "loss/total": 3.0 - 0.1 * s, "loss/depth": 1.0 - 0.05 * s,
-               "loss/normal": 2.0 - 0.05 * s, "loss/extra": 0.0}
+        rec = {
+            "step": s,
+            "epoch": s // 3,
+            "loss/total": 3.0 - 0.1 * s,
+            "loss/depth": 1.0 - 0.05 * s,
+            "loss/normal": 2.0 - 0.05 * s,
+            "loss/extra": 0.0,
+        }
         if cka:
             rec["obj/cka"] = 0.9 - 0.1 * s
         steps.append(rec)
@@ -74,7 +80,9 @@ def test_live_curves_update_traces_in_place():
             self.shown = []
 
         def update(self, obj):
-            bundle = obj._repr_mimebundle_()  # what IPython sends: the plotly mime bundle, not the figure object
+            bundle = (
+                obj._repr_mimebundle_()
+            )  # what IPython sends: the plotly mime bundle, not the figure object
             self.shown.append(len(bundle["application/vnd.plotly.v1+json"]["data"][0]["x"]))
 
     handle = Handle()
@@ -85,9 +93,13 @@ def test_live_curves_update_traces_in_place():
 
 
 def test_id_ood_rows_table_and_figures():
-    res = {"A": {"source": {"segmentation": {"mIoU": 0.6}, "depth": {"abs_err": 0.1}, "normal": {"mean": 20.0}},
-                 "target": {"segmentation": {"mIoU": 0.4}, "depth": {"abs_err": 0.3}, "normal": {"mean": 30.0}}},
-           "B": {"source": {"segmentation": {"mIoU": 0.5}}}}
+    res = {
+        "A": {
+            "source": {"segmentation": {"mIoU": 0.6}, "depth": {"abs_err": 0.1}, "normal": {"mean": 20.0}},
+            "target": {"segmentation": {"mIoU": 0.4}, "depth": {"abs_err": 0.3}, "normal": {"mean": 30.0}},
+        },
+        "B": {"source": {"segmentation": {"mIoU": 0.5}}},
+    }
     rows = id_ood_rows(res)
     assert rows[0]["seg mIoU gap"] == pytest.approx(-0.2) and rows[0]["normal mean angle (deg) gap"] == 10.0
     assert math.isnan(rows[1]["depth abs err (source)"])
@@ -100,10 +112,19 @@ def test_id_ood_rows_table_and_figures():
 
 def test_write_report_embeds_plotly_once(tmp_path):
     fig = curves_figure(_history())
-    path = write_report(tmp_path / "r" / "report.html", "Title <x>",
-                        [("one", fig), ("two", fig), ("text", "a < b"), ("html", "<p>ok</p>")])
+    path = write_report(
+        tmp_path / "r" / "report.html",
+        "Title <x>",
+        [("one", fig), ("two", fig), ("text", "a < b"), ("html", "<p>ok</p>")],
+    )
     text = path.read_text()
-    assert text.count("plotly.js v") <= 2 and "cdn.plot.ly/plotly" not in text and "Title &lt;x&gt;" in text and "a &lt; b" in text and "<p>ok</p>" in text
+    assert (
+        text.count("plotly.js v") <= 2
+        and "cdn.plot.ly/plotly" not in text
+        and "Title &lt;x&gt;" in text
+        and "a &lt; b" in text
+        and "<p>ok</p>" in text
+    )
     assert text.count('class="plotly-graph-div"') == 2
     with pytest.raises(TypeError, match="section"):
         write_report(tmp_path / "bad.html", "t", [("x", 3)])

@@ -14,9 +14,13 @@ from coremtl_lite.models.trivial import TrivialPredictor, fit_trivial, task_stat
 from coremtl_lite.tasks import tasks_from_info
 from coremtl_lite.train import evaluate_datasets
 
-INFO = {"segmentation": {"kind": "segmentation", "num_classes": 3}, "depth": {"kind": "depth"},
-        "normal": {"kind": "normal"}, "attributes": {"kind": "attributes", "num_attributes": 2},
-        "digit": {"kind": "classification", "num_classes": 4}}
+INFO = {
+    "segmentation": {"kind": "segmentation", "num_classes": 3},
+    "depth": {"kind": "depth"},
+    "normal": {"kind": "normal"},
+    "attributes": {"kind": "attributes", "num_attributes": 2},
+    "digit": {"kind": "classification", "num_classes": 4},
+}
 
 
 def _batch():
@@ -28,8 +32,14 @@ def _batch():
     normal = torch.zeros(2, 3, 2, 2)
     normal[0, 2, 0, 0] = normal[0, 2, 0, 1] = normal[1, 2, 1, 1] = 1.0
     normal[1, 0, 0, 0] = 1.0
-    return {"image": torch.rand(2, 3, 2, 2), "segmentation": seg, "depth": depth, "normal": normal,
-            "attributes": torch.tensor([[1.0, 0.0], [1.0, 0.0]]), "digit": torch.tensor([3, 3])}
+    return {
+        "image": torch.rand(2, 3, 2, 2),
+        "segmentation": seg,
+        "depth": depth,
+        "normal": normal,
+        "attributes": torch.tensor([[1.0, 0.0], [1.0, 0.0]]),
+        "digit": torch.tensor([3, 3]),
+    }
 
 
 def _tasks():
@@ -87,8 +97,13 @@ def test_heads_start_at_the_data():
     tasks = tasks_from_info(INFO, ["segmentation", "depth", "digit"])
     stats = task_statistics([_batch()], tasks)
     torch.manual_seed(0)
-    heads = torch.nn.ModuleDict({"segmentation": DenseHead(8, 8, 3, 8, "segmentation"),
-                                 "depth": DenseHead(8, 8, 1, 8, "depth"), "digit": GlobalHead(8, 4)})
+    heads = torch.nn.ModuleDict(
+        {
+            "segmentation": DenseHead(8, 8, 3, 8, "segmentation"),
+            "depth": DenseHead(8, 8, 1, 8, "depth"),
+            "digit": GlobalHead(8, 4),
+        }
+    )
     init_heads_from_data(heads, {t.name: t.kind for t in tasks}, stats)
     heads.eval()
     x, low = torch.randn(4, 8, 4, 4), torch.randn(4, 8, 8, 8)
@@ -106,10 +121,16 @@ def test_task_deltas_and_below_trivial_flags():
     assert d["seg"] == pytest.approx(150.0) and d["depth"] == pytest.approx(-20.0)
     assert delta_m(model, trivial, dirs) == pytest.approx(65.0)
     flags = below_trivial({"source": model, "target": trivial}, {"source": trivial, "target": trivial}, dirs)
-    assert [(dom, task) for dom, task, _ in flags] == [("source", "depth"), ("target", "seg"), ("target", "depth")]
+    assert [(dom, task) for dom, task, _ in flags] == [
+        ("source", "depth"),
+        ("target", "seg"),
+        ("target", "depth"),
+    ]
     with pytest.raises(ValueError, match="cannot normalise"):
         task_deltas(model, {"seg": {"mIoU": 0.0}, "depth": {"abs_err": 0.1}}, dirs)
-    assert set(task_deltas(model, {"seg": {"mIoU": 0.0}, "depth": {"abs_err": 0.1}}, dirs, lenient=True)) == {"depth"}
+    assert set(task_deltas(model, {"seg": {"mIoU": 0.0}, "depth": {"abs_err": 0.1}}, dirs, lenient=True)) == {
+        "depth"
+    }
 
 
 def test_trivial_predictor_module_has_no_parameters_to_train():

@@ -97,7 +97,9 @@ def test_swap_view_endpoints_and_truth(scenes):
     np.testing.assert_array_equal(v1["content"], v0["content"])
     for task in ("segmentation", "depth", "normal"):
         assert v1[task].shape == (SIZE, SIZE, 3) and v1["labels"][task].shape == (SIZE, SIZE, 3)
-    np.testing.assert_array_equal(v1["labels"]["segmentation"], viz.segmentation_to_rgb(batch["segmentation"][0]))
+    np.testing.assert_array_equal(
+        v1["labels"]["segmentation"], viz.segmentation_to_rgb(batch["segmentation"][0])
+    )
     assert 0 <= v1["l1_true"] <= 1
     with pytest.raises(ValueError, match="alpha"):
         swap_view(model, scenes, 0, 1, 1.5)

@@ -23,8 +23,7 @@ from coremtl_lite.bench.runner import (
 )
 from coremtl_lite.bench.suites import DEFAULT_BASELINES, Suite, build_suites
 
-__all__ = ["DEFAULT_BASELINES", "Suite", "build_suites", "committed_results", "pivot",
-           "run_bench"]
+__all__ = ["DEFAULT_BASELINES", "Suite", "build_suites", "committed_results", "pivot", "run_bench"]
 
 #: where the results of the committed ``cpu``-profile benchmark run live (see README)
 COMMITTED = Path(__file__).resolve().parents[2] / "results" / "cpu"
@@ -36,14 +35,22 @@ def committed_results(folder: str | os.PathLike = COMMITTED) -> tuple[list[dict[
     rows_path, meta_path = folder / "results.json", folder / "metadata.json"
     for path in (rows_path, meta_path):
         if not path.is_file():
-            raise FileNotFoundError(f"missing benchmark file {path}: run 'coremtl-lite bench --out {folder}' first")
+            raise FileNotFoundError(
+                f"missing benchmark file {path}: run 'coremtl-lite bench --out {folder}' first"
+            )
     return json.loads(rows_path.read_text()), json.loads(meta_path.read_text())
 
 
-def run_bench(suites: Sequence[str] = ("id",), profile: str = "cpu", seeds: Sequence[int] = (0, 1, 2),
-              out_dir: str | os.PathLike = "runs/bench", baselines: Sequence[str] = DEFAULT_BASELINES,
-              overrides: Sequence[str] = (), run_fn: RunFn = train_and_record,
-              progress: bool = True) -> list[dict[str, Any]]:
+def run_bench(
+    suites: Sequence[str] = ("id",),
+    profile: str = "cpu",
+    seeds: Sequence[int] = (0, 1, 2),
+    out_dir: str | os.PathLike = "runs/bench",
+    baselines: Sequence[str] = DEFAULT_BASELINES,
+    overrides: Sequence[str] = (),
+    run_fn: RunFn = train_and_record,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
     """Run the named suites (finished runs are read back, not retrained) and write
     ``<out_dir>/results.json``, ``results.csv``, ``report.html`` and ``metadata.json``; with the
     ``ood-severity`` suite also ``ood_study.json`` (:func:`coremtl_lite.bench.ood.ood_study`: every
@@ -76,8 +83,12 @@ def run_bench(suites: Sequence[str] = ("id",), profile: str = "cpu", seeds: Sequ
         rows += summarise(suite, records, directions)
         if suite.probes:
             probed += records
-    meta = run_metadata(profile) | {"suites": list(suites), "seeds": list(seeds),
-                                    "overrides": list(overrides), "seconds": round(time.perf_counter() - start, 1)}
+    meta = run_metadata(profile) | {
+        "suites": list(suites),
+        "seeds": list(seeds),
+        "overrides": list(overrides),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
     write_rows(rows, out, "results")
     (out / "metadata.json").write_text(json.dumps(meta, indent=1))
     study = ood_study(probed) if probed else None

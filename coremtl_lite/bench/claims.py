@@ -38,7 +38,13 @@ class Claim:
 
 def _mean(rows, suite, variant, domain, task, metric) -> float | None:
     for r in rows:
-        if (r["suite"], r["variant"], r["domain"], r["task"], r["metric"]) == (suite, variant, domain, task, metric):
+        if (r["suite"], r["variant"], r["domain"], r["task"], r["metric"]) == (
+            suite,
+            variant,
+            domain,
+            task,
+            metric,
+        ):
             return r["mean"]
     return None
 
@@ -47,23 +53,36 @@ def _score(value: float, higher_better: bool) -> float:
     return value if higher_better else -value
 
 
-def best_on_target(rows: Sequence[dict[str, Any]], suite: str = "sim2real", ours: str = "core_mtl") -> list[Claim]:
+def best_on_target(
+    rows: Sequence[dict[str, Any]], suite: str = "sim2real", ours: str = "core_mtl"
+) -> list[Claim]:
     """Paper Table 2: CORE-MTL is best on the target-domain metrics (one claim per headline metric)."""
     out = []
     for task, (metric, higher) in HEADLINE.items():
         if task == "all":
             continue
-        vals = {r["variant"]: r["mean"] for r in rows if (r["suite"], r["domain"], r["task"], r["metric"]) ==
-                (suite, "target", task, metric) and r["variant"] != "stl"}
+        vals = {
+            r["variant"]: r["mean"]
+            for r in rows
+            if (r["suite"], r["domain"], r["task"], r["metric"]) == (suite, "target", task, metric)
+            and r["variant"] != "stl"
+        }
         if ours not in vals or len(vals) < 2:
             continue
         best = max(vals, key=lambda v: _score(vals[v], higher))
-        out.append(Claim(f"{ours} is best on the target {task} {metric}",
-                         f"{ours} {vals[ours]:.4g}; best {best} {vals[best]:.4g}", best == ours))
+        out.append(
+            Claim(
+                f"{ours} is best on the target {task} {metric}",
+                f"{ours} {vals[ours]:.4g}; best {best} {vals[best]:.4g}",
+                best == ours,
+            )
+        )
     return out
 
 
-def smallest_gap(rows: Sequence[dict[str, Any]], suite: str = "sim2real", ours: str = "core_mtl") -> list[Claim]:
+def smallest_gap(
+    rows: Sequence[dict[str, Any]], suite: str = "sim2real", ours: str = "core_mtl"
+) -> list[Claim]:
     """Paper Table 2: CORE-MTL has the smallest source-to-target degradation."""
     out = []
     for task, (metric, higher) in HEADLINE.items():
@@ -71,14 +90,22 @@ def smallest_gap(rows: Sequence[dict[str, Any]], suite: str = "sim2real", ours: 
             continue
         gaps = {}
         for v in {r["variant"] for r in rows if r["suite"] == suite and r["variant"] != "stl"}:
-            src, tgt = _mean(rows, suite, v, "source", task, metric), _mean(rows, suite, v, "target", task, metric)
+            src, tgt = (
+                _mean(rows, suite, v, "source", task, metric),
+                _mean(rows, suite, v, "target", task, metric),
+            )
             if src is not None and tgt is not None:
                 gaps[v] = _score(src, higher) - _score(tgt, higher)  # degradation, lower is better
         if ours not in gaps or len(gaps) < 2:
             continue
         best = min(gaps, key=gaps.get)
-        out.append(Claim(f"{ours} has the smallest {task} {metric} degradation",
-                         f"{ours} {gaps[ours]:.4g}; smallest {best} {gaps[best]:.4g}", best == ours))
+        out.append(
+            Claim(
+                f"{ours} has the smallest {task} {metric} degradation",
+                f"{ours} {gaps[ours]:.4g}; smallest {best} {gaps[best]:.4g}",
+                best == ours,
+            )
+        )
     return out
 
 
@@ -91,13 +118,19 @@ def ablation_improves_step_by_step(rows: Sequence[dict[str, Any]], domain: str =
         if task == "all" or any(v is None for v in vals):
             continue
         ups = [_score(b, higher) > _score(a, higher) for a, b in zip(vals, vals[1:])]
-        out.append(Claim(f"ablation improves step by step on {domain} {task} {metric}",
-                         " -> ".join(f"{v:.4g}" for v in vals), all(ups)))
+        out.append(
+            Claim(
+                f"ablation improves step by step on {domain} {task} {metric}",
+                " -> ".join(f"{v:.4g}" for v in vals),
+                all(ups),
+            )
+        )
     return out
 
 
 def flat_cost(rows: Sequence[dict[str, Any]], ours: str = "core_mtl", surgery: str = "pcgrad") -> list[Claim]:
     """Paper Table 4: CORE-MTL's time per epoch stays flat from 10 to 40 tasks; PCGrad's grows."""
+
     def t(variant: str) -> float | None:
         return _mean(rows, "scalability", variant, "-", "all", "seconds/epoch")
 
@@ -108,15 +141,26 @@ def flat_cost(rows: Sequence[dict[str, Any]], ours: str = "core_mtl", surgery: s
             continue
         ratio = hi / lo
         holds = ratio > 2.0 if grows else ratio < 1.5
-        out.append(Claim(f"{name}'s time per epoch {'grows' if grows else 'stays flat'} from 10 to 40 tasks",
-                         f"{lo:.3g} s -> {hi:.3g} s (x{ratio:.2f})", holds))
+        out.append(
+            Claim(
+                f"{name}'s time per epoch {'grows' if grows else 'stays flat'} from 10 to 40 tasks",
+                f"{lo:.3g} s -> {hi:.3g} s (x{ratio:.2f})",
+                holds,
+            )
+        )
     return out
 
 
 # --------------------------------------------------------------------- out-of-distribution claims
 def _row(rows, suite, variant, domain, task, metric) -> dict[str, Any] | None:
     for r in rows:
-        if (r["suite"], r["variant"], r["domain"], r["task"], r["metric"]) == (suite, variant, domain, task, metric):
+        if (r["suite"], r["variant"], r["domain"], r["task"], r["metric"]) == (
+            suite,
+            variant,
+            domain,
+            task,
+            metric,
+        ):
             return r
     return None
 
@@ -133,7 +177,7 @@ def welch_interval(a: dict[str, Any], b: dict[str, Any], level: float = 0.95) ->
     se = math.sqrt(va + vb)
     if se == 0:
         return diff, diff
-    df = (va + vb) ** 2 / (va ** 2 / (a["n"] - 1) + vb ** 2 / (b["n"] - 1))
+    df = (va + vb) ** 2 / (va**2 / (a["n"] - 1) + vb**2 / (b["n"] - 1))
     half = float(student_t.ppf(0.5 + level / 2, df)) * se
     return diff - half, diff + half
 
@@ -146,8 +190,9 @@ def _verdict(interval: tuple[float, float] | None) -> bool | None:
     return False if interval[1] < 0 else None
 
 
-def beats_each_baseline(rows: Sequence[dict[str, Any]], suite: str, domain: str, ours: str,
-                        baselines: Sequence[str]) -> list[Claim]:
+def beats_each_baseline(
+    rows: Sequence[dict[str, Any]], suite: str, domain: str, ours: str, baselines: Sequence[str]
+) -> list[Claim]:
     """``ours`` beats each baseline on ``domain`` (per OOD headline metric): one claim per baseline, the
     interval on ``ours - baseline`` in the metric's better direction."""
     from coremtl_lite.bench.ood import OOD_METRICS
@@ -164,28 +209,46 @@ def beats_each_baseline(rows: Sequence[dict[str, Any]], suite: str, domain: str,
             if iv is not None:
                 lo, hi = sorted((sign * iv[0], sign * iv[1]))
                 iv = (lo, hi)
-            out.append(Claim(f"{ours} beats {b} on {suite} {domain} {task} {metric}",
-                             f"{ours} {mine['mean']:.4g} ± {mine['std']:.2g} vs {b} {other['mean']:.4g} ± "
-                             f"{other['std']:.2g} (n = {mine['n']}, {other['n']} seeds)", _verdict(iv), iv))
+            out.append(
+                Claim(
+                    f"{ours} beats {b} on {suite} {domain} {task} {metric}",
+                    f"{ours} {mine['mean']:.4g} ± {mine['std']:.2g} vs {b} {other['mean']:.4g} ± "
+                    f"{other['std']:.2g} (n = {mine['n']}, {other['n']} seeds)",
+                    _verdict(iv),
+                    iv,
+                )
+            )
     return out
 
 
-def gap_grows_with_severity(rows: Sequence[dict[str, Any]], suite: str = "ood-severity", low: str = "shift:0",
-                            high: str = "shift:1") -> list[Claim]:
+def gap_grows_with_severity(
+    rows: Sequence[dict[str, Any]], suite: str = "ood-severity", low: str = "shift:0", high: str = "shift:1"
+) -> list[Claim]:
     """The gap grows with the shift: per method and OOD headline metric, the metric is worse on
     ``high`` than on ``low`` (interval on the degradation from ``low`` to ``high``)."""
     from coremtl_lite.bench.ood import OOD_METRICS
 
     out = []
-    for variant in dict.fromkeys(r["variant"] for r in rows if r["suite"] == suite and r["variant"] != "trivial"):
+    for variant in dict.fromkeys(
+        r["variant"] for r in rows if r["suite"] == suite and r["variant"] != "trivial"
+    ):
         for task, (metric, higher) in OOD_METRICS.items():
-            a, b = _row(rows, suite, variant, low, task, metric), _row(rows, suite, variant, high, task, metric)
+            a, b = (
+                _row(rows, suite, variant, low, task, metric),
+                _row(rows, suite, variant, high, task, metric),
+            )
             if a is None or b is None:
                 continue
             iv = welch_interval(a, b) if higher else welch_interval(b, a)  # worse on high: positive
             drop = (a["mean"] - b["mean"]) * (1 if higher else -1)
-            out.append(Claim(f"{variant}'s {task} {metric} degrades from {low} to {high}",
-                             f"{a['mean']:.4g} -> {b['mean']:.4g} (degradation {drop:+.3g})", _verdict(iv), iv))
+            out.append(
+                Claim(
+                    f"{variant}'s {task} {metric} degrades from {low} to {high}",
+                    f"{a['mean']:.4g} -> {b['mean']:.4g} (degradation {drop:+.3g})",
+                    _verdict(iv),
+                    iv,
+                )
+            )
     return out
 
 
@@ -195,10 +258,16 @@ def gap_follows_bound(theorem: dict[str, Any] | None) -> list[Claim]:
     out = []
     for task, fit in (theorem or {}).get("fits", {}).items():
         iv = (fit["pearson_lo"], fit["pearson_hi"])
-        out.append(Claim(f"the {task} OOD gap follows L_leak x W1 (Theorem 2.4)",
-                         f"Pearson {fit['pearson']:.3g}, Spearman {fit['spearman']:.3g} over {fit['n']} points of "
-                         f"{fit['runs']} runs; bound K = {fit['K']:.3g} with lambda* = 0, "
-                         f"{fit['violations']} point(s) at x = 0 above it", _verdict(iv), iv))
+        out.append(
+            Claim(
+                f"the {task} OOD gap follows L_leak x W1 (Theorem 2.4)",
+                f"Pearson {fit['pearson']:.3g}, Spearman {fit['spearman']:.3g} over {fit['n']} points of "
+                f"{fit['runs']} runs; bound K = {fit['K']:.3g} with lambda* = 0, "
+                f"{fit['violations']} point(s) at x = 0 above it",
+                _verdict(iv),
+                iv,
+            )
+        )
     return out
 
 
@@ -220,5 +289,11 @@ def ood_claims(rows: Sequence[dict[str, Any]], theorem: dict[str, Any] | None = 
 
 def check_claims(rows: Sequence[dict[str, Any]], theorem: dict[str, Any] | None = None) -> list[Claim]:
     """Every check above on the rows available (and Theorem 2.4's numbers, when given)."""
-    return [*best_on_target(rows), *smallest_gap(rows), *ablation_improves_step_by_step(rows, "source"),
-            *ablation_improves_step_by_step(rows, "target"), *flat_cost(rows), *ood_claims(rows, theorem)]
+    return [
+        *best_on_target(rows),
+        *smallest_gap(rows),
+        *ablation_improves_step_by_step(rows, "source"),
+        *ablation_improves_step_by_step(rows, "target"),
+        *flat_cost(rows),
+        *ood_claims(rows, theorem),
+    ]

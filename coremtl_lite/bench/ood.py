@@ -14,8 +14,16 @@ from coremtl_lite.bench.suites import FACTOR_DOMAINS, SHIFT_DOMAINS, split_rho
 from coremtl_lite.diagnostics.ood_bound import bound_fit, correlations
 from coremtl_lite.experiments.aggregate import mean_std
 
-__all__ = ["OOD_METRICS", "factor_table", "ood_study", "rho_curves", "robustness_table", "severity_curves",
-           "theorem24", "theorem24_figures"]
+__all__ = [
+    "OOD_METRICS",
+    "factor_table",
+    "ood_study",
+    "rho_curves",
+    "robustness_table",
+    "severity_curves",
+    "theorem24",
+    "theorem24_figures",
+]
 
 #: the target metric of each dense task drawn against the dials (True: higher is better)
 OOD_METRICS = {"segmentation": ("mIoU", True), "depth": ("abs_err", False), "normal": ("mean", False)}
@@ -23,13 +31,20 @@ OOD_METRICS = {"segmentation": ("mIoU", True), "depth": ("abs_err", False), "nor
 
 def _cell(rows, suite, variant, domain, task, metric) -> dict[str, Any] | None:
     for r in rows:
-        if (r["suite"], r["variant"], r["domain"], r["task"], r["metric"]) == (suite, variant, domain, task, metric):
+        if (r["suite"], r["variant"], r["domain"], r["task"], r["metric"]) == (
+            suite,
+            variant,
+            domain,
+            task,
+            metric,
+        ):
             return r
     return None
 
 
-def severity_curves(rows: Sequence[dict[str, Any]], task: str, metric: str, suite: str = "ood-severity"
-                    ) -> dict[str, dict[str, list[float]]]:
+def severity_curves(
+    rows: Sequence[dict[str, Any]], task: str, metric: str, suite: str = "ood-severity"
+) -> dict[str, dict[str, list[float]]]:
     """``{variant: {"x": severities, "mean", "std"}}`` of ``task``/``metric`` on the ``shift:<s>`` domains
     (the trivial predictor included); a variant missing a severity is drawn without it."""
     out: dict[str, dict[str, list[float]]] = {}
@@ -46,8 +61,9 @@ def severity_curves(rows: Sequence[dict[str, Any]], task: str, metric: str, suit
     return out
 
 
-def rho_curves(rows: Sequence[dict[str, Any]], task: str, metric: str, suite: str = "ood-rho",
-               domain: str = "target") -> dict[str, dict[str, list[float]]]:
+def rho_curves(
+    rows: Sequence[dict[str, Any]], task: str, metric: str, suite: str = "ood-rho", domain: str = "target"
+) -> dict[str, dict[str, list[float]]]:
     """``{method: {"x": training rhos, "mean", "std"}}`` of ``task``/``metric`` on ``domain``, from the
     variants ``<method>@rho=<r>``; the trivial predictor (one set of rows for the suite: its training
     split's constants hardly move with rho) is drawn flat across the grid."""
@@ -61,16 +77,23 @@ def rho_curves(rows: Sequence[dict[str, Any]], task: str, metric: str, suite: st
             points.setdefault(parsed[0], []).append((parsed[1], r["mean"], r["std"]))
         elif r["variant"] == "trivial":
             trivial = r
-    out = {m: {"x": [p[0] for p in sorted(v)], "mean": [p[1] for p in sorted(v)], "std": [p[2] for p in sorted(v)]}
-           for m, v in points.items()}
+    out = {
+        m: {
+            "x": [p[0] for p in sorted(v)],
+            "mean": [p[1] for p in sorted(v)],
+            "std": [p[2] for p in sorted(v)],
+        }
+        for m, v in points.items()
+    }
     xs = sorted({x for c in out.values() for x in c["x"]})
     if trivial is not None and xs:
         out = {"trivial": {"x": xs, "mean": [trivial["mean"]] * len(xs), "std": [0.0] * len(xs)}} | out
     return out
 
 
-def factor_table(rows: Sequence[dict[str, Any]], task: str, metric: str, suite: str = "ood-severity"
-                 ) -> tuple[list[str], list[list[str]]]:
+def factor_table(
+    rows: Sequence[dict[str, Any]], task: str, metric: str, suite: str = "ood-severity"
+) -> tuple[list[str], list[list[str]]]:
     """Which factor breaks which model: per variant ``task``/``metric`` on the source and on each
     ``only:<group>`` domain (one residual group fully shifted), as ``mean ± std``, the change from the
     source in brackets."""
@@ -92,8 +115,9 @@ def factor_table(rows: Sequence[dict[str, Any]], task: str, metric: str, suite: 
     return header, body
 
 
-def theorem24(records: Sequence[dict[str, Any]], probe: str = "ood_bound", n_boot: int = 1000
-              ) -> dict[str, Any]:
+def theorem24(
+    records: Sequence[dict[str, Any]], probe: str = "ood_bound", n_boot: int = 1000
+) -> dict[str, Any]:
     """Theorem 2.4 over every run that holds the probe's numbers (a record of ``ood-severity``).
 
     Returns ``{"points": [...], "fits": {task: {...}}}``: one point per (run, severity, task) with
@@ -109,16 +133,26 @@ def theorem24(records: Sequence[dict[str, Any]], probe: str = "ood_bound", n_boo
             continue
         for p in numbers["points"]:
             for task, gap in p["gap"].items():
-                points.append({"method": rec["variant"], "seed": rec["seed"], "severity": p["severity"],
-                               "task": task, "gap": gap, "L_leak": numbers["L_leak"], "W1": p["W1"],
-                               "x": numbers["L_leak"] * p["W1"],
-                               "label": f"{rec['variant']} seed {rec['seed']} s={p['severity']:g}"})
+                points.append(
+                    {
+                        "method": rec["variant"],
+                        "seed": rec["seed"],
+                        "severity": p["severity"],
+                        "task": task,
+                        "gap": gap,
+                        "L_leak": numbers["L_leak"],
+                        "W1": p["W1"],
+                        "x": numbers["L_leak"] * p["W1"],
+                        "label": f"{rec['variant']} seed {rec['seed']} s={p['severity']:g}",
+                    }
+                )
     fits = {}
     for task in dict.fromkeys(p["task"] for p in points):
         mine = [p for p in points if p["task"] == task]
         x, gap = [p["x"] for p in mine], [p["gap"] for p in mine]
-        fits[task] = bound_fit(x, gap) | correlations(x, gap, [(p["method"], p["seed"]) for p in mine],
-                                                      n_boot=n_boot)
+        fits[task] = bound_fit(x, gap) | correlations(
+            x, gap, [(p["method"], p["seed"]) for p in mine], n_boot=n_boot
+        )
     return {"points": points, "fits": fits}
 
 
@@ -129,12 +163,21 @@ def theorem24_figures(theorem: dict[str, Any]) -> list:
     figs = []
     for task, fit in theorem["fits"].items():
         mine = [p for p in theorem["points"] if p["task"] == task]
-        figs.append(bound_scatter(mine, fit["K"], fit, title=f"Theorem 2.4, {task}: OOD gap against L_leak x W1",
-                                  ylabel=f"{task} risk on shift:s minus on source"))
+        figs.append(
+            bound_scatter(
+                mine,
+                fit["K"],
+                fit,
+                title=f"Theorem 2.4, {task}: OOD gap against L_leak x W1",
+                ylabel=f"{task} risk on shift:s minus on source",
+            )
+        )
     return figs
 
 
-def robustness_table(records: Sequence[dict[str, Any]], probe: str = "robustness") -> tuple[list[str], list[list[str]]]:
+def robustness_table(
+    records: Sequence[dict[str, Any]], probe: str = "robustness"
+) -> tuple[list[str], list[list[str]]]:
     """The robustness ratio per variant (mean ± std over seeds), colour jitter and source -> target, with
     what the ratio compares (:func:`~coremtl_lite.diagnostics.robustness.stream_names`). Dual-stream
     variants first: CORE-MTL is compared like with like against ``ds``, the dual-stream model without
@@ -150,8 +193,16 @@ def robustness_table(records: Sequence[dict[str, Any]], probe: str = "robustness
         return f"{m:.3g} ± {s:.2g}"
 
     header = ["variant", "streams compared", "ratio, colour jitter", "ratio, source -> target", "seeds"]
-    body = [[v, by[v][0]["streams"], cell([r["intra"] for r in by[v]]), cell([r["cross"] for r in by[v]]),
-             str(len(by[v]))] for v in order]
+    body = [
+        [
+            v,
+            by[v][0]["streams"],
+            cell([r["intra"] for r in by[v]]),
+            cell([r["cross"] for r in by[v]]),
+            str(len(by[v])),
+        ]
+        for v in order
+    ]
     return header, body
 
 

@@ -17,14 +17,20 @@ from pathlib import Path
 from typing import Any
 
 #: the headline metric of each task (direction: True when higher is better)
-HEADLINE = {"segmentation": ("mIoU", True), "depth": ("abs_err", False), "normal": ("mean", False),
-            "attributes": ("acc", True), "all": ("delta_m%", True)}
+HEADLINE = {
+    "segmentation": ("mIoU", True),
+    "depth": ("abs_err", False),
+    "normal": ("mean", False),
+    "attributes": ("acc", True),
+    "all": ("delta_m%", True),
+}
 #: summary metrics over all tasks, shown when present
 SUMMARY = ("avg_acc", "delta_m%", "seconds/epoch")
 
 
-def pivot(rows: Sequence[dict[str, Any]], domain: str, metrics: Sequence[tuple[str, str]] | None = None
-          ) -> tuple[list[str], list[list[str]]]:
+def pivot(
+    rows: Sequence[dict[str, Any]], domain: str, metrics: Sequence[tuple[str, str]] | None = None
+) -> tuple[list[str], list[list[str]]]:
     """A variant x (task, metric) table of ``mean ± std`` strings for one domain."""
     rows = [r for r in rows if r["domain"] in (domain, "-")]
     if metrics is None:
@@ -55,18 +61,28 @@ def figure(rows: Sequence[dict[str, Any]], suite: str):
 
     rows = [r for r in rows if r["suite"] == suite]
     metrics = headline_metrics(rows)
-    fig = make_subplots(rows=1, cols=max(1, len(metrics)),
-                        subplot_titles=[f"{t} {m}" if t != "all" else m for t, m in metrics])
+    fig = make_subplots(
+        rows=1,
+        cols=max(1, len(metrics)),
+        subplot_titles=[f"{t} {m}" if t != "all" else m for t, m in metrics],
+    )
     domains = list(dict.fromkeys(r["domain"] for r in rows))
     for col, (task, metric) in enumerate(metrics, start=1):
         for k, domain in enumerate(domains):
             sel = [r for r in rows if r["task"] == task and r["metric"] == metric and r["domain"] == domain]
             if not sel:
                 continue
-            fig.add_bar(x=[r["variant"] for r in sel], y=[r["mean"] for r in sel],
-                        error_y=dict(type="data", array=[r["std"] for r in sel]), name=domain,
-                        legendgroup=domain, showlegend=col == 1, marker_color=_COLOURS[k % len(_COLOURS)],
-                        row=1, col=col)
+            fig.add_bar(
+                x=[r["variant"] for r in sel],
+                y=[r["mean"] for r in sel],
+                error_y=dict(type="data", array=[r["std"] for r in sel]),
+                name=domain,
+                legendgroup=domain,
+                showlegend=col == 1,
+                marker_color=_COLOURS[k % len(_COLOURS)],
+                row=1,
+                col=col,
+            )
     fig.update_layout(title=f"suite {suite}", barmode="group", height=420)
     return fig
 
@@ -74,7 +90,9 @@ def figure(rows: Sequence[dict[str, Any]], suite: str):
 _COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
 
-def ood_sections(rows: Sequence[dict[str, Any]], suite: str, study: dict[str, Any] | None = None) -> list[str]:
+def ood_sections(
+    rows: Sequence[dict[str, Any]], suite: str, study: dict[str, Any] | None = None
+) -> list[str]:
     """The HTML blocks of an out-of-distribution suite (module docstring); ``study`` is
     :func:`coremtl_lite.bench.ood.ood_study` of its probed runs."""
     from coremtl_lite.bench.ood import (
@@ -97,20 +115,30 @@ def ood_sections(rows: Sequence[dict[str, Any]], suite: str, study: dict[str, An
             caption = f"which factor breaks which model: {task} {metric} (change from the source)"
             out.append(f"<div class='table-wrap'>{html_table(header, table, caption=caption)}</div>")
         for task, metric in metrics:
-            fig = band_curves(severity_curves(sel, task, metric, suite), f"{task} {metric} against the shift severity",
-                              "severity s of shift:s", f"{task} {metric}")
+            fig = band_curves(
+                severity_curves(sel, task, metric, suite),
+                f"{task} {metric} against the shift severity",
+                "severity s of shift:s",
+                f"{task} {metric}",
+            )
             out.append(figure_html(fig))
         if study:
             out += [figure_html(fig) for fig in theorem24_figures(study["theorem24"])]
             rob = study["robustness"]
             caption = "robustness ratio (normalised Δz_p / Δz_s); compare core_mtl with ds, the same model without its losses"
-            out.append(f"<div class='table-wrap'>{html_table(rob['header'], rob['rows'], caption=caption)}</div>")
+            out.append(
+                f"<div class='table-wrap'>{html_table(rob['header'], rob['rows'], caption=caption)}</div>"
+            )
     else:
         header, table = pivot(sel, "target", headline_metrics(sel))
         out.append(f"<div class='table-wrap'>{html_table(header, table, caption='target test set')}</div>")
         for task, metric in metrics:
-            fig = band_curves(rho_curves(sel, task, metric, suite), f"target {task} {metric} against the training rho",
-                              "training rho", f"{task} {metric}")
+            fig = band_curves(
+                rho_curves(sel, task, metric, suite),
+                f"target {task} {metric} against the training rho",
+                "training rho",
+                f"{task} {metric}",
+            )
             out.append(figure_html(fig))
     return out
 
@@ -119,8 +147,12 @@ def ood_sections(rows: Sequence[dict[str, Any]], suite: str, study: dict[str, An
 OOD_SUITES = ("ood-severity", "ood-rho")
 
 
-def write_html(rows: Sequence[dict[str, Any]], meta: dict[str, Any], path: str | os.PathLike,
-               study: dict[str, Any] | None = None) -> Path:
+def write_html(
+    rows: Sequence[dict[str, Any]],
+    meta: dict[str, Any],
+    path: str | os.PathLike,
+    study: dict[str, Any] | None = None,
+) -> Path:
     """One self-contained HTML page: metadata, per suite a table per domain and a figure (the
     out-of-distribution suites: :func:`ood_sections`, with the study's numbers ``study``).
 
@@ -130,7 +162,9 @@ def write_html(rows: Sequence[dict[str, Any]], meta: dict[str, Any], path: str |
     from coremtl_lite.report import figure_html, html_page, html_table
 
     path = Path(path)
-    body = ["<h2>Run metadata</h2><pre>" + html.escape("\n".join(f"{k}: {v}" for k, v in meta.items())) + "</pre>"]
+    body = [
+        "<h2>Run metadata</h2><pre>" + html.escape("\n".join(f"{k}: {v}" for k, v in meta.items())) + "</pre>"
+    ]
     for suite in dict.fromkeys(r["suite"] for r in rows):
         sel = [r for r in rows if r["suite"] == suite]
         body.append(f"<h2>suite {html.escape(suite)}</h2>")
@@ -139,7 +173,9 @@ def write_html(rows: Sequence[dict[str, Any]], meta: dict[str, Any], path: str |
             continue
         for domain in dict.fromkeys(r["domain"] for r in sel if r["domain"] != "-"):
             header, table = pivot(sel, domain, headline_metrics(sel))
-            body.append(f"<div class='table-wrap'>{html_table(header, table, caption=f'{domain} test set')}</div>")
+            body.append(
+                f"<div class='table-wrap'>{html_table(header, table, caption=f'{domain} test set')}</div>"
+            )
         body.append(figure_html(figure(rows, suite)))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html_page("coremtl_lite benchmark", body), encoding="utf-8")

@@ -56,8 +56,13 @@ def ood_bound_probe(trainer: Any) -> dict[str, Any]:
     from coremtl_lite.diagnostics.ood_bound import ood_bound_numbers
 
     cfg = trainer.cfg
-    return ood_bound_numbers(trainer.load_selected_weights(), trainer.tasks, _test_scenes(trainer),
-                             rho=cfg.data.rho, batch_size=cfg.data.batch_size)
+    return ood_bound_numbers(
+        trainer.load_selected_weights(),
+        trainer.tasks,
+        _test_scenes(trainer),
+        rho=cfg.data.rho,
+        batch_size=cfg.data.batch_size,
+    )
 
 
 def _test_scenes(trainer: Any) -> Callable[[str], Any]:
@@ -67,8 +72,9 @@ def _test_scenes(trainer: Any) -> Callable[[str], Any]:
     from coremtl_lite.data import build_splits
 
     cfg = trainer.cfg
-    return lambda domain: build_splits(dataclasses.replace(cfg.data, eval_domains=(domain,)),
-                                       cfg.train.seed).test[domain]
+    return lambda domain: build_splits(
+        dataclasses.replace(cfg.data, eval_domains=(domain,)), cfg.train.seed
+    ).test[domain]
 
 
 def robustness_probe(trainer: Any, n: int = 32) -> dict[str, Any]:
@@ -79,12 +85,20 @@ def robustness_probe(trainer: Any, n: int = 32) -> dict[str, Any]:
 
     scenes = _test_scenes(trainer)
     source = scenes("source")
-    return robustness_numbers(trainer.load_selected_weights(), source, scenes("target"),
-                              range(min(n, len(source))), seed=trainer.cfg.train.seed)
+    return robustness_numbers(
+        trainer.load_selected_weights(),
+        source,
+        scenes("target"),
+        range(min(n, len(source))),
+        seed=trainer.cfg.train.seed,
+    )
 
 
 #: the probes a suite can ask for: ``name -> (trained trainer -> JSON-ready numbers)``
-PROBES: dict[str, Callable[[Any], dict[str, Any]]] = {"ood_bound": ood_bound_probe, "robustness": robustness_probe}
+PROBES: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "ood_bound": ood_bound_probe,
+    "robustness": robustness_probe,
+}
 
 
 def train_and_record(cfg: Config, domains: Sequence[str], probes: Sequence[str] = ()) -> dict[str, Any]:
@@ -112,15 +126,25 @@ class Run:
         return run_key(self.cfg)
 
 
-def plan_runs(suite: Suite, profile: str, seeds: Iterable[int], overrides: Sequence[str] = (),
-              out_root: str | os.PathLike = "runs/bench") -> list[Run]:
+def plan_runs(
+    suite: Suite,
+    profile: str,
+    seeds: Iterable[int],
+    overrides: Sequence[str] = (),
+    out_root: str | os.PathLike = "runs/bench",
+) -> list[Run]:
     """Every run a suite needs, with its full config (checked now, so a typo fails before training)."""
     runs = []
     for variant in suite.variants:
         for seed in seeds:
             # validation drives model selection during training; the test domains are evaluated once, at the end
-            over = [*suite.base_overrides, *variant.overrides, *overrides, f"train.seed={seed}",
-                    f"data.eval_domains={suite.eval_domains[0]}"]
+            over = [
+                *suite.base_overrides,
+                *variant.overrides,
+                *overrides,
+                f"train.seed={seed}",
+                f"data.eval_domains={suite.eval_domains[0]}",
+            ]
             for task, cfg in expand(variant, get_config(profile, over)):  # per-task recipes: one run per task
                 runs.append(Run(suite.name, variant, seed, cfg, suite.eval_domains, task, suite.probes))
     for run in runs:
@@ -128,8 +152,9 @@ def plan_runs(suite: Suite, profile: str, seeds: Iterable[int], overrides: Seque
     return runs
 
 
-def execute(runs: Sequence[Run], out_dir: str | os.PathLike, run_fn: RunFn = train_and_record,
-            progress: bool = True) -> list[dict[str, Any]]:
+def execute(
+    runs: Sequence[Run], out_dir: str | os.PathLike, run_fn: RunFn = train_and_record, progress: bool = True
+) -> list[dict[str, Any]]:
     """Run (or read back) every run; return their records in order."""
     from tqdm.auto import tqdm
 
@@ -139,9 +164,15 @@ def execute(runs: Sequence[Run], out_dir: str | os.PathLike, run_fn: RunFn = tra
     bar = tqdm(runs, desc="bench", disable=not progress)
     for run in bar:
         path = store / f"{run.key}.json"
-        bar.set_postfix_str(f"{run.suite}/{run.variant.name}/seed{run.seed}" + (f"/{run.task}" if run.task else ""))
+        bar.set_postfix_str(
+            f"{run.suite}/{run.variant.name}/seed{run.seed}" + (f"/{run.task}" if run.task else "")
+        )
         record: dict[str, Any] | None = json.loads(path.read_text()) if path.exists() else None
-        stale = record is None or not set(run.domains) <= set(record["results"]) or not set(run.probes) <= set(record)
+        stale = (
+            record is None
+            or not set(run.domains) <= set(record["results"])
+            or not set(run.probes) <= set(record)
+        )
         if stale:
             # a run shared by suites is trained again for everything its stored record already held too
             # (its domains and probes), so the suites sharing it never take turns retraining it
@@ -153,8 +184,9 @@ def execute(runs: Sequence[Run], out_dir: str | os.PathLike, run_fn: RunFn = tra
             _write_json_atomic(path, record)
         assert record is not None  # read back or trained just now
         # a shared run is labelled by the suite and variant that read it now
-        records.append({**record, "suite": run.suite, "variant": run.variant.name, "seed": run.seed,
-                        "task": run.task})
+        records.append(
+            {**record, "suite": run.suite, "variant": run.variant.name, "seed": run.seed, "task": run.task}
+        )
     return records
 
 
@@ -184,14 +216,23 @@ def _trivial_records(suite: Suite, records: Sequence[dict[str, Any]]) -> list[di
     by_seed: dict[int, dict[str, Any]] = {}
     for rec in records:
         for domain, tasks in (rec.get("trivial") or {}).items():
-            out = by_seed.setdefault(rec["seed"], {"suite": suite.name, "variant": TRIVIAL, "seed": rec["seed"],
-                                                   "results": {}, "epoch_seconds": 0.0})
+            out = by_seed.setdefault(
+                rec["seed"],
+                {
+                    "suite": suite.name,
+                    "variant": TRIVIAL,
+                    "seed": rec["seed"],
+                    "results": {},
+                    "epoch_seconds": 0.0,
+                },
+            )
             out["results"].setdefault(domain, {}).update(tasks)
     return list(by_seed.values())
 
 
-def summarise(suite: Suite, records: Sequence[dict[str, Any]],
-              directions: dict[str, dict[str, bool]]) -> list[dict[str, Any]]:
+def summarise(
+    suite: Suite, records: Sequence[dict[str, Any]], directions: dict[str, dict[str, bool]]
+) -> list[dict[str, Any]]:
     """Rows (variant, domain, task, metric, mean, std, n) plus Δm% and time per epoch."""
     records = merge_per_task([r for r in records if r["suite"] == suite.name])
     records = [*_trivial_records(suite, records), *records]
@@ -217,16 +258,46 @@ def summarise(suite: Suite, records: Sequence[dict[str, Any]],
                     dms.append(delta_m(res, ref, directions, lenient=True))
             for (task, metric), vals in sorted(values.items()):
                 mean, std = mean_std(vals)
-                rows.append({"suite": suite.name, "variant": variant.name, "domain": domain, "task": task,
-                             "metric": metric, "mean": mean, "std": std, "n": len(vals)})
+                rows.append(
+                    {
+                        "suite": suite.name,
+                        "variant": variant.name,
+                        "domain": domain,
+                        "task": task,
+                        "metric": metric,
+                        "mean": mean,
+                        "std": std,
+                        "n": len(vals),
+                    }
+                )
             if dms and not all(math.isnan(d) for d in dms):
                 mean, std = mean_std([d for d in dms if not math.isnan(d)])
-                rows.append({"suite": suite.name, "variant": variant.name, "domain": domain, "task": "all",
-                             "metric": "delta_m%", "mean": mean, "std": std, "n": len(dms)})
+                rows.append(
+                    {
+                        "suite": suite.name,
+                        "variant": variant.name,
+                        "domain": domain,
+                        "task": "all",
+                        "metric": "delta_m%",
+                        "mean": mean,
+                        "std": std,
+                        "n": len(dms),
+                    }
+                )
         if suite.timed and variant.name != TRIVIAL:
             mean, std = mean_std([float(r["epoch_seconds"]) for r in mine])
-            rows.append({"suite": suite.name, "variant": variant.name, "domain": "-", "task": "all",
-                         "metric": "seconds/epoch", "mean": mean, "std": std, "n": len(mine)})
+            rows.append(
+                {
+                    "suite": suite.name,
+                    "variant": variant.name,
+                    "domain": "-",
+                    "task": "all",
+                    "metric": "seconds/epoch",
+                    "mean": mean,
+                    "std": std,
+                    "n": len(mine),
+                }
+            )
     return rows
 
 
@@ -239,15 +310,31 @@ def run_metadata(profile: str) -> dict[str, Any]:
     import coremtl_lite
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=Path(__file__).resolve().parent,
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
-    return {"profile": profile, "coremtl_lite": coremtl_lite.__version__, "torch": torch.__version__,
-            "numpy": numpy.__version__, "scikit-learn": sklearn.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "device": device, "git_commit": commit,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    return {
+        "profile": profile,
+        "coremtl_lite": coremtl_lite.__version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "scikit-learn": sklearn.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "git_commit": commit,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
@@ -266,7 +353,9 @@ def write_rows(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike, name:
     json_path, csv_path = out / f"{name}.json", out / f"{name}.csv"
     _write_json_atomic(json_path, list(rows))
     with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["suite", "variant", "domain", "task", "metric", "mean", "std", "n"])
+        writer = csv.DictWriter(
+            f, fieldnames=["suite", "variant", "domain", "task", "metric", "mean", "std", "n"]
+        )
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})

@@ -58,8 +58,12 @@ class Suite:
 DEFAULT_BASELINES = ("ew", "uw", "dwa", "rlw", "mgda", "pcgrad", "cagrad", "nash_mtl", "upgrad")
 
 #: the scalability suite's recipes (Table 4): CORE-MTL without CFA, the independence weight at 0.5
-SCALABILITY = (baseline("ew"), baseline("pcgrad"), baseline("stch"),
-               Recipe("core_mtl", CORE_MTL + ("loss.lambda_cfa=0", "loss.lambda_ind=0.5")))
+SCALABILITY = (
+    baseline("ew"),
+    baseline("pcgrad"),
+    baseline("stch"),
+    Recipe("core_mtl", CORE_MTL + ("loss.lambda_cfa=0", "loss.lambda_ind=0.5")),
+)
 
 CORRUPTION_DOMAINS = tuple(f"corrupt:{c}:{s}" for c in CORRUPTIONS for s in range(1, 6))
 SCENE_DOMAINS = ("source", "target") + CORRUPTION_DOMAINS
@@ -96,45 +100,121 @@ def build_suites(baselines: tuple[str, ...] = DEFAULT_BASELINES) -> dict[str, Su
     trained_on_source = (STL,) + tuple(baseline(m) for m in baselines) + (CORE,)
     scenes = ("data.dataset=shaded_scenes",)
     suites = [
-        Suite("id", "Table 1", "in-distribution: ShadedScenes source -> source",
-              trained_on_source, scenes, SCENE_DOMAINS, ("source",)),
-        Suite("sim2real", "Table 2", "domain shift: source -> target (the GTA5 -> Cityscapes analogue)",
-              trained_on_source, scenes, SCENE_DOMAINS, ("source", "target")),
-        Suite("corruptions", "Table 2, appendix J",
-              "four corruptions x five severities of the source test set (the Cityscapes-C analogue)",
-              trained_on_source, scenes, SCENE_DOMAINS, CORRUPTION_DOMAINS),
-        Suite("colored", "appendix I", "each class one colour; the target permutes the colours",
-              (baseline("ew"), baseline("pcgrad"), CORE),
-              scenes + ("data.source_domain=colored",), ("colored", "colored-permuted"),
-              ("colored", "colored-permuted")),
-        Suite("scalability", "Table 4",
-              "ShadedAttributes with 10/20/30/40 attribute tasks (one head each): time per epoch and accuracy",
-              tuple(Recipe(f"{r.name}@{n}", r.overrides + (f"data.num_attributes={n}",
-                                                           f"data.tasks={','.join(attribute_task_names(n))}"))
-                    for n in (10, 20, 30, 40) for r in SCALABILITY),
-              ("data.dataset=shaded_attributes", "model.grounding=none"),
-              ("source",), ("source",), timed=True),
-        Suite("ablation", "Table 5", "vanilla, dual stream, + grounding, + CKA, + CFA",
-              ABLATION, scenes, SCENE_DOMAINS, ("source", "target")),
-        Suite("grounding", "Table 6", "soft (generic decoder) vs hard (physics decoder) grounding",
-              (Recipe("soft", CORE_MTL + ("model.grounding=soft",)), Recipe("hard", CORE_MTL)),
-              scenes, SCENE_DOMAINS, ("source", "target")),
-        Suite("lambda-ind", "Tables 8-9", "the independence weight lambda_ind",
-              tuple(Recipe(f"lambda_ind={v:g}", CORE_MTL + (f"loss.lambda_ind={v}",))
-                    for v in (0.0, 0.1, 1.0, 10.0, 100.0)),
-              scenes, SCENE_DOMAINS, ("source", "target")),
-        Suite("lambda-cfa", "Table 10", "the counterfactual weight lambda_cfa",
-              tuple(Recipe(f"lambda_cfa={v:g}", CORE_MTL + (f"loss.lambda_cfa={v}",))
-                    for v in (0.0, 0.1, 0.5, 1.0, 5.0)),
-              scenes, SCENE_DOMAINS, ("source", "target")),
-        Suite("ood-severity", "Theorem 2.4",
-              "trained on the source; tested under every residual group shifted by s, and one group at a time",
-              OOD_METHODS, scenes, OOD_EVAL_DOMAINS, ("source", *SHIFT_DOMAINS, *FACTOR_DOMAINS),
-              probes=("ood_bound", "robustness")),
-        Suite("ood-rho", "Theorem 2.4",
-              f"trained at the spurious-correlation strength rho in {', '.join(f'{r:g}' for r in OOD_RHOS)}; "
-              "tested on the default target",
-              tuple(rho_variant(r, rho) for r in OOD_METHODS for rho in OOD_RHOS), scenes,
-              ("source", "target"), ("source", "target")),
+        Suite(
+            "id",
+            "Table 1",
+            "in-distribution: ShadedScenes source -> source",
+            trained_on_source,
+            scenes,
+            SCENE_DOMAINS,
+            ("source",),
+        ),
+        Suite(
+            "sim2real",
+            "Table 2",
+            "domain shift: source -> target (the GTA5 -> Cityscapes analogue)",
+            trained_on_source,
+            scenes,
+            SCENE_DOMAINS,
+            ("source", "target"),
+        ),
+        Suite(
+            "corruptions",
+            "Table 2, appendix J",
+            "four corruptions x five severities of the source test set (the Cityscapes-C analogue)",
+            trained_on_source,
+            scenes,
+            SCENE_DOMAINS,
+            CORRUPTION_DOMAINS,
+        ),
+        Suite(
+            "colored",
+            "appendix I",
+            "each class one colour; the target permutes the colours",
+            (baseline("ew"), baseline("pcgrad"), CORE),
+            scenes + ("data.source_domain=colored",),
+            ("colored", "colored-permuted"),
+            ("colored", "colored-permuted"),
+        ),
+        Suite(
+            "scalability",
+            "Table 4",
+            "ShadedAttributes with 10/20/30/40 attribute tasks (one head each): time per epoch and accuracy",
+            tuple(
+                Recipe(
+                    f"{r.name}@{n}",
+                    r.overrides
+                    + (f"data.num_attributes={n}", f"data.tasks={','.join(attribute_task_names(n))}"),
+                )
+                for n in (10, 20, 30, 40)
+                for r in SCALABILITY
+            ),
+            ("data.dataset=shaded_attributes", "model.grounding=none"),
+            ("source",),
+            ("source",),
+            timed=True,
+        ),
+        Suite(
+            "ablation",
+            "Table 5",
+            "vanilla, dual stream, + grounding, + CKA, + CFA",
+            ABLATION,
+            scenes,
+            SCENE_DOMAINS,
+            ("source", "target"),
+        ),
+        Suite(
+            "grounding",
+            "Table 6",
+            "soft (generic decoder) vs hard (physics decoder) grounding",
+            (Recipe("soft", CORE_MTL + ("model.grounding=soft",)), Recipe("hard", CORE_MTL)),
+            scenes,
+            SCENE_DOMAINS,
+            ("source", "target"),
+        ),
+        Suite(
+            "lambda-ind",
+            "Tables 8-9",
+            "the independence weight lambda_ind",
+            tuple(
+                Recipe(f"lambda_ind={v:g}", CORE_MTL + (f"loss.lambda_ind={v}",))
+                for v in (0.0, 0.1, 1.0, 10.0, 100.0)
+            ),
+            scenes,
+            SCENE_DOMAINS,
+            ("source", "target"),
+        ),
+        Suite(
+            "lambda-cfa",
+            "Table 10",
+            "the counterfactual weight lambda_cfa",
+            tuple(
+                Recipe(f"lambda_cfa={v:g}", CORE_MTL + (f"loss.lambda_cfa={v}",))
+                for v in (0.0, 0.1, 0.5, 1.0, 5.0)
+            ),
+            scenes,
+            SCENE_DOMAINS,
+            ("source", "target"),
+        ),
+        Suite(
+            "ood-severity",
+            "Theorem 2.4",
+            "trained on the source; tested under every residual group shifted by s, and one group at a time",
+            OOD_METHODS,
+            scenes,
+            OOD_EVAL_DOMAINS,
+            ("source", *SHIFT_DOMAINS, *FACTOR_DOMAINS),
+            probes=("ood_bound", "robustness"),
+        ),
+        Suite(
+            "ood-rho",
+            "Theorem 2.4",
+            f"trained at the spurious-correlation strength rho in {', '.join(f'{r:g}' for r in OOD_RHOS)}; "
+            "tested on the default target",
+            tuple(rho_variant(r, rho) for r in OOD_METHODS for rho in OOD_RHOS),
+            scenes,
+            ("source", "target"),
+            ("source", "target"),
+        ),
     ]
     return {s.name: s for s in suites}

@@ -29,7 +29,34 @@ from coremtl_lite.data.scenes import (
 )
 from coremtl_lite.data.sem import MultiSEM
 
-__all__ = ["ATTRIBUTE_NAMES", "BatchLoader", "DatasetEntry", "available_datasets", "dataset_entry",
-           "register_dataset", "CelebA", "ConfoundedScenes", "Cityscapes", "CityscapesC", "ColoredCityscapes", "GTA5",
-           "NYUv2", "DigitPairs", "MultiSEM", "ShadedAttributes", "attributes_from_semantic", "CLASS_NAMES", "CORRUPTIONS", "NUM_CLASSES", "ShadedScenes", "Splits", "JoinedDataset", "build_splits",
-           "corrupt", "flip_batch", "lighting_sh", "make_loader", "rerender_intervention"]
+__all__ = [
+    "ATTRIBUTE_NAMES",
+    "BatchLoader",
+    "DatasetEntry",
+    "available_datasets",
+    "dataset_entry",
+    "register_dataset",
+    "CelebA",
+    "ConfoundedScenes",
+    "Cityscapes",
+    "CityscapesC",
+    "ColoredCityscapes",
+    "GTA5",
+    "NYUv2",
+    "DigitPairs",
+    "MultiSEM",
+    "ShadedAttributes",
+    "attributes_from_semantic",
+    "CLASS_NAMES",
+    "CORRUPTIONS",
+    "NUM_CLASSES",
+    "ShadedScenes",
+    "Splits",
+    "JoinedDataset",
+    "build_splits",
+    "corrupt",
+    "flip_batch",
+    "lighting_sh",
+    "make_loader",
+    "rerender_intervention",
+]

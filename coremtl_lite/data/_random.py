@@ -56,4 +56,3 @@ def normal(key: torch.Tensor, n: int) -> torch.Tensor:
     u = uniform(key, 2 * n)
     u1, u2 = u[:, :n], u[:, n:]
     return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
-

@@ -25,8 +25,13 @@ def _attribute_table() -> list[tuple[str, str, int]]:
     """(name, kind, argument) for every attribute, in the order used to take the first N."""
     table: list[tuple[str, str, int]] = [(f"has_{s}", "present", c) for c, s in enumerate(SHAPES)]
     table += [(f"at_least_{k}_objects", "count_ge", k) for k in (2, 3, 4)] + [("five_objects", "count_ge", 5)]
-    for kind, word in (("left", "left"), ("top", "top"), ("large", "large"), ("tall", "tall"),
-                       ("multiple", "two_or_more")):
+    for kind, word in (
+        ("left", "left"),
+        ("top", "top"),
+        ("large", "large"),
+        ("tall", "tall"),
+        ("multiple", "two_or_more"),
+    ):
         table += [(f"{s}_{word}", kind, c) for c, s in enumerate(SHAPES)]
     table += [("ground_slopes_up_right", "tilt_x", 0), ("ground_slopes_up_top", "tilt_y", 0)]
     return table
@@ -37,7 +42,9 @@ ATTRIBUTE_NAMES = tuple(name for name, _, _ in ATTRIBUTES)
 MAX_ATTRIBUTES = len(ATTRIBUTES)
 
 
-def attributes_from_semantic(semantic: dict[str, torch.Tensor], n_attributes: int = MAX_ATTRIBUTES) -> torch.Tensor:
+def attributes_from_semantic(
+    semantic: dict[str, torch.Tensor], n_attributes: int = MAX_ATTRIBUTES
+) -> torch.Tensor:
     """The first ``n_attributes`` binary attributes ``(B, n)`` (float32 in {0, 1}) of semantic factors.
 
     Definitions (over valid objects; x to the right, y up): ``has_<c>``: some object of class c;
@@ -85,7 +92,9 @@ def attribute_task_names(n_attributes: int) -> list[str]:
 def attribute_task_info(n_attributes: int) -> dict[str, dict[str, Any]]:
     """``task_info`` offering all attributes as one task (``attributes``) and each as its own task."""
     info: dict[str, dict[str, Any]] = {"attributes": {"kind": "attributes", "num_attributes": n_attributes}}
-    info.update({name: {"kind": "attributes", "num_attributes": 1} for name in attribute_task_names(n_attributes)})
+    info.update(
+        {name: {"kind": "attributes", "num_attributes": 1} for name in attribute_task_names(n_attributes)}
+    )
     return info
 
 
@@ -93,7 +102,7 @@ def split_attributes(sample: dict[str, Any]) -> dict[str, Any]:
     """Add the one-attribute targets ``attr_XX`` (shape ``(..., 1)``) next to ``attributes`` (``(..., N)``)."""
     attrs = sample["attributes"]
     for i, name in enumerate(attribute_task_names(attrs.shape[-1])):
-        sample[name] = attrs[..., i:i + 1]
+        sample[name] = attrs[..., i : i + 1]
     return sample
 
 
@@ -125,5 +134,12 @@ class ShadedAttributes(ShadedScenes):
         return split_attributes(out)
 
 
-__all__ = ["ATTRIBUTE_NAMES", "MAX_ATTRIBUTES", "ShadedAttributes", "attribute_task_info", "attribute_task_names",
-           "attributes_from_semantic", "split_attributes"]
+__all__ = [
+    "ATTRIBUTE_NAMES",
+    "MAX_ATTRIBUTES",
+    "ShadedAttributes",
+    "attribute_task_info",
+    "attribute_task_names",
+    "attributes_from_semantic",
+    "split_attributes",
+]

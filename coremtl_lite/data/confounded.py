@@ -94,7 +94,10 @@ class ConfoundedScenes(ShadedScenes):
     def labels(self, semantic: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``{has_<c>: int64 (B,)}``: whether a valid object of class c is in the scene."""
         present = semantic["valid"].bool()
-        return {t: (present & (semantic["shape"] == c)).any(1).long() for t, c in zip(self.task_names, self.shape_ids)}
+        return {
+            t: (present & (semantic["shape"] == c)).any(1).long()
+            for t, c in zip(self.task_names, self.shape_ids)
+        }
 
     def render(self, semantic: dict[str, torch.Tensor], residual: dict[str, torch.Tensor]) -> dict[str, Any]:
         """As :meth:`ShadedScenes.render`, plus the two labels of ``semantic``."""

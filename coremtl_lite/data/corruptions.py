@@ -29,12 +29,16 @@ def _as_batch(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     if x.dim() == 3:
         return x[None], True
     if x.dim() != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(f"corruptions expect an image (C,H,W) or batch (B,C,H,W) with C in (1, 3), "
-                         f"got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"corruptions expect an image (C,H,W) or batch (B,C,H,W) with C in (1, 3), "
+            f"got shape {tuple(x.shape)}"
+        )
     return x, False
 
 
-def _generators(seeds: torch.Tensor | None, generator: torch.Generator | None, n: int) -> list[torch.Generator]:
+def _generators(
+    seeds: torch.Tensor | None, generator: torch.Generator | None, n: int
+) -> list[torch.Generator]:
     """One generator per image: seeded by ``seeds[b]``, else the shared ``generator``."""
     if seeds is not None:
         seeds = torch.as_tensor(seeds).reshape(-1)
@@ -94,7 +98,7 @@ def disk_kernel(radius: int, alias_blur: float) -> torch.Tensor:
     ksize = 3 if radius <= 8 else 5
     grid = torch.arange(-half, half + 1, dtype=torch.float64)
     yy, xx = torch.meshgrid(grid, grid, indexing="ij")
-    d = ((xx ** 2 + yy ** 2) <= radius ** 2).double()
+    d = ((xx**2 + yy**2) <= radius**2).double()
     d = d / d.sum()
     g = _gaussian_kernel1d(ksize, alias_blur)
     p = ksize // 2
@@ -111,7 +115,9 @@ def defocus_blur(x: torch.Tensor, severity: int = 1, **_: object) -> torch.Tenso
     k = kernel.shape[-1]
     p = k // 2
     if min(xb.shape[-2:]) <= p:
-        raise ValueError(f"defocus_blur severity {severity} needs images larger than {p} px, got {tuple(xb.shape)}")
+        raise ValueError(
+            f"defocus_blur severity {severity} needs images larger than {p} px, got {tuple(xb.shape)}"
+        )
     c = xb.shape[1]
     padded = F.pad(xb, (p, p, p, p), mode="reflect")
     out = F.conv2d(padded, kernel.expand(c, 1, k, k), groups=c).clamp(0.0, 1.0)
@@ -135,15 +141,18 @@ def plasma_fractals(mapsize: int, wibbledecay: float, generators: list[torch.Gen
         raise ValueError(f"plasma_fractal mapsize must be a power of two, got {mapsize}")
     n = len(generators)
     draws = _plasma_draws(mapsize)
-    u = torch.stack([torch.rand(draws, generator=g, dtype=torch.float64) for g in generators]) if n else \
-        torch.zeros(0, draws, dtype=torch.float64)
+    u = (
+        torch.stack([torch.rand(draws, generator=g, dtype=torch.float64) for g in generators])
+        if n
+        else torch.zeros(0, draws, dtype=torch.float64)
+    )
     m = torch.zeros(n, mapsize, mapsize, dtype=torch.float64)
     step, wibble, used = mapsize, 100.0, 0
 
     def wibbled_mean(a: torch.Tensor) -> torch.Tensor:
         nonlocal used
         k = a.shape[1] * a.shape[2]
-        noise = (u[:, used:used + k].reshape(a.shape) * 2.0 - 1.0) * wibble
+        noise = (u[:, used : used + k].reshape(a.shape) * 2.0 - 1.0) * wibble
         used += k
         return a / 4 + wibble * noise
 
@@ -194,7 +203,12 @@ def corruption_strength(clean: torch.Tensor, corrupted: torch.Tensor, name: str)
     return float(1 - F.cosine_similarity(a, b).mean())
 
 
-CORRUPTIONS: dict[str, Callable[..., torch.Tensor]] = {"contrast": contrast, "defocus_blur": defocus_blur, "fog": fog, "gaussian_noise": gaussian_noise}
+CORRUPTIONS: dict[str, Callable[..., torch.Tensor]] = {
+    "contrast": contrast,
+    "defocus_blur": defocus_blur,
+    "fog": fog,
+    "gaussian_noise": gaussian_noise,
+}
 
 
 def corrupt(x: torch.Tensor, name: str, severity: int, seeds=None, generator=None) -> torch.Tensor:
@@ -207,5 +221,15 @@ def corrupt(x: torch.Tensor, name: str, severity: int, seeds=None, generator=Non
     return CORRUPTIONS[name](x, severity, seeds=seeds, generator=generator)
 
 
-__all__ = ["CORRUPTIONS", "corrupt", "corruption_strength", "contrast", "defocus_blur", "fog", "gaussian_noise", "disk_kernel",
-           "plasma_fractal", "plasma_fractals"]
+__all__ = [
+    "CORRUPTIONS",
+    "corrupt",
+    "corruption_strength",
+    "contrast",
+    "defocus_blur",
+    "fog",
+    "gaussian_noise",
+    "disk_kernel",
+    "plasma_fractal",
+    "plasma_fractals",
+]

@@ -65,14 +65,22 @@ class DigitPairs:
         spurious_prob: in ``train``/``test_id``, the probability that the colours encode the labels.
     """
 
-    task_info = {"left": {"kind": "classification", "num_classes": 10},
-                 "right": {"kind": "classification", "num_classes": 10}}
+    task_info = {
+        "left": {"kind": "classification", "num_classes": 10},
+        "right": {"kind": "classification", "num_classes": 10},
+    }
     #: the generative factors that cause each task's label (see the module docstring)
     causal_factors = {"left": ("left_digit",), "right": ("right_digit",)}
     factor_names = ("left_digit", "right_digit", "foreground_rgb", "background_rgb")
 
-    def __init__(self, split: str = "train", size: int = 32, length: int = 2048, seed: int = 0,
-                 spurious_prob: float = 0.9):
+    def __init__(
+        self,
+        split: str = "train",
+        size: int = 32,
+        length: int = 2048,
+        seed: int = 0,
+        spurious_prob: float = 0.9,
+    ):
         if split not in SPLITS:
             raise ValueError(f"DigitPairs split must be one of {SPLITS}, got {split!r}")
         if not 0.0 <= spurious_prob <= 1.0:
@@ -86,7 +94,9 @@ class DigitPairs:
         # split the digit images 3:1:1 (test_id uses the test images)
         perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(int(seed) + 1))
         n_tr, n_va = int(0.6 * len(labels)), int(0.8 * len(labels))
-        part = {"train": perm[:n_tr], "val": perm[n_tr:n_va], "test": perm[n_va:], "test_id": perm[n_va:]}[split]
+        part = {"train": perm[:n_tr], "val": perm[n_tr:n_va], "test": perm[n_va:], "test_id": perm[n_va:]}[
+            split
+        ]
         self.image_ids = [part[labels[part] == c] for c in range(10)]  # per class, global ids
         self._images = images
         half = torch.zeros(self.size, 2 * self.size, dtype=torch.bool)
@@ -119,13 +129,24 @@ class DigitPairs:
         fg = hsv_to_rgb(fg_hue % 1.0, 0.6 + 0.3 * u[:, 8], 0.85 + 0.15 * u[:, 9])
         bg = hsv_to_rgb(bg_hue % 1.0, 0.4 + 0.3 * u[:, 10], 0.15 + 0.25 * u[:, 11])
         image = self.compose(self._images[ids[0]], self._images[ids[1]], fg, bg)
-        return {"image": image, "left": left, "right": right,
-                "factors": {"semantic": {"left_label": left, "right_label": right, "left_image": ids[0],
-                                         "right_image": ids[1]},
-                            "residual": {"foreground_rgb": fg, "background_rgb": bg, "spurious": spurious}}}
+        return {
+            "image": image,
+            "left": left,
+            "right": right,
+            "factors": {
+                "semantic": {
+                    "left_label": left,
+                    "right_label": right,
+                    "left_image": ids[0],
+                    "right_image": ids[1],
+                },
+                "residual": {"foreground_rgb": fg, "background_rgb": bg, "spurious": spurious},
+            },
+        }
 
-    def compose(self, left_digit: torch.Tensor, right_digit: torch.Tensor, fg: torch.Tensor,
-                bg: torch.Tensor) -> torch.Tensor:
+    def compose(
+        self, left_digit: torch.Tensor, right_digit: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor
+    ) -> torch.Tensor:
         """The image (B, 3, size, 2 size) from its generative factors: two (B, 8, 8) digit images in [0, 1]
         (the ink), and the (B, 3) foreground and background colours."""
         digits = torch.cat([left_digit, right_digit], dim=2)[:, None]  # (B,1,8,16)
@@ -140,12 +161,18 @@ class DigitPairs:
         """
         image = batch["image"]
         if tuple(input_grad.shape) != tuple(image.shape):
-            raise ValueError(f"DigitPairs.factor_gradients: input_grad has shape {tuple(input_grad.shape)}, the "
-                             f"batch's images {tuple(image.shape)}")
+            raise ValueError(
+                f"DigitPairs.factor_gradients: input_grad has shape {tuple(input_grad.shape)}, the "
+                f"batch's images {tuple(image.shape)}"
+            )
         sem, res = batch["factors"]["semantic"], batch["factors"]["residual"]
         dev = input_grad.device
-        leaves = [self._images[sem["left_image"].cpu()].to(dev), self._images[sem["right_image"].cpu()].to(dev),
-                  res["foreground_rgb"].to(dev), res["background_rgb"].to(dev)]
+        leaves = [
+            self._images[sem["left_image"].cpu()].to(dev),
+            self._images[sem["right_image"].cpu()].to(dev),
+            res["foreground_rgb"].to(dev),
+            res["background_rgb"].to(dev),
+        ]
         leaves = [t.detach().clone().float().requires_grad_(True) for t in leaves]
         with torch.enable_grad():
             grads = torch.autograd.grad(self.compose(*leaves), leaves, grad_outputs=input_grad.float())
@@ -153,8 +180,10 @@ class DigitPairs:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         b = self.get_batch([int(index)])
-        return {k: ({kk: {a: t[0] for a, t in vv.items()} for kk, vv in v.items()} if k == "factors" else v[0])
-                for k, v in b.items()}
+        return {
+            k: ({kk: {a: t[0] for a, t in vv.items()} for kk, vv in v.items()} if k == "factors" else v[0])
+            for k, v in b.items()
+        }
 
 
 __all__ = ["DigitPairs", "label_pair_split"]

@@ -24,9 +24,19 @@ from coremtl_lite.protocols import BatchDataset
 class BatchLoader:
     """An iterable of collated batch dicts; see :func:`make_loader`."""
 
-    def __init__(self, dataset: Any, batch_size: int, shuffle: bool, seed: int, epoch: int = 0,
-                 drop_last: bool = False, rank: int = 0, world_size: int = 1, num_workers: int = 0,
-                 transform: Callable[[dict, torch.Generator], dict] | None = None):
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        epoch: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+        transform: Callable[[dict, torch.Generator], dict] | None = None,
+    ):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
@@ -74,17 +84,31 @@ class BatchLoader:
         if isinstance(self.dataset, BatchDataset):
             source: Any = (self.dataset.get_batch(b) for b in batches)
         elif self.num_workers > 0:
-            source = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.num_workers,
-                                collate_fn=default_collate, persistent_workers=False)
+            source = DataLoader(
+                self.dataset,
+                batch_sampler=batches,
+                num_workers=self.num_workers,
+                collate_fn=default_collate,
+                persistent_workers=False,
+            )
         else:
             source = (default_collate([self.dataset[i] for i in b]) for b in batches)
         for batch in source:
             yield self.transform(batch, gen) if self.transform is not None and gen is not None else batch
 
 
-def make_loader(dataset: Any, batch_size: int, shuffle: bool, seed: int, epoch: int = 0, drop_last: bool = False,
-                rank: int = 0, world_size: int = 1, num_workers: int = 0,
-                transform: Callable[[dict, torch.Generator], dict] | None = None) -> BatchLoader:
+def make_loader(
+    dataset: Any,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    epoch: int = 0,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+    transform: Callable[[dict, torch.Generator], dict] | None = None,
+) -> BatchLoader:
     """A deterministic loader of collated batch dicts (CONTRIBUTING.md contract).
 
     ``batch_size`` is the *global* batch; with ``world_size > 1`` rank ``r`` gets the ``r``-th
@@ -93,8 +117,9 @@ def make_loader(dataset: Any, batch_size: int, shuffle: bool, seed: int, epoch: 
     without ``get_batch``. ``transform(batch, generator)`` (e.g. :func:`flip_batch`) runs per batch
     with a generator seeded by ``(seed, epoch, rank)``.
     """
-    return BatchLoader(dataset, batch_size, shuffle, seed, epoch, drop_last, rank, world_size, num_workers,
-                       transform)
+    return BatchLoader(
+        dataset, batch_size, shuffle, seed, epoch, drop_last, rank, world_size, num_workers, transform
+    )
 
 
 def flip_batch(batch: dict[str, Any], generator: torch.Generator, p: float = 0.5) -> dict[str, Any]:

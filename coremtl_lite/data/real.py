@@ -40,12 +40,22 @@ CITYSCAPES_CLASSES = 7
 CITYSCAPES_CATEGORIES = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
 # Cityscapes label id (0..33, also used by GTA5) -> 7-class category index (void -> -1), from the
 # official cityscapesScripts label table (category ids 1..7 minus one).
-CITYSCAPES_ID_TO_7 = np.array([-1] * 7 + [0] * 4 + [1] * 6 + [2] * 4 + [3] * 2 + [4] + [5] * 2 + [6] * 8,
-                              dtype=np.int64)
+CITYSCAPES_ID_TO_7 = np.array(
+    [-1] * 7 + [0] * 4 + [1] * 6 + [2] * 4 + [3] * 2 + [4] + [5] * 2 + [6] * 8, dtype=np.int64
+)
 # Colored-Cityscapes: one fixed sRGB colour per category; the target permutes them (a derangement).
-COLORED_CITYSCAPES_PALETTE = np.array([[0.50, 0.25, 0.50], [0.90, 0.20, 0.15], [0.85, 0.80, 0.10],
-                                       [0.15, 0.70, 0.20], [0.20, 0.45, 0.95], [0.95, 0.45, 0.80],
-                                       [0.10, 0.80, 0.80]], dtype=np.float32)
+COLORED_CITYSCAPES_PALETTE = np.array(
+    [
+        [0.50, 0.25, 0.50],
+        [0.90, 0.20, 0.15],
+        [0.85, 0.80, 0.10],
+        [0.15, 0.70, 0.20],
+        [0.20, 0.45, 0.95],
+        [0.95, 0.45, 0.80],
+        [0.10, 0.80, 0.80],
+    ],
+    dtype=np.float32,
+)
 COLORED_CITYSCAPES_PERMUTATION = (3, 6, 0, 5, 1, 2, 4)
 
 
@@ -84,20 +94,25 @@ def check_values(arr: np.ndarray, path: Path, key: str, num_classes: int | None 
         ids = arr.astype(np.int64)
         bad = (ids < -1) | (ids >= num_classes)
         if bad.any():
-            raise ValueError(f"data file {path} holds class ids {sorted(set(ids[bad].tolist()))[:5]} outside "
-                             f"[0, {num_classes}) and -1 (void)")
+            raise ValueError(
+                f"data file {path} holds class ids {sorted(set(ids[bad].tolist()))[:5]} outside "
+                f"[0, {num_classes}) and -1 (void)"
+            )
         return ids
     arr = arr.astype(np.float32, copy=False)
     lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
     if key == "image":
         if lo < -RANGE_TOL or hi > 255.0 + RANGE_TOL or 1.0 + RANGE_TOL < hi <= 1.5:
-            raise ValueError(f"data file {path} holds image values in [{lo:.4g}, {hi:.4g}]; expected [0, 1] "
-                             "(or 0..255)")
+            raise ValueError(
+                f"data file {path} holds image values in [{lo:.4g}, {hi:.4g}]; expected [0, 1] (or 0..255)"
+            )
         return arr / 255.0 if hi > 1.5 else arr
     if key == "depth" and lo < 0.0:
         raise ValueError(f"data file {path} holds negative depth {lo:.4g}; depth must be >= 0 (0 = invalid)")
     if key == "normal" and max(-lo, hi) > 1.0 + RANGE_TOL:
-        raise ValueError(f"data file {path} holds normal components in [{lo:.4g}, {hi:.4g}]; expected [-1, 1]")
+        raise ValueError(
+            f"data file {path} holds normal components in [{lo:.4g}, {hi:.4g}]; expected [-1, 1]"
+        )
     return arr
 
 
@@ -116,8 +131,10 @@ class NpyFolder:
     def __init__(self, folder: str | Path, keys: dict[str, str], task_info: dict[str, dict], transform=None):
         self.folder = Path(folder)
         if not (self.folder / "image").is_dir():
-            raise FileNotFoundError(f"missing folder {self.folder / 'image'} (prepare the dataset with "
-                                    f"data_scripts/; see coremtl_lite.data.real)")
+            raise FileNotFoundError(
+                f"missing folder {self.folder / 'image'} (prepare the dataset with "
+                f"data_scripts/; see coremtl_lite.data.real)"
+            )
         for key, sub in keys.items():
             if not (self.folder / sub).is_dir():
                 raise FileNotFoundError(f"missing folder {self.folder / sub} for {key!r}")
@@ -128,16 +145,23 @@ class NpyFolder:
             raise FileNotFoundError(f"no .npy images in {self.folder / 'image'}")
         expected = {f"{i}.npy" for i in range(self.length)}
         for sub in ("image", *keys.values()):
-            have = names if sub == "image" else {p.name for p in (self.folder / sub).iterdir()
-                                                  if p.name.endswith(".npy")}
+            have = (
+                names
+                if sub == "image"
+                else {p.name for p in (self.folder / sub).iterdir() if p.name.endswith(".npy")}
+            )
             extra, missing = sorted(have - expected), sorted(expected - have, key=lambda n: int(n[:-4]))
             if extra:
-                raise ValueError(f"{self.folder / sub} holds files outside 0.npy..{self.length - 1}.npy: "
-                                 f"{', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''} (an extra, misnamed or "
-                                 "temporary file; remove it)")
+                raise ValueError(
+                    f"{self.folder / sub} holds files outside 0.npy..{self.length - 1}.npy: "
+                    f"{', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''} (an extra, misnamed or "
+                    "temporary file; remove it)"
+                )
             if missing:
-                raise FileNotFoundError(f"missing data file: {self.folder / sub / missing[0]}"
-                                        f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}")
+                raise FileNotFoundError(
+                    f"missing data file: {self.folder / sub / missing[0]}"
+                    f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}"
+                )
 
     def __len__(self) -> int:
         return self.length
@@ -161,7 +185,9 @@ class NpyFolder:
             if arr.shape[:2] != hw:
                 raise ValueError(f"data file {path} has shape {arr.shape}, the image is {hw}")
             if key in ("segmentation", "depth") and arr.size != hw[0] * hw[1]:
-                raise ValueError(f"data file {path} has shape {arr.shape}; {key} needs one value per pixel {hw}")
+                raise ValueError(
+                    f"data file {path} has shape {arr.shape}; {key} needs one value per pixel {hw}"
+                )
             if key == "normal" and arr.shape != (*hw, 3):
                 raise ValueError(f"data file {path} has shape {arr.shape}; normal needs {(*hw, 3)}")
             arr = check_values(arr, path, key, self.task_info.get(key, {}).get("num_classes"))
@@ -180,9 +206,15 @@ class NpyFolder:
 
 def NYUv2(root: str | Path, split: str = "train") -> NpyFolder:  # noqa: N802 - a dataset "class"
     """NYUv2 in the LibMTL/MTAN layout: 13-class segmentation, depth and normals at 288x384."""
-    return NpyFolder(Path(root) / _split(split), {"segmentation": "label", "depth": "depth", "normal": "normal"},
-                     {"segmentation": {"kind": "segmentation", "num_classes": NYU_CLASSES}, "depth": {"kind": "depth"},
-                      "normal": {"kind": "normal"}})
+    return NpyFolder(
+        Path(root) / _split(split),
+        {"segmentation": "label", "depth": "depth", "normal": "normal"},
+        {
+            "segmentation": {"kind": "segmentation", "num_classes": NYU_CLASSES},
+            "depth": {"kind": "depth"},
+            "normal": {"kind": "normal"},
+        },
+    )
 
 
 def label_folder(folder: Path) -> str:
@@ -194,7 +226,9 @@ def Cityscapes(root: str | Path, split: str = "train", transform=None) -> NpyFol
     """Cityscapes in the MTAN layout (``label_7/``) or LibMTL's (``label/``): 7-class segmentation and
     depth at 128x256."""
     folder = Path(root) / _split(split)
-    return NpyFolder(folder, {"segmentation": label_folder(folder), "depth": "depth"}, _cityscapes_info(), transform)
+    return NpyFolder(
+        folder, {"segmentation": label_folder(folder), "depth": "depth"}, _cityscapes_info(), transform
+    )
 
 
 def GTA5(root: str | Path, split: str = "train") -> NpyFolder:  # noqa: N802
@@ -263,13 +297,22 @@ class CelebA:
         self.files = [f for f in rows if parts.get(f) == want]
         missing = [f for f in rows if f not in parts]
         if missing:
-            raise ValueError(f"{self.root / 'list_eval_partition.txt'} lacks {len(missing)} images, e.g. {missing[0]}")
-        self.attributes = torch.tensor(np.stack([rows[f][:num_attributes] for f in self.files]) if self.files
-                                       else np.zeros((0, num_attributes)), dtype=torch.float32)
+            raise ValueError(
+                f"{self.root / 'list_eval_partition.txt'} lacks {len(missing)} images, e.g. {missing[0]}"
+            )
+        self.attributes = torch.tensor(
+            np.stack([rows[f][:num_attributes] for f in self.files])
+            if self.files
+            else np.zeros((0, num_attributes)),
+            dtype=torch.float32,
+        )
         self.attribute_names = names[:num_attributes]
         self.task_info = attribute_task_info(num_attributes)
-        self.image_dir = self.root / "images_128" if (self.root / "images_128").is_dir() else \
-            self.root / "img_align_celeba"
+        self.image_dir = (
+            self.root / "images_128"
+            if (self.root / "images_128").is_dir()
+            else self.root / "img_align_celeba"
+        )
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"missing image folder {self.root / 'img_align_celeba'} (or images_128/)")
 
@@ -279,7 +322,9 @@ class CelebA:
     def __getitem__(self, index: int) -> dict[str, Any]:
         name = self.files[index]
         path = self.image_dir / (Path(name).stem + ".png" if self.image_dir.name == "images_128" else name)
-        return split_attributes({"image": load_celeba_image(path, self.size), "attributes": self.attributes[index]})
+        return split_attributes(
+            {"image": load_celeba_image(path, self.size), "attributes": self.attributes[index]}
+        )
 
 
 def load_celeba_image(path: Path, size: int) -> torch.Tensor:
@@ -311,14 +356,16 @@ def read_celeba_attributes(path: Path) -> tuple[tuple[str, ...], dict[str, np.nd
         count = int(lines[0].strip())
         names = tuple(lines[1].split())
         rows = {}
-        for line in lines[2:2 + count]:
+        for line in lines[2 : 2 + count]:
             parts = line.split()
             vals = np.array([int(v) for v in parts[1:]], dtype=np.float32)
             if len(vals) != len(names):
                 raise ValueError(f"line for {parts[0]} has {len(vals)} values, expected {len(names)}")
             if not np.isin(vals, (-1.0, 1.0)).all():
-                raise ValueError(f"line for {parts[0]} holds values other than 1 and -1: "
-                                 f"{sorted(set(vals.tolist()) - {-1.0, 1.0})}")
+                raise ValueError(
+                    f"line for {parts[0]} holds values other than 1 and -1: "
+                    f"{sorted(set(vals.tolist()) - {-1.0, 1.0})}"
+                )
             rows[parts[0]] = (vals > 0).astype(np.float32)
     except (ValueError, IndexError) as e:
         raise ValueError(f"corrupt attribute file {path}: {e}") from e
@@ -351,4 +398,7 @@ def _split(split: str) -> str:
 
 
 def _cityscapes_info() -> dict[str, dict]:
-    return {"segmentation": {"kind": "segmentation", "num_classes": CITYSCAPES_CLASSES}, "depth": {"kind": "depth"}}
+    return {
+        "segmentation": {"kind": "segmentation", "num_classes": CITYSCAPES_CLASSES},
+        "depth": {"kind": "depth"},
+    }

@@ -121,8 +121,13 @@ def _shaded_scenes(data_cfg: DataConfig, seed: int) -> Splits:
     return _by_offset(
         data_cfg,
         lambda domain, length, offset: ShadedScenes(
-            domain=domain, size=data_cfg.image_size, length=length, seed=seed, offset=offset,
-            rho=data_cfg.rho, severity=data_cfg.severity,
+            domain=domain,
+            size=data_cfg.image_size,
+            length=length,
+            seed=seed,
+            offset=offset,
+            rho=data_cfg.rho,
+            severity=data_cfg.severity,
         ),
     )
 

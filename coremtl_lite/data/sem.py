@@ -46,9 +46,19 @@ class MultiSEM:
         num_tasks: T (MT-CRL Table 5 grows it from 2 to 8).
     """
 
-    def __init__(self, split: str = "train", length: int = 2048, seed: int = 0, dim: int = 5, m_train: float = 0.9,
-                 m_test: float = 0.1, mean_norm: float = 1.5, sigma: float = 1.0, num_tasks: int = 2,
-                 m_val: float | None = None):
+    def __init__(
+        self,
+        split: str = "train",
+        length: int = 2048,
+        seed: int = 0,
+        dim: int = 5,
+        m_train: float = 0.9,
+        m_test: float = 0.1,
+        mean_norm: float = 1.5,
+        sigma: float = 1.0,
+        num_tasks: int = 2,
+        m_val: float | None = None,
+    ):
         if split not in SPLITS:
             raise ValueError(f"MultiSEM split must be one of {SPLITS}, got {split!r}")
         m_val = m_train if m_val is None else m_val
@@ -56,7 +66,13 @@ class MultiSEM:
             if not 0.0 <= m <= 1.0:
                 raise ValueError(f"MultiSEM {name} must be in [0, 1], got {m}")
         names = sem_task_names(num_tasks)
-        self.split, self.length, self.seed, self.dim, self.sigma = split, int(length), int(seed), int(dim), sigma
+        self.split, self.length, self.seed, self.dim, self.sigma = (
+            split,
+            int(length),
+            int(seed),
+            int(dim),
+            sigma,
+        )
         self.num_tasks = len(names)
         self.m_c = {"test": m_test, "val": m_val}.get(split, m_train)
         self.task_info = {t: {"kind": "classification", "num_classes": 2} for t in names}
@@ -67,7 +83,7 @@ class MultiSEM:
         self.causal_mask = {}
         for t, name in enumerate(names):
             mask = torch.zeros(self.num_tasks * dim, dtype=torch.bool)
-            mask[t * dim:(t + 1) * dim] = True
+            mask[t * dim : (t + 1) * dim] = True
             self.causal_mask[name] = mask
 
     @staticmethod
@@ -90,14 +106,18 @@ class MultiSEM:
         names = list(self.task_info)
         semantic = {f"f_{name[5:]}": factors[:, t] for t, name in enumerate(names)}
         semantic["agree"] = labels[:, 1:] == labels[:, :1]
-        return {"image": factors.reshape(-1, self.num_tasks * self.dim),
-                **{name: labels[:, t] for t, name in enumerate(names)},
-                "factors": {"semantic": semantic, "residual": {}}}
+        return {
+            "image": factors.reshape(-1, self.num_tasks * self.dim),
+            **{name: labels[:, t] for t, name in enumerate(names)},
+            "factors": {"semantic": semantic, "residual": {}},
+        }
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         b = self.get_batch([int(index)])
-        return {**{k: v[0] for k, v in b.items() if k != "factors"},
-                "factors": {"semantic": {k: v[0] for k, v in b["factors"]["semantic"].items()}, "residual": {}}}
+        return {
+            **{k: v[0] for k, v in b.items() if k != "factors"},
+            "factors": {"semantic": {k: v[0] for k, v in b["factors"]["semantic"].items()}, "residual": {}},
+        }
 
 
 __all__ = ["MAX_TASKS", "MultiSEM", "sem_task_names"]

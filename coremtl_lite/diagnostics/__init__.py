@@ -50,9 +50,28 @@ from coremtl_lite.diagnostics.robustness import (
 )
 from coremtl_lite.diagnostics.streams import model_streams
 
-__all__ = ["GradientCosineLogger", "LeakageResult", "ProbeResult", "ReconProbe", "RobustnessResult",
-           "color_jitter", "cosine_matrix", "counterfactual_errors", "counterfactual_grid", "cross_domain_pair",
-           "domain_risks", "estimate_leakage", "factor_targets", "fit_residual_scale", "gradient_cosines",
-           "interpolate_residual", "linear_probes", "model_streams",
-           "representation_gradients", "residual_vector", "residual_w1",
-           "robustness_ratio", "true_counterfactual_grid"]
+__all__ = [
+    "GradientCosineLogger",
+    "LeakageResult",
+    "ProbeResult",
+    "ReconProbe",
+    "RobustnessResult",
+    "color_jitter",
+    "cosine_matrix",
+    "counterfactual_errors",
+    "counterfactual_grid",
+    "cross_domain_pair",
+    "domain_risks",
+    "estimate_leakage",
+    "factor_targets",
+    "fit_residual_scale",
+    "gradient_cosines",
+    "interpolate_residual",
+    "linear_probes",
+    "model_streams",
+    "representation_gradients",
+    "residual_vector",
+    "residual_w1",
+    "robustness_ratio",
+    "true_counterfactual_grid",
+]

@@ -25,14 +25,23 @@ from torch import Tensor, nn
 
 from coremtl_lite.diagnostics.streams import is_dual_stream, model_output
 
-__all__ = ["counterfactual_errors", "counterfactual_grid", "default_perceptual", "grounding_scores", "psnr",
-           "swap_gain", "true_counterfactual_grid"]
+__all__ = [
+    "counterfactual_errors",
+    "counterfactual_grid",
+    "default_perceptual",
+    "grounding_scores",
+    "psnr",
+    "swap_gain",
+    "true_counterfactual_grid",
+]
 
 
 def _require_decoder(model: nn.Module) -> None:
     if not is_dual_stream(model):
-        raise TypeError(f"{type(model).__name__} has no decode(z_s, z_p): counterfactuals need a dual-stream "
-                        "model with a grounding decoder (model.architecture=dual_stream, model.grounding=hard|soft)")
+        raise TypeError(
+            f"{type(model).__name__} has no decode(z_s, z_p): counterfactuals need a dual-stream "
+            "model with a grounding decoder (model.architecture=dual_stream, model.grounding=hard|soft)"
+        )
 
 
 def _recon(decoded) -> Tensor:
@@ -70,7 +79,9 @@ def counterfactual_grid(model: nn.Module, images: Tensor, donors: Tensor | None 
     return rec.view(b, bd, *rec.shape[1:])
 
 
-def true_counterfactual_grid(scenes, indices: Sequence[int], donor_indices: Sequence[int] | None = None) -> Tensor:
+def true_counterfactual_grid(
+    scenes, indices: Sequence[int], donor_indices: Sequence[int] | None = None
+) -> Tensor:
     """``(B, B', 3, H, W)`` with ``grid[i, j] = scenes.render(s_i, r_j)["image"]`` (the SCM's intervention)."""
     indices = [int(i) for i in indices]
     donor_indices = indices if donor_indices is None else [int(i) for i in donor_indices]
@@ -100,7 +111,9 @@ def default_perceptual(kind: str | None = None) -> tuple[str, Callable[[Tensor, 
 
             def fn(a: Tensor, b: Tensor) -> Tensor:
                 with torch.no_grad():
-                    return torch.stack([loss(a[i:i + 1], b[i:i + 1]).reshape(()) for i in range(a.shape[0])])
+                    return torch.stack(
+                        [loss(a[i : i + 1], b[i : i + 1]).reshape(()) for i in range(a.shape[0])]
+                    )
 
             return str(name), fn
     except (ImportError, AttributeError, TypeError):
@@ -117,8 +130,9 @@ def default_perceptual(kind: str | None = None) -> tuple[str, Callable[[Tensor, 
     return "1-SSIM", ssim_distance
 
 
-def counterfactual_errors(model_grid: Tensor, true_grid: Tensor,
-                          perceptual: tuple[str, Callable] | None | bool = True) -> dict:
+def counterfactual_errors(
+    model_grid: Tensor, true_grid: Tensor, perceptual: tuple[str, Callable] | None | bool = True
+) -> dict:
     """L1 and perceptual distance between the model's and the true counterfactuals.
 
     Returns ``{"l1": mean, "l1_matrix": (B, B'), "l1_diagonal": mean over reconstructions,
@@ -126,9 +140,14 @@ def counterfactual_errors(model_grid: Tensor, true_grid: Tensor,
     :func:`default_perceptual`), the same four keys with its name as prefix (e.g. ``lpips``).
     """
     if model_grid.shape != true_grid.shape:
-        raise ValueError(f"grid shapes differ: model {tuple(model_grid.shape)} vs true {tuple(true_grid.shape)}")
+        raise ValueError(
+            f"grid shapes differ: model {tuple(model_grid.shape)} vs true {tuple(true_grid.shape)}"
+        )
     b, bd = model_grid.shape[:2]
-    flat_m, flat_t = model_grid.reshape(b * bd, *model_grid.shape[2:]), true_grid.reshape(b * bd, *true_grid.shape[2:])
+    flat_m, flat_t = (
+        model_grid.reshape(b * bd, *model_grid.shape[2:]),
+        true_grid.reshape(b * bd, *true_grid.shape[2:]),
+    )
     mats = {"l1": (flat_m - flat_t).abs().flatten(1).mean(1).view(b, bd)}
     if perceptual is True:
         perceptual = default_perceptual()
@@ -155,8 +174,10 @@ def swap_gain(model_grid: Tensor, true_grid: Tensor) -> dict[str, float]:
     """
     b, bd = model_grid.shape[:2]
     if b != bd or true_grid.shape != model_grid.shape:
-        raise ValueError(f"swap_gain needs square grids of equal shape, got {tuple(model_grid.shape)} and "
-                         f"{tuple(true_grid.shape)}")
+        raise ValueError(
+            f"swap_gain needs square grids of equal shape, got {tuple(model_grid.shape)} and "
+            f"{tuple(true_grid.shape)}"
+        )
     if b < 2:
         raise ValueError("swap_gain needs at least 2 images")
     off = ~torch.eye(b, dtype=torch.bool)
@@ -174,7 +195,9 @@ def psnr(a: Tensor, b: Tensor) -> float:
 
 
 @torch.no_grad()
-def grounding_scores(model: nn.Module, scenes, indices: Sequence[int], mean_image: Tensor) -> dict[str, float]:
+def grounding_scores(
+    model: nn.Module, scenes, indices: Sequence[int], mean_image: Tensor
+) -> dict[str, float]:
     """How well the grounding decoder reconstructs, and whether its counterfactuals are what they claim.
 
     For the scenes ``indices`` of a ShadedScenes split, with donor ``j`` = the next index (cyclically):
@@ -203,12 +226,17 @@ def grounding_scores(model: nn.Module, scenes, indices: Sequence[int], mean_imag
     try:
         device = next(model.parameters()).device
         batch, donor_batch = scenes.get_batch(idx), scenes.get_batch(donors)
-        x, size = batch["image"].to(device), tuple(batch["image"].shape[-2:])  # decode's default size: the input's
+        x, size = (
+            batch["image"].to(device),
+            tuple(batch["image"].shape[-2:]),
+        )  # decode's default size: the input's
         out, donor_out = model_output(model, x), model_output(model, donor_batch["image"].to(device))
         recon = _recon(model.decode(out["z_s"], out["z_p"])).float().clamp(0, 1)
         cf = _recon(model.decode(out["z_s"], donor_out["z_p"])).float().clamp(0, 1)
         if tuple(recon.shape[-2:]) != size:
-            raise ValueError(f"grounding_scores: the decoder returns {tuple(recon.shape[-2:])} images for {size} inputs")
+            raise ValueError(
+                f"grounding_scores: the decoder returns {tuple(recon.shape[-2:])} images for {size} inputs"
+            )
         truth = scenes.render(scenes.sample_semantic(idx), scenes.sample_residual(donors))["image"].to(device)
         x = x.float()
         k = scenes.task_info["segmentation"]["num_classes"]

@@ -35,8 +35,14 @@ from torch import Tensor, nn
 
 from coremtl_lite.diagnostics.streams import is_dual_stream, model_output
 
-__all__ = ["GradientCosineLogger", "ReconProbe", "cosine", "cosine_matrix", "gradient_cosines",
-           "representation_gradients"]
+__all__ = [
+    "GradientCosineLogger",
+    "ReconProbe",
+    "cosine",
+    "cosine_matrix",
+    "gradient_cosines",
+    "representation_gradients",
+]
 
 
 def cosine(a: Tensor, b: Tensor, eps: float = 1e-12) -> float:
@@ -114,8 +120,14 @@ def _task_losses(tasks: Sequence, preds: dict[str, Tensor], batch: dict, device)
     return losses
 
 
-def gradient_cosines(model: nn.Module, tasks: Sequence, batch: dict, probe: ReconProbe | None = None,
-                     use_probe: bool | None = None, probe_steps: int = 20) -> dict:
+def gradient_cosines(
+    model: nn.Module,
+    tasks: Sequence,
+    batch: dict,
+    probe: ReconProbe | None = None,
+    use_probe: bool | None = None,
+    probe_steps: int = 20,
+) -> dict:
     """Task/reconstruction and task/task gradient cosines on one batch (paper Fig. 4-5, Eq. 10).
 
     Args:
@@ -151,16 +163,22 @@ def gradient_cosines(model: nn.Module, tasks: Sequence, batch: dict, probe: Reco
                 decoded = model.decode(out["z_s"], out["z_p"])
                 recon = decoded["recon"] if isinstance(decoded, dict) else decoded
             rec_loss = (recon.float() - images.float()).abs().mean()
-            grads = representation_gradients({**losses, "__total__": sum(losses.values()),
-                                               "__recon__": rec_loss}, rep)
+            grads = representation_gradients(
+                {**losses, "__total__": sum(losses.values()), "__recon__": rec_loss}, rep
+            )
     finally:
         model.train(was_training)
         model.zero_grad(set_to_none=True)
     g_rec = grads.pop("__recon__")
     g_tot = grads.pop("__total__")
     names, mat = cosine_matrix(grads)
-    result = {"task_recon": cosine(g_tot, g_rec), "names": names, "task_task": mat,
-              "recon_source": "probe" if use_probe else "decoder", "recon_loss": float(rec_loss.detach())}
+    result = {
+        "task_recon": cosine(g_tot, g_rec),
+        "names": names,
+        "task_task": mat,
+        "recon_source": "probe" if use_probe else "decoder",
+        "recon_loss": float(rec_loss.detach()),
+    }
     for name, g in grads.items():
         result[f"task_recon/{name}"] = cosine(g, g_rec)
     return result
@@ -175,11 +193,23 @@ class GradientCosineLogger:
     ``{"step", "epoch", "task_recon", "task_recon/<t>", "task_task"}`` in ``self.records``.
     """
 
-    def __init__(self, batch: dict, every: int = 10, use_probe: bool | None = None, probe_steps: int = 20,
-                 seed: int = 0):
+    def __init__(
+        self,
+        batch: dict,
+        every: int = 10,
+        use_probe: bool | None = None,
+        probe_steps: int = 20,
+        seed: int = 0,
+    ):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
-        self.batch, self.every, self.use_probe, self.probe_steps, self.seed = batch, every, use_probe, probe_steps, seed
+        self.batch, self.every, self.use_probe, self.probe_steps, self.seed = (
+            batch,
+            every,
+            use_probe,
+            probe_steps,
+            seed,
+        )
         self.records: list[dict] = []
         self.probe: ReconProbe | None = None
         self._step = 0
@@ -200,8 +230,9 @@ class GradientCosineLogger:
                 feats = model_output(model, self.batch["image"][:1].to(device))["features"]
                 model.train(was)
             self.probe = ReconProbe(feats.shape[1], seed=self.seed)
-        res = gradient_cosines(model, tasks, self.batch, probe=self.probe, use_probe=needs_probe,
-                               probe_steps=self.probe_steps)
+        res = gradient_cosines(
+            model, tasks, self.batch, probe=self.probe, use_probe=needs_probe, probe_steps=self.probe_steps
+        )
         rec = {k: v for k, v in res.items() if k not in ("names",)}
         rec.update(step=step, epoch=epoch)
         self.names = res["names"]
@@ -222,13 +253,21 @@ class GradientCosineLogger:
 
     def state_dict(self) -> dict:
         """The records as JSON-able data (saved beside a checkpoint by ``load_or_train``)."""
-        recs = [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()} for r in self.records]
-        return {"records": recs, "names": getattr(self, "names", []), "step": self._step, "epoch": self._epoch}
+        recs = [
+            {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()} for r in self.records
+        ]
+        return {
+            "records": recs,
+            "names": getattr(self, "names", []),
+            "step": self._step,
+            "epoch": self._epoch,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` output."""
-        self.records = [{k: (np.asarray(v) if k == "task_task" else v) for k, v in r.items()}
-                        for r in state["records"]]
+        self.records = [
+            {k: (np.asarray(v) if k == "task_task" else v) for k, v in r.items()} for r in state["records"]
+        ]
         self.names, self._step, self._epoch = list(state["names"]), int(state["step"]), int(state["epoch"])
 
     def series(self, key: str = "task_recon") -> tuple[list[int], list[float]]:

@@ -44,8 +44,17 @@ from torch import Tensor
 
 from coremtl_lite.diagnostics.streams import StreamFn, flatten_stream
 
-__all__ = ["CONTINUOUS_RESIDUALS", "LeakageResult", "ResidualScale", "domain_risks", "estimate_leakage",
-           "fit_residual_scale", "interpolate_residual", "residual_vector", "residual_w1"]
+__all__ = [
+    "CONTINUOUS_RESIDUALS",
+    "LeakageResult",
+    "ResidualScale",
+    "domain_risks",
+    "estimate_leakage",
+    "fit_residual_scale",
+    "interpolate_residual",
+    "residual_vector",
+    "residual_w1",
+]
 
 #: continuous residual factors used for ||Δr|| (per-surface ones first)
 PER_SURFACE = ("albedo", "texture_freq", "texture_angle", "texture_phase", "texture_amp")
@@ -94,8 +103,13 @@ def fit_residual_scale(residual_vectors: Sequence[Tensor]) -> ResidualScale:
     return ResidualScale(std, weight)
 
 
-def interpolate_residual(residual: dict[str, Tensor], donor: dict[str, Tensor], eps: float,
-                         semantic: dict[str, Tensor], discrete_from_donor: bool = False) -> dict[str, Tensor]:
+def interpolate_residual(
+    residual: dict[str, Tensor],
+    donor: dict[str, Tensor],
+    eps: float,
+    semantic: dict[str, Tensor],
+    discrete_from_donor: bool = False,
+) -> dict[str, Tensor]:
     """``r + eps (r_donor - r)`` on the continuous factors of present surfaces (module docstring).
 
     Discrete factors (texture kind, noise seed) are kept from ``residual``, or taken from ``donor``
@@ -133,7 +147,8 @@ class LeakageResult:
         if not self.summary:
             q = self.quantile
             self.summary = {
-                "leak_sup": float(np.max(self.ratios_s)), f"leak_q{int(q * 100)}": float(np.quantile(self.ratios_s, q)),
+                "leak_sup": float(np.max(self.ratios_s)),
+                f"leak_q{int(q * 100)}": float(np.quantile(self.ratios_s, q)),
                 "leak_mean": float(np.mean(self.ratios_s)),
                 "p_sens_sup": float(np.max(self.ratios_p)),
                 f"p_sens_q{int(q * 100)}": float(np.quantile(self.ratios_p, q)),
@@ -146,9 +161,16 @@ class LeakageResult:
         return self.summary["leak_sup"]
 
 
-def estimate_leakage(streams: StreamFn, scenes, indices, donor_scenes=None, eps: Sequence[float] = (0.25, 0.5, 1.0),
-                     quantile: float = 0.9, scale: ResidualScale | None = None, donor_shift: int = 1
-                     ) -> LeakageResult:
+def estimate_leakage(
+    streams: StreamFn,
+    scenes,
+    indices,
+    donor_scenes=None,
+    eps: Sequence[float] = (0.25, 0.5, 1.0),
+    quantile: float = 0.9,
+    scale: ResidualScale | None = None,
+    donor_shift: int = 1,
+) -> LeakageResult:
     """Estimate L_leak (Eq. 8) of the semantic stream by re-rendering scenes with perturbed residuals.
 
     Args:
@@ -209,7 +231,7 @@ def residual_w1(scenes_a, scenes_b, indices, scale: ResidualScale | None = None)
     if half < 2:
         raise ValueError("residual_w1 needs at least 4 indices")
     ra = residual_vector(scenes_a.sample_factors(indices[:half])["residual"])
-    rb = residual_vector(scenes_b.sample_factors(indices[half:2 * half])["residual"])
+    rb = residual_vector(scenes_b.sample_factors(indices[half : 2 * half])["residual"])
     if scale is None:
         scale = fit_residual_scale([ra, rb])
     cost = torch.cdist(scale(ra), scale(rb)).numpy()
@@ -217,7 +239,9 @@ def residual_w1(scenes_a, scenes_b, indices, scale: ResidualScale | None = None)
     return float(cost[rows, cols].mean())
 
 
-def domain_risks(model: torch.nn.Module, tasks: Sequence, batches: dict[str, dict]) -> dict[str, dict[str, float]]:
+def domain_risks(
+    model: torch.nn.Module, tasks: Sequence, batches: dict[str, dict]
+) -> dict[str, dict[str, float]]:
     """Task risks ``{domain: {task: loss, "total": sum}}`` of ``model`` on one batch per domain (Thm 2.4).
 
     ``tasks`` are :class:`coremtl_lite.tasks.Task` objects (``name`` and ``loss(pred, target)``).

@@ -62,21 +62,30 @@ def probe_scale(source, widest, indices: Sequence[int]):
     return fit_residual_scale([ra, rb])
 
 
-def _risks(model: torch.nn.Module, tasks: Sequence, scenes, indices: Sequence[int], batch_size: int
-           ) -> dict[str, float]:
+def _risks(
+    model: torch.nn.Module, tasks: Sequence, scenes, indices: Sequence[int], batch_size: int
+) -> dict[str, float]:
     """Mean task losses of ``model`` over the scenes ``indices`` (weighted by batch size)."""
     total: dict[str, float] = {}
     for start in range(0, len(indices), batch_size):
-        chunk = list(indices[start:start + batch_size])
+        chunk = list(indices[start : start + batch_size])
         risks = domain_risks(model, tasks, {"d": scenes.get_batch(chunk)})["d"]
         for k, v in risks.items():
             total[k] = total.get(k, 0.0) + v * len(chunk) / len(indices)
     return total
 
 
-def ood_bound_numbers(model: torch.nn.Module, tasks: Sequence, make_scenes: Callable[[str], Any], rho: float,
-                      severities: Sequence[float] = OOD_SEVERITIES, n_risk: int = 64, n_leak: int = 16,
-                      batch_size: int = 32, streams: StreamFn | None = None) -> dict[str, Any]:
+def ood_bound_numbers(
+    model: torch.nn.Module,
+    tasks: Sequence,
+    make_scenes: Callable[[str], Any],
+    rho: float,
+    severities: Sequence[float] = OOD_SEVERITIES,
+    n_risk: int = 64,
+    n_leak: int = 16,
+    batch_size: int = 32,
+    streams: StreamFn | None = None,
+) -> dict[str, Any]:
     """The numbers of Theorem 2.4 for one trained model (module docstring).
 
     Args:
@@ -97,18 +106,32 @@ def ood_bound_numbers(model: torch.nn.Module, tasks: Sequence, make_scenes: Call
     source = make_scenes("source")
     n_risk, n_leak = min(n_risk, len(source)), min(n_leak, len(source))
     if n_leak < 2:
-        raise ValueError(f"ood_bound_numbers needs at least 2 test scenes, the source test set has {len(source)}")
+        raise ValueError(
+            f"ood_bound_numbers needs at least 2 test scenes, the source test set has {len(source)}"
+        )
     widest = make_scenes(WIDEST)
     leak_idx = list(range(n_leak))
-    leak = estimate_leakage(streams or model_streams(model), source, leak_idx, donor_scenes=widest,
-                            scale=probe_scale(source, widest, leak_idx))
+    leak = estimate_leakage(
+        streams or model_streams(model),
+        source,
+        leak_idx,
+        donor_scenes=widest,
+        scale=probe_scale(source, widest, leak_idx),
+    )
     risk_idx = list(range(n_risk))
     base = _risks(model, tasks, source, risk_idx, batch_size)
     points = []
     for s in severities:
         shifted = _risks(model, tasks, make_scenes(f"shift:{s:g}"), risk_idx, batch_size)
-        points.append({"severity": float(s), "W1": float(shift_w1(rho, float(s))["sum"]), "risk_source": base,
-                       "risk_shift": shifted, "gap": {k: shifted[k] - base[k] for k in base}})
+        points.append(
+            {
+                "severity": float(s),
+                "W1": float(shift_w1(rho, float(s))["sum"]),
+                "risk_source": base,
+                "risk_shift": shifted,
+                "gap": {k: shifted[k] - base[k] for k in base},
+            }
+        )
     return {"L_leak": leak.sup, "L_leak_q90": leak.summary["leak_q90"], "points": points}
 
 
@@ -135,8 +158,14 @@ def _ranks(v: np.ndarray) -> np.ndarray:
     return rankdata(v)
 
 
-def correlations(x: Sequence[float], gap: Sequence[float], groups: Sequence[Any], n_boot: int = 1000,
-                 seed: int = 0, level: float = 0.95) -> dict[str, float]:
+def correlations(
+    x: Sequence[float],
+    gap: Sequence[float],
+    groups: Sequence[Any],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float]:
     """Pearson and Spearman correlations of ``gap`` with ``x`` and their bootstrap CIs over *runs*:
     ``groups`` names the run of each point, and each bootstrap sample redraws whole runs with
     replacement (the points of one run share a model, so they are not independent). Percentile
@@ -144,8 +173,12 @@ def correlations(x: Sequence[float], gap: Sequence[float], groups: Sequence[Any]
     x_arr, g_arr = np.asarray(x, dtype=float), np.asarray(gap, dtype=float)
     labels = list(dict.fromkeys(groups))
     members = [np.array([i for i, g in enumerate(groups) if g == lab]) for lab in labels]
-    out = {"pearson": _pearson(x_arr, g_arr), "spearman": _pearson(_ranks(x_arr), _ranks(g_arr)), "n": len(x_arr),
-           "runs": len(labels)}
+    out = {
+        "pearson": _pearson(x_arr, g_arr),
+        "spearman": _pearson(_ranks(x_arr), _ranks(g_arr)),
+        "n": len(x_arr),
+        "runs": len(labels),
+    }
     rng = np.random.default_rng(seed)
     boots: dict[str, list[float]] = {"pearson": [], "spearman": []}
     for _ in range(n_boot if len(labels) > 1 else 0):
@@ -156,6 +189,7 @@ def correlations(x: Sequence[float], gap: Sequence[float], groups: Sequence[Any]
     lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
     for name, vals in boots.items():
         v = np.asarray([b for b in vals if not math.isnan(b)])
-        out[f"{name}_lo"], out[f"{name}_hi"] = ((float(np.quantile(v, lo_q)), float(np.quantile(v, hi_q)))
-                                                if v.size else (math.nan, math.nan))
+        out[f"{name}_lo"], out[f"{name}_hi"] = (
+            (float(np.quantile(v, lo_q)), float(np.quantile(v, hi_q))) if v.size else (math.nan, math.nan)
+        )
     return out

@@ -31,7 +31,10 @@ __all__ = ["load_or_train", "probe_batch", "run_dir", "tutorial_config", "tutori
 #: validation curves flatten within its budget, and the tutorials use it as it is, like the demo)
 TUTORIAL_PROFILE_OVERRIDES: dict[str, tuple[str, ...]] = {}
 
-def tutorial_config(variant: str = "core_mtl", profile: str | None = None, overrides: Sequence[str] = ()) -> Config:
+
+def tutorial_config(
+    variant: str = "core_mtl", profile: str | None = None, overrides: Sequence[str] = ()
+) -> Config:
     """The config of one compared run (a recipe of :data:`coremtl_lite.experiments.RECIPES`) on ``profile``
     (default: ``$COREMTL_PROFILE``)."""
     if variant not in RECIPES:
@@ -47,8 +50,7 @@ def run_dir(cfg: Config, name: str, root: str | Path = "runs/tutorials") -> Path
 
 
 def _save_callbacks(path: Path, callbacks: list[Any]) -> None:
-    states = [cb.state_dict() if isinstance(cb, Stateful) else None
-              for cb in callbacks]
+    states = [cb.state_dict() if isinstance(cb, Stateful) else None for cb in callbacks]
     path.write_text(json.dumps(states))
 
 
@@ -67,8 +69,14 @@ def _load_callbacks(path: Path, callbacks: list[Any]) -> bool:
     return True
 
 
-def load_or_train(cfg: Config, path: str | Path | None = None, callbacks: Iterable[Any] = (), name: str = "model",
-                  retrain: bool = False, verbose: bool = True):
+def load_or_train(
+    cfg: Config,
+    path: str | Path | None = None,
+    callbacks: Iterable[Any] = (),
+    name: str = "model",
+    retrain: bool = False,
+    verbose: bool = True,
+):
     """A trained :class:`~coremtl_lite.train.Trainer` for ``cfg``: loaded when its run exists, else trained.
 
     Args:
@@ -128,8 +136,13 @@ def probe_batch(cfg: Config, size: int = 16) -> dict:
     return default_collate([val[i] for i in range(n)])
 
 
-def tutorial_run(variant: str = "core_mtl", profile: str | None = None, overrides: Sequence[str] = (),
-                 measurements: int = 40, verbose: bool = True):
+def tutorial_run(
+    variant: str = "core_mtl",
+    profile: str | None = None,
+    overrides: Sequence[str] = (),
+    measurements: int = 40,
+    verbose: bool = True,
+):
     """The shared run of tutorials 03-05: :func:`tutorial_config` + :func:`load_or_train`, always with a
     :class:`~coremtl_lite.diagnostics.gradients.GradientCosineLogger` (about ``measurements`` records
     over training, on :func:`probe_batch`), so whichever tutorial trains a run first, the others reuse it.
@@ -141,7 +154,9 @@ def tutorial_run(variant: str = "core_mtl", profile: str | None = None, override
 
     cfg = tutorial_config(variant, profile, overrides)
     steps = _steps_per_epoch(cfg) * cfg.optim.epochs
-    logger = GradientCosineLogger(probe_batch(cfg), every=max(1, steps // max(measurements, 1)), seed=cfg.train.seed)
+    logger = GradientCosineLogger(
+        probe_batch(cfg), every=max(1, steps // max(measurements, 1)), seed=cfg.train.seed
+    )
     trainer: Trainer = load_or_train(cfg, callbacks=[logger], name=variant, verbose=verbose)
     trainer.grad_log = logger
     return trainer

@@ -39,18 +39,53 @@ def factor_targets(batch: dict, num_classes: int | None = None) -> dict[str, tup
     b = seg.shape[0]
     shares = torch.stack([(seg == c).float().flatten(1).mean(1) for c in range(k)], 1)
     depth = batch["depth"].flatten(1).mean(1, keepdim=True)
-    ys = torch.cat([shares, sem["num_objects"].float()[:, None], sem["ground_tilt"].float(),
-                    sem["ground_height"].float()[:, None], depth], 1)
-    names_s = [f"share_class{c}" for c in range(k)] + ["num_objects", "tilt_x", "tilt_y", "ground_height",
-                                                        "mean_depth"]
+    ys = torch.cat(
+        [
+            shares,
+            sem["num_objects"].float()[:, None],
+            sem["ground_tilt"].float(),
+            sem["ground_height"].float()[:, None],
+            depth,
+        ],
+        1,
+    )
+    names_s = [f"share_class{c}" for c in range(k)] + [
+        "num_objects",
+        "tilt_x",
+        "tilt_y",
+        "ground_height",
+        "mean_depth",
+    ]
     valid = sem["valid"].float()
     albedo = res["albedo"].float()
     obj_albedo = (albedo[:, :-1] * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp_min(1.0)
-    yr = torch.cat([res["light_dir"].float(), res["light_temperature"].float()[:, None],
-                    res["light_intensity"].float()[:, None], res["ambient"].float()[:, None],
-                    res["exposure"].float()[:, None], albedo[:, -1], obj_albedo], 1)
-    names_r = ["light_x", "light_y", "light_z", "temperature", "intensity", "ambient", "exposure",
-               "ground_r", "ground_g", "ground_b", "objects_r", "objects_g", "objects_b"]
+    yr = torch.cat(
+        [
+            res["light_dir"].float(),
+            res["light_temperature"].float()[:, None],
+            res["light_intensity"].float()[:, None],
+            res["ambient"].float()[:, None],
+            res["exposure"].float()[:, None],
+            albedo[:, -1],
+            obj_albedo,
+        ],
+        1,
+    )
+    names_r = [
+        "light_x",
+        "light_y",
+        "light_z",
+        "temperature",
+        "intensity",
+        "ambient",
+        "exposure",
+        "ground_r",
+        "ground_g",
+        "ground_b",
+        "objects_r",
+        "objects_g",
+        "objects_b",
+    ]
     assert ys.shape == (b, len(names_s)) and yr.shape == (b, len(names_r))
     return {"semantic": (ys.double().numpy(), names_s), "residual": (yr.double().numpy(), names_r)}
 
@@ -83,8 +118,13 @@ def _r2(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     return np.where(ss_tot > 1e-12, 1.0 - ss_res / np.maximum(ss_tot, 1e-12), np.nan)
 
 
-def linear_probes(streams: StreamFn, fit_batch: dict, score_batch: dict, num_classes: int | None = None,
-                  alphas: tuple[float, ...] = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)) -> ProbeResult:
+def linear_probes(
+    streams: StreamFn,
+    fit_batch: dict,
+    score_batch: dict,
+    num_classes: int | None = None,
+    alphas: tuple[float, ...] = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0),
+) -> ProbeResult:
     """Fit ridge probes from each stream to each factor group on ``fit_batch``; R² on ``score_batch``.
 
     Targets constant on the fitting split are skipped (their R² is undefined).
@@ -93,7 +133,10 @@ def linear_probes(streams: StreamFn, fit_batch: dict, score_batch: dict, num_cla
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    k = num_classes or int(max(int(fit_batch["segmentation"].max()), int(score_batch["segmentation"].max()))) + 1
+    k = (
+        num_classes
+        or int(max(int(fit_batch["segmentation"].max()), int(score_batch["segmentation"].max()))) + 1
+    )
     t_fit, t_score = factor_targets(fit_batch, k), factor_targets(score_batch, k)
     zs_fit, zp_fit = streams(fit_batch)
     zs_sc, zp_sc = streams(score_batch)

@@ -44,13 +44,27 @@ from torch import Tensor
 
 from coremtl_lite.diagnostics.streams import StreamFn, flatten_stream, model_output, model_streams
 
-__all__ = ["RobustnessResult", "color_jitter", "cross_domain_pair", "mean_pairwise_sqdist", "robustness_numbers",
-           "robustness_ratio", "stream_change", "stream_names"]
+__all__ = [
+    "RobustnessResult",
+    "color_jitter",
+    "cross_domain_pair",
+    "mean_pairwise_sqdist",
+    "robustness_numbers",
+    "robustness_ratio",
+    "stream_change",
+    "stream_names",
+]
 
 
-def color_jitter(images: Tensor, seed: int, brightness: tuple[float, float] = (0.6, 1.4),
-                 contrast: tuple[float, float] = (0.6, 1.4), saturation: tuple[float, float] = (0.6, 1.4),
-                 hue: tuple[float, float] = (-0.2, 0.2), grayscale_p: float = 0.5) -> Tensor:
+def color_jitter(
+    images: Tensor,
+    seed: int,
+    brightness: tuple[float, float] = (0.6, 1.4),
+    contrast: tuple[float, float] = (0.6, 1.4),
+    saturation: tuple[float, float] = (0.6, 1.4),
+    hue: tuple[float, float] = (-0.2, 0.2),
+    grayscale_p: float = 0.5,
+) -> Tensor:
     """Strong colour jitter of a ``(B, 3, H, W)`` batch in [0, 1], as in the released code (§4.4.1).
 
     Per image: draw brightness, contrast and saturation factors uniformly in their ranges and a hue
@@ -65,8 +79,10 @@ def color_jitter(images: Tensor, seed: int, brightness: tuple[float, float] = (0
     gen = torch.Generator().manual_seed(int(seed))
     out = []
     for img in images:
-        b, c, s = (float(lo + (hi - lo) * torch.rand((), generator=gen)) for lo, hi in (brightness, contrast,
-                                                                                           saturation))
+        b, c, s = (
+            float(lo + (hi - lo) * torch.rand((), generator=gen))
+            for lo, hi in (brightness, contrast, saturation)
+        )
         h = float(hue[0] + (hue[1] - hue[0]) * torch.rand((), generator=gen))
         order = torch.randperm(4, generator=gen).tolist()
         grey = bool(torch.rand((), generator=gen) < grayscale_p)
@@ -94,8 +110,10 @@ def cross_domain_pair(scenes_a, scenes_b, indices) -> tuple[dict, dict]:
     """
     for key in ("seed", "offset", "size"):
         if getattr(scenes_a, key) != getattr(scenes_b, key):
-            raise ValueError(f"cross_domain_pair: datasets differ in {key} ({getattr(scenes_a, key)} vs "
-                             f"{getattr(scenes_b, key)}); the same scene needs the same seed, offset and size")
+            raise ValueError(
+                f"cross_domain_pair: datasets differ in {key} ({getattr(scenes_a, key)} vs "
+                f"{getattr(scenes_b, key)}); the same scene needs the same seed, offset and size"
+            )
     return scenes_a.get_batch(indices), scenes_b.get_batch(indices)
 
 
@@ -153,10 +171,13 @@ def robustness_ratio(streams: StreamFn, batch: dict, perturbed: dict) -> Robustn
     spread_s, spread_p = mean_pairwise_sqdist(z_s), mean_pairwise_sqdist(z_p)
     ds, dp = _safe_ratio(ds_raw, spread_s), _safe_ratio(dp_raw, spread_p)
     if math.isnan(ds) or math.isnan(dp):
-        raise ValueError("a stream is constant over the clean batch (zero spread): the normalised change is "
-                         "undefined; use a batch of different images")
-    return RobustnessResult(ds_raw, dp_raw, spread_s, spread_p, ds, dp, _safe_ratio(dp, ds),
-                            _safe_ratio(dp_raw, ds_raw))
+        raise ValueError(
+            "a stream is constant over the clean batch (zero spread): the normalised change is "
+            "undefined; use a batch of different images"
+        )
+    return RobustnessResult(
+        ds_raw, dp_raw, spread_s, spread_p, ds, dp, _safe_ratio(dp, ds), _safe_ratio(dp_raw, ds_raw)
+    )
 
 
 def stream_names(model: torch.nn.Module, images: Tensor, vanilla_split: str = "pooled") -> str:
@@ -179,14 +200,17 @@ def stream_names(model: torch.nn.Module, images: Tensor, vanilla_split: str = "p
     return "F[:C/2] / GAP(F[C/2:]) (vanilla: no streams)"
 
 
-def robustness_numbers(model: torch.nn.Module, source, target, indices, seed: int = 0,
-                       vanilla_split: str = "pooled") -> dict[str, float | str]:
+def robustness_numbers(
+    model: torch.nn.Module, source, target, indices, seed: int = 0, vanilla_split: str = "pooled"
+) -> dict[str, float | str]:
     """The normalised ratio of ``model`` under colour jitter (``intra``) and across domains (``cross``:
     the same scenes rendered in ``source`` and ``target``, :func:`cross_domain_pair`), with
     :func:`stream_names`: ``{"intra", "cross", "streams"}``."""
     clean, shifted = cross_domain_pair(source, target, indices)
     jittered = dict(clean, image=color_jitter(clean["image"], seed=seed))
     streams = model_streams(model, vanilla_split=vanilla_split)
-    return {"intra": robustness_ratio(streams, clean, jittered).ratio,
-            "cross": robustness_ratio(streams, clean, shifted).ratio,
-            "streams": stream_names(model, clean["image"], vanilla_split)}
+    return {
+        "intra": robustness_ratio(streams, clean, jittered).ratio,
+        "cross": robustness_ratio(streams, clean, shifted).ratio,
+        "streams": stream_names(model, clean["image"], vanilla_split),
+    }

@@ -45,7 +45,9 @@ def _preds(model: nn.Module, x: Tensor) -> dict[str, Tensor]:
 def true_class_output(pred: Tensor, target: Tensor, task: str) -> Tensor:
     """``f_t(Phi(x))[y]`` per sample: the logit of the true class (B,) (MT-CRL §2.2's Grad(F))."""
     if pred.dim() != 2:
-        raise ValueError(f"task {task!r}: saliency needs classification logits (B, C), got {tuple(pred.shape)}")
+        raise ValueError(
+            f"task {task!r}: saliency needs classification logits (B, C), got {tuple(pred.shape)}"
+        )
     target = target.long().view(-1)
     if target.shape[0] != pred.shape[0]:
         raise ValueError(f"task {task!r}: {pred.shape[0]} predictions but {target.shape[0]} labels")
@@ -124,8 +126,9 @@ def chance_spurious_score(causal_mask: Tensor, like: Tensor) -> float:
     return float((~_expand_mask(causal_mask, like)).float().mean())
 
 
-def spurious_scores(model: nn.Module, batch: dict, causal_masks: dict[str, Tensor],
-                    tasks: Sequence[str] | None = None) -> dict[str, float]:
+def spurious_scores(
+    model: nn.Module, batch: dict, causal_masks: dict[str, Tensor], tasks: Sequence[str] | None = None
+) -> dict[str, float]:
     """rho_spur per task, and their mean under ``"mean"``."""
     tasks = list(tasks or causal_masks)
     out = {t: spurious_score(model, batch, t, causal_masks[t]) for t in tasks}
@@ -155,8 +158,9 @@ def factor_chance_score(dataset, batch: dict, task: str, seed: int = 0) -> float
     draw per input element): the level to read :func:`factor_spurious_score` against. It weighs each
     factor by how strongly it moves the image, as a model that has learnt nothing would."""
     noise = torch.randn(batch["image"].shape, generator=torch.Generator().manual_seed(seed))
-    return _factor_share(dataset.factor_gradients(batch, noise.to(batch["image"].device)),
-                         dataset.causal_factors[task])
+    return _factor_share(
+        dataset.factor_gradients(batch, noise.to(batch["image"].device)), dataset.causal_factors[task]
+    )
 
 
 def spurious_scores_for(model: nn.Module, dataset, batch: dict, tasks: Sequence[str]) -> dict[str, float]:
@@ -197,7 +201,9 @@ def accuracy(model: nn.Module, batch: dict, tasks: Sequence[str]) -> dict[str, f
     return out
 
 
-def intervention_sensitivity(model: nn.Module, dataset, tasks: Sequence[str], n: int = 256) -> dict[str, float]:
+def intervention_sensitivity(
+    model: nn.Module, dataset, tasks: Sequence[str], n: int = 256
+) -> dict[str, float]:
     """How much task t's prediction moves when only the *other* task's causal factor is intervened on.
 
     For a dataset with a ``toggle(semantic, task)`` intervention (:class:`~coremtl_lite.data.confounded.
@@ -226,7 +232,9 @@ def intervention_sensitivity(model: nn.Module, dataset, tasks: Sequence[str], n:
             for t in tasks:
                 other = next(o for o in dataset.task_names if o != t)
                 semantic_do = dataset.toggle(semantic, other)
-                x_do = dataset.render(semantic_do, dataset.sample_residual(idx, semantic_do))["image"].to(device)
+                x_do = dataset.render(semantic_do, dataset.sample_residual(idx, semantic_do))["image"].to(
+                    device
+                )
                 p_do = _preds(model, x_do)[t].softmax(1)[:, 1]
                 out[t] = float((p[t] - p_do).abs().mean())
     finally:
@@ -247,7 +255,9 @@ def task_module_gradients(model: nn.Module, batch: dict, tasks: Sequence[str] | 
     ``model.predict_from_modules`` (:class:`coremtl_lite.models.mtcrl_model.MTCRLModel`).
     """
     if not isinstance(model, ModularModel):
-        raise TypeError(f"task_module_gradients needs an MT-CRL model (MTCRLModel), got {type(model).__name__}")
+        raise TypeError(
+            f"task_module_gradients needs an MT-CRL model (MTCRLModel), got {type(model).__name__}"
+        )
     tasks = list(tasks or model.task_names)
     was_training = model.training
     model.eval()
@@ -273,8 +283,13 @@ def task_similarity(routing: Tensor) -> Tensor:
     return a @ a.T
 
 
-def evaluate_spurious(model: nn.Module, batches: dict[str, dict], causal_masks: dict[str, Tensor],
-                      tasks: Sequence[str], score_split: str | None = None) -> dict[str, float]:
+def evaluate_spurious(
+    model: nn.Module,
+    batches: dict[str, dict],
+    causal_masks: dict[str, Tensor],
+    tasks: Sequence[str],
+    score_split: str | None = None,
+) -> dict[str, float]:
     """Accuracy on every split of ``batches`` (``acc_<split>``) and rho_spur on ``score_split``
     (default: the first split), the columns of MT-CRL Table 1."""
     out = {}
@@ -283,4 +298,3 @@ def evaluate_spurious(model: nn.Module, batches: dict[str, dict], causal_masks: 
     split = score_split or next(iter(batches))
     out["rho_spur"] = spurious_scores(model, batches[split], causal_masks, tasks)["mean"]
     return out
-

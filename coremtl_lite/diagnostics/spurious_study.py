@@ -44,45 +44,101 @@ from coremtl_lite.experiments import (
 )
 from coremtl_lite.protocols import ToggleableDataset
 
-__all__ = ["METHODS", "MODELS", "MTCRL_PAPER_TABLE1", "MTCRL_PAPER_TABLE5", "ROW_KEYS", "STUDIES", "SpuriousRun",
-           "format_rows", "mean_rows", "over_seeds", "run_spurious", "stl_vs_mtl", "study_config"]
+__all__ = [
+    "METHODS",
+    "MODELS",
+    "MTCRL_PAPER_TABLE1",
+    "MTCRL_PAPER_TABLE5",
+    "ROW_KEYS",
+    "STUDIES",
+    "SpuriousRun",
+    "format_rows",
+    "mean_rows",
+    "over_seeds",
+    "run_spurious",
+    "stl_vs_mtl",
+    "study_config",
+]
 
 #: the columns of a study row
 ROW_KEYS = ("acc_train", "acc_source", "acc_target", "rho_spur")
 
 #: THE PAPER'S numbers (MT-CRL, Hu et al. 2022), for reference beside ours -- other data, models and budgets.
 #: Table 1: ``{dataset: {model: (acc_train, acc_val, rho_spur)}}``; its Multi-MNIST is our DigitPairs' model.
-MTCRL_PAPER_TABLE1 = {"Multi-SEM": {"STL": (0.931, 0.906, 0.128), "MTL": (0.936, 0.882, 0.246)},
-                      "Multi-MNIST": {"STL": (0.981, 0.874, 0.261), "MTL": (0.987, 0.846, 0.328)}}
+MTCRL_PAPER_TABLE1 = {
+    "Multi-SEM": {"STL": (0.931, 0.906, 0.128), "MTL": (0.936, 0.882, 0.246)},
+    "Multi-MNIST": {"STL": (0.981, 0.874, 0.261), "MTL": (0.987, 0.846, 0.328)},
+}
 #: Table 5 (appendix B, captioned "Results on Multi-SEM with more than 2 tasks"):
 #: ``{T: (MTL acc_val, MTL rho_spur, STL acc_val, STL rho_spur)}``. As printed in the paper, its T = 2
 #: column repeats Table 1's *Multi-MNIST* numbers (0.846, 0.328, 0.874, 0.261), not its Multi-SEM ones.
-MTCRL_PAPER_TABLE5 = {2: (0.846, 0.328, 0.874, 0.261), 3: (0.838, 0.357, 0.861, 0.289), 4: (0.824, 0.391, 0.848, 0.314),
-                      5: (0.809, 0.429, 0.836, 0.354), 6: (0.785, 0.475, 0.827, 0.385), 7: (0.752, 0.530, 0.810, 0.407),
-                      8: (0.719, 0.594, 0.797, 0.435)}
+MTCRL_PAPER_TABLE5 = {
+    2: (0.846, 0.328, 0.874, 0.261),
+    3: (0.838, 0.357, 0.861, 0.289),
+    4: (0.824, 0.391, 0.848, 0.314),
+    5: (0.809, 0.429, 0.836, 0.354),
+    6: (0.785, 0.475, 0.827, 0.385),
+    7: (0.752, 0.530, 0.810, 0.407),
+    8: (0.719, 0.594, 0.797, 0.435),
+}
 
 #: every study run: test domains evaluated once at the end (by :func:`run_spurious`), no checkpoints, and
 #: the optimiser of MT-CRL's experiments for every method -- Adam at a constant learning rate (3e-3), no
 #: weight decay and no gradient clipping (the clip at norm 10 is CORE-MTL's, not MT-CRL's)
-STUDY_BASE = ("data.eval_domains=", "train.checkpoint_every=0", "train.progress=false", "optim.lr=3e-3",
-              "optim.warmup_epochs=0", "optim.min_lr_ratio=1", "optim.weight_decay=0", "optim.grad_clip=0")
+STUDY_BASE = (
+    "data.eval_domains=",
+    "train.checkpoint_every=0",
+    "train.progress=false",
+    "optim.lr=3e-3",
+    "optim.warmup_epochs=0",
+    "optim.min_lr_ratio=1",
+    "optim.weight_decay=0",
+    "optim.grad_clip=0",
+)
 
 #: the data of each study (the ``cpu`` sizes) ...
 STUDIES: dict[str, tuple[str, ...]] = {
-    "multisem": ("data.dataset=multisem", "data.tasks=task_a,task_b", "data.train_size=512", "data.val_size=256",
-                 "data.test_size=2000", "data.batch_size=64", "optim.epochs=20"),
-    "digit_pairs": ("data.dataset=digit_pairs", "data.tasks=left,right", "data.image_size=16", "data.train_size=2048",
-                    "data.val_size=512", "data.test_size=1000", "data.batch_size=64", "optim.epochs=10"),
-    "confounded_scenes": ("data.dataset=confounded_scenes", "data.tasks=has_cone,has_box", "data.image_size=32",
-                          "data.train_size=1024", "data.val_size=256", "data.test_size=512", "data.batch_size=64",
-                          "optim.epochs=16"),
+    "multisem": (
+        "data.dataset=multisem",
+        "data.tasks=task_a,task_b",
+        "data.train_size=512",
+        "data.val_size=256",
+        "data.test_size=2000",
+        "data.batch_size=64",
+        "optim.epochs=20",
+    ),
+    "digit_pairs": (
+        "data.dataset=digit_pairs",
+        "data.tasks=left,right",
+        "data.image_size=16",
+        "data.train_size=2048",
+        "data.val_size=512",
+        "data.test_size=1000",
+        "data.batch_size=64",
+        "optim.epochs=10",
+    ),
+    "confounded_scenes": (
+        "data.dataset=confounded_scenes",
+        "data.tasks=has_cone,has_box",
+        "data.image_size=32",
+        "data.train_size=1024",
+        "data.val_size=256",
+        "data.test_size=512",
+        "data.batch_size=64",
+        "optim.epochs=16",
+    ),
 }
 #: ... and their sizes in the ``ci`` profile (seconds)
 CI_SIZES: dict[str, tuple[str, ...]] = {
     "multisem": ("data.train_size=256", "data.test_size=500", "optim.epochs=8"),
     "digit_pairs": ("data.train_size=256", "data.val_size=128", "data.test_size=256", "optim.epochs=2"),
-    "confounded_scenes": ("data.image_size=16", "data.train_size=128", "data.val_size=64", "data.test_size=128",
-                          "optim.epochs=2"),
+    "confounded_scenes": (
+        "data.image_size=16",
+        "data.train_size=128",
+        "data.val_size=64",
+        "data.test_size=128",
+        "optim.epochs=2",
+    ),
 }
 
 #: the compared models: MT-CRL's shared-bottom model and its modular model, with the same capacity --
@@ -90,9 +146,18 @@ CI_SIZES: dict[str, tuple[str, ...]] = {
 #: appendix F), the same total width (K x module_width = 64 channels or 256 hidden units); CORE-MTL's
 #: vanilla shared encoder and its dual-stream model
 MODELS: dict[str, tuple[str, ...]] = {
-    "shared_bottom": ("model.architecture=mtcrl", "model.num_modules=1", "model.module_dim=128",
-                      "model.module_width=64"),
-    "modules": ("model.architecture=mtcrl", "model.num_modules=8", "model.module_dim=16", "model.module_width=8"),
+    "shared_bottom": (
+        "model.architecture=mtcrl",
+        "model.num_modules=1",
+        "model.module_dim=128",
+        "model.module_width=64",
+    ),
+    "modules": (
+        "model.architecture=mtcrl",
+        "model.num_modules=8",
+        "model.module_dim=16",
+        "model.module_width=8",
+    ),
     "vanilla": VANILLA,
     "core_mtl": DUAL_STREAM + ("loss.perceptual=ssim",),
 }
@@ -107,21 +172,34 @@ METHODS: dict[str, tuple[str, ...]] = {
     "IRM": ("train.method=irm",),
     "DANN": ("train.method=dann",),
     "MT-CRL (paper weights)": ("train.method=mtcrl",),
-    "MT-CRL (G-IRM only)": ("train.method=mtcrl", 'train.method_options={"lambda_decor": 0, "lambda_sps": 0, '
-                            '"lambda_bal": 0}'),
+    "MT-CRL (G-IRM only)": (
+        "train.method=mtcrl",
+        'train.method_options={"lambda_decor": 0, "lambda_sps": 0, "lambda_bal": 0}',
+    ),
 }
 
 
-def study_config(study: str, model: str = "shared_bottom", method: str = "EW", profile: str | None = None,
-                 overrides: Sequence[str] = ()) -> Config:
+def study_config(
+    study: str,
+    model: str = "shared_bottom",
+    method: str = "EW",
+    profile: str | None = None,
+    overrides: Sequence[str] = (),
+) -> Config:
     """The config of one study run: ``study`` of :data:`STUDIES` (sized for ``profile``, default
     ``$COREMTL_PROFILE``), ``model`` of :data:`MODELS`, ``method`` of :data:`METHODS`, then ``overrides``."""
-    for kind, name, table in (("study", study, STUDIES), ("model", model, MODELS), ("method", method, METHODS)):
+    for kind, name, table in (
+        ("study", study, STUDIES),
+        ("model", model, MODELS),
+        ("method", method, METHODS),
+    ):
         if name not in table:
             raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(table)}")
     profile = get_config(profile).profile
     sizes = CI_SIZES[study] if profile == "ci" else ()
-    return get_config(profile, [*STUDY_BASE, *STUDIES[study], *sizes, *MODELS[model], *METHODS[method], *overrides])
+    return get_config(
+        profile, [*STUDY_BASE, *STUDIES[study], *sizes, *MODELS[model], *METHODS[method], *overrides]
+    )
 
 
 @dataclasses.dataclass
@@ -160,11 +238,18 @@ class PerTaskSelection:
             acc = float(val[t]["acc"])
             if acc > self.best[t]:
                 self.best[t], self.epoch[t] = acc, trainer.epoch
-                self.state[t] = {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()}
+                self.state[t] = {
+                    k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()
+                }
 
 
-def run_spurious(cfg: Config, score_samples: int = 256, train_samples: int = 512,
-                 callbacks: Sequence[Any] = (), selection: str = "per_task") -> SpuriousRun:
+def run_spurious(
+    cfg: Config,
+    score_samples: int = 256,
+    train_samples: int = 512,
+    callbacks: Sequence[Any] = (),
+    selection: str = "per_task",
+) -> SpuriousRun:
     """Train ``cfg`` with the one loop and score it (module docstring).
 
     ``selection`` picks the weights each task is scored with, the same rule for a multi-task and a
@@ -204,12 +289,19 @@ def run_spurious(cfg: Config, score_samples: int = 256, train_samples: int = 512
         target = trainer.splits.test["target"]
         batch = to_device(_head(target, score_samples), trainer.device)
         scores = spurious_scores_for(trainer.model, target, batch, [t])
-        per_task[t] = {"acc_source": results["source"][t]["acc"], "acc_target": results["target"][t]["acc"],
-                       "acc_chance": 1.0 / classes[t],
-                       "acc_train": accuracy(trainer.model, train_batch, [t])[t],
-                       "rho_spur": scores[t], "rho_chance": scores["chance"],
-                       "sel_epoch": float(picker.epoch[t] if selection == "per_task" else
-                                      (trainer.best_epoch if selection == "joint" else trainer.epoch))}
+        per_task[t] = {
+            "acc_source": results["source"][t]["acc"],
+            "acc_target": results["target"][t]["acc"],
+            "acc_chance": 1.0 / classes[t],
+            "acc_train": accuracy(trainer.model, train_batch, [t])[t],
+            "rho_spur": scores[t],
+            "rho_chance": scores["chance"],
+            "sel_epoch": float(
+                picker.epoch[t]
+                if selection == "per_task"
+                else (trainer.best_epoch if selection == "joint" else trainer.epoch)
+            ),
+        }
         if isinstance(target, ToggleableDataset):
             per_task[t]["do_other"] = intervention_sensitivity(trainer.model, target, [t], score_samples)[t]
     row = {k: sum(per_task[t][k] for t in tasks) / len(tasks) for k in per_task[tasks[0]]}
@@ -220,7 +312,9 @@ def run_spurious(cfg: Config, score_samples: int = 256, train_samples: int = 512
     return SpuriousRun(row, trainer)
 
 
-def stl_vs_mtl(cfg: Config, runs: dict[str, SpuriousRun] | None = None, **kwargs: Any) -> dict[str, dict[str, float]]:
+def stl_vs_mtl(
+    cfg: Config, runs: dict[str, SpuriousRun] | None = None, **kwargs: Any
+) -> dict[str, dict[str, float]]:
     """One row of MT-CRL's Table 1: ``{"MTL": row, "STL": row}``.
 
     MTL trains ``cfg`` (all of ``cfg.data.tasks`` in one model); STL trains one model per task
@@ -238,7 +332,9 @@ def stl_vs_mtl(cfg: Config, runs: dict[str, SpuriousRun] | None = None, **kwargs
     return {"MTL": {k: mtl_run.row[k] for k in stl}, "STL": stl}
 
 
-def format_rows(rows: dict[str, dict[str, float]], keys: Sequence[str] | None = None, label: str = "run") -> str:
+def format_rows(
+    rows: dict[str, dict[str, float]], keys: Sequence[str] | None = None, label: str = "run"
+) -> str:
     """A plain-text table (:func:`~coremtl_lite.experiments.format_table`): one line per ``rows`` entry,
     one column per key (default: the first row's keys), values to 3 decimals, ``-`` where a row lacks a key."""
     keys = list(keys or next(iter(rows.values())))

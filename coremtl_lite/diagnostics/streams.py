@@ -35,7 +35,9 @@ def model_output(model: nn.Module, images: Tensor) -> dict:
     out = model(images)
     if not isinstance(out, dict) or "features" not in out:
         got = sorted(out) if isinstance(out, dict) else type(out).__name__
-        raise TypeError(f"model(image) must return a dict with 'preds' and 'features' (CONTRIBUTING.md); got {got}")
+        raise TypeError(
+            f"model(image) must return a dict with 'preds' and 'features' (CONTRIBUTING.md); got {got}"
+        )
     return out
 
 

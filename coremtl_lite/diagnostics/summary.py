@@ -31,8 +31,15 @@ __all__ = ["PAPER_TABLE3", "format_rows", "leakage_rows", "probe_rows", "robustn
 PAPER_TABLE3 = {"intra": (0.1997, 0.4158, 2.08), "cross": (0.2889, 0.9466, 3.28)}
 
 
-def robustness_rows(models: Mapping[str, nn.Module], source, target, indices: Sequence[int], seed: int = 0,
-                    vanilla_split: str = "pooled", pool_semantic: bool = False) -> list[dict]:
+def robustness_rows(
+    models: Mapping[str, nn.Module],
+    source,
+    target,
+    indices: Sequence[int],
+    seed: int = 0,
+    vanilla_split: str = "pooled",
+    pool_semantic: bool = False,
+) -> list[dict]:
     """Robustness ratios (Table 3) of every model, intra-domain (colour jitter) and cross-domain.
 
     ``source``/``target`` are ShadedScenes with the same seed and offset (the same scenes in two domains).
@@ -47,14 +54,32 @@ def robustness_rows(models: Mapping[str, nn.Module], source, target, indices: Se
         streams = model_streams(model, vanilla_split=vanilla_split, pool_semantic=pool_semantic)
         for setting, other in (("intra", jittered), ("cross", shifted)):
             r = robustness_ratio(streams, clean, other)
-            rows.append({"model": name, "setting": setting, "Δz_s": r.delta_s, "Δz_p": r.delta_p, "ratio": r.ratio,
-                         "raw Δz_s": r.delta_s_raw, "raw Δz_p": r.delta_p_raw, "raw ratio": r.raw_ratio,
-                         "paper ratio": PAPER_TABLE3[setting][2], "streams": stream_names(model, clean["image"], vanilla_split)})
+            rows.append(
+                {
+                    "model": name,
+                    "setting": setting,
+                    "Δz_s": r.delta_s,
+                    "Δz_p": r.delta_p,
+                    "ratio": r.ratio,
+                    "raw Δz_s": r.delta_s_raw,
+                    "raw Δz_p": r.delta_p_raw,
+                    "raw ratio": r.raw_ratio,
+                    "paper ratio": PAPER_TABLE3[setting][2],
+                    "streams": stream_names(model, clean["image"], vanilla_split),
+                }
+            )
     return rows
 
 
-def leakage_rows(models: Mapping[str, nn.Module], tasks: Sequence, source, target, indices: Sequence[int],
-                 quantile: float = 0.9, vanilla_split: str = "pooled") -> list[dict]:
+def leakage_rows(
+    models: Mapping[str, nn.Module],
+    tasks: Sequence,
+    source,
+    target,
+    indices: Sequence[int],
+    quantile: float = 0.9,
+    vanilla_split: str = "pooled",
+) -> list[dict]:
     """Leakage estimates (Eq. 8), the W1 shift of the residual factors, and the measured OOD gap (Thm 2.4).
 
     Per model: ``L̂`` (sup and quantile) for residual perturbations towards the target domain and within
@@ -72,24 +97,45 @@ def leakage_rows(models: Mapping[str, nn.Module], tasks: Sequence, source, targe
         intra = estimate_leakage(streams, source, indices, quantile=quantile)
         risks = domain_risks(model, tasks, {"source": src_batch, "target": tgt_batch})
         gap = risks["target"]["total"] - risks["source"]["total"]
-        rows.append({"model": name, "L̂ sup (→target)": cross.sup, f"L̂ q{int(quantile * 100)} (→target)":
-                     cross.summary[qk], "L̂ sup (in-domain)": intra.sup,
-                     "z_p sens. q90 (→target)": cross.summary[f"p_sens_q{int(quantile * 100)}"],
-                     "W1(r)": w1, "L̂·W1": cross.sup * w1, "R_source": risks["source"]["total"],
-                     "R_target": risks["target"]["total"], "gap": gap})
+        rows.append(
+            {
+                "model": name,
+                "L̂ sup (→target)": cross.sup,
+                f"L̂ q{int(quantile * 100)} (→target)": cross.summary[qk],
+                "L̂ sup (in-domain)": intra.sup,
+                "z_p sens. q90 (→target)": cross.summary[f"p_sens_q{int(quantile * 100)}"],
+                "W1(r)": w1,
+                "L̂·W1": cross.sup * w1,
+                "R_source": risks["source"]["total"],
+                "R_target": risks["target"]["total"],
+                "gap": gap,
+            }
+        )
     return rows
 
 
-def probe_rows(models: Mapping[str, nn.Module], fit_batch: dict, score_batch: dict, num_classes: int | None = None,
-               vanilla_split: str = "pooled") -> list[dict]:
+def probe_rows(
+    models: Mapping[str, nn.Module],
+    fit_batch: dict,
+    score_batch: dict,
+    num_classes: int | None = None,
+    vanilla_split: str = "pooled",
+) -> list[dict]:
     """Linear-probe R² of each stream for the semantic and residual factors, per model."""
     rows = []
     for name, model in models.items():
-        table = linear_probes(model_streams(model, vanilla_split=vanilla_split), fit_batch, score_batch,
-                              num_classes=num_classes).table()
+        table = linear_probes(
+            model_streams(model, vanilla_split=vanilla_split), fit_batch, score_batch, num_classes=num_classes
+        ).table()
         for stream in ("z_s", "z_p"):
-            rows.append({"model": name, "stream": stream, "R² semantic": table[stream]["semantic"],
-                         "R² residual": table[stream]["residual"]})
+            rows.append(
+                {
+                    "model": name,
+                    "stream": stream,
+                    "R² semantic": table[stream]["semantic"],
+                    "R² residual": table[stream]["residual"],
+                }
+            )
     return rows
 
 

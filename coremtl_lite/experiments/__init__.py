@@ -32,6 +32,25 @@ from coremtl_lite.experiments.recipes import (
 from coremtl_lite.experiments.runs import TrainedRun, run_key, train_and_evaluate
 from coremtl_lite.experiments.tables import format_table
 
-__all__ = ["ABLATION", "CORE", "CORE_MTL", "CORE_SOFT", "DUAL_STREAM", "RECIPES", "Recipe", "STL", "TrainedRun",
-           "VANILLA", "baseline", "expand", "format_table", "mean_rows", "mean_std", "recipe", "recipe_config",
-           "run_key", "single_task_runs", "train_and_evaluate"]
+__all__ = [
+    "ABLATION",
+    "CORE",
+    "CORE_MTL",
+    "CORE_SOFT",
+    "DUAL_STREAM",
+    "RECIPES",
+    "Recipe",
+    "STL",
+    "TrainedRun",
+    "VANILLA",
+    "baseline",
+    "expand",
+    "format_table",
+    "mean_rows",
+    "mean_std",
+    "recipe",
+    "recipe_config",
+    "run_key",
+    "single_task_runs",
+    "train_and_evaluate",
+]

@@ -21,8 +21,22 @@ from dataclasses import dataclass
 
 from coremtl_lite.config import Config, get_config
 
-__all__ = ["ABLATION", "CORE", "CORE_MTL", "CORE_SOFT", "DUAL_STREAM", "RECIPES", "Recipe", "STL", "VANILLA",
-           "baseline", "expand", "recipe", "recipe_config", "single_task_runs"]
+__all__ = [
+    "ABLATION",
+    "CORE",
+    "CORE_MTL",
+    "CORE_SOFT",
+    "DUAL_STREAM",
+    "RECIPES",
+    "Recipe",
+    "STL",
+    "VANILLA",
+    "baseline",
+    "expand",
+    "recipe",
+    "recipe_config",
+    "single_task_runs",
+]
 
 #: the vanilla shared-encoder model that every optimisation-centric baseline uses
 VANILLA = ("model.architecture=vanilla", "model.grounding=none")
@@ -69,8 +83,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (CORE, CORE_SOFT, baseline("ew"
 def recipe(name: str) -> Recipe:
     """The recipe called ``name`` (:data:`RECIPES`); the baseline of any other method is :func:`baseline`."""
     if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)} "
-                         "(or baseline(<method>) for the vanilla model with any method)")
+        raise ValueError(
+            f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)} "
+            "(or baseline(<method>) for the vanilla model with any method)"
+        )
     return RECIPES[name]
 
 

@@ -21,7 +21,14 @@ from typing import Any
 
 from coremtl_lite.config import Config
 
-__all__ = ["IDENTITY_IGNORES", "SCENES_DATASETS", "SCENES_VERSION", "TrainedRun", "run_key", "train_and_evaluate"]
+__all__ = [
+    "IDENTITY_IGNORES",
+    "SCENES_DATASETS",
+    "SCENES_VERSION",
+    "TrainedRun",
+    "run_key",
+    "train_and_evaluate",
+]
 
 #: the version of the ShadedScenes generator (its priors, renderer and labels). It is part of the identity of
 #: every run on a dataset of :data:`SCENES_DATASETS`, so a cache written with another generator (e.g. a
@@ -33,8 +40,13 @@ SCENES_DATASETS = ("shaded_scenes", "shaded_attributes")
 
 #: config keys that do not change what a run computes, only where and how it reports: left out of :func:`run_key`
 #: (the device too: a run is the same experiment on any device, its numbers differ by rounding only)
-IDENTITY_IGNORES = (("train", "out_dir"), ("train", "progress"), ("train", "log_every"), ("train", "device"),
-                    ("train", "checkpoint_every"))
+IDENTITY_IGNORES = (
+    ("train", "out_dir"),
+    ("train", "progress"),
+    ("train", "log_every"),
+    ("train", "device"),
+    ("train", "checkpoint_every"),
+)
 
 
 def run_key(cfg: Config) -> str:
@@ -70,12 +82,22 @@ class TrainedRun:
 
     def record(self) -> dict[str, Any]:
         """The JSON-ready numbers of the run (what the benchmark stores per run)."""
-        return {"results": self.results, "trivial": self.trivial, "seconds": self.seconds,
-                "epoch_seconds": self.epoch_seconds, "best_epoch": self.best_epoch}
+        return {
+            "results": self.results,
+            "trivial": self.trivial,
+            "seconds": self.seconds,
+            "epoch_seconds": self.epoch_seconds,
+            "best_epoch": self.best_epoch,
+        }
 
 
-def train_and_evaluate(cfg: Config, domains: Sequence[str] | None = None, callbacks: Iterable[Any] = (),
-                       resume: bool = False, overwrite: bool = True) -> TrainedRun:
+def train_and_evaluate(
+    cfg: Config,
+    domains: Sequence[str] | None = None,
+    callbacks: Iterable[Any] = (),
+    resume: bool = False,
+    overwrite: bool = True,
+) -> TrainedRun:
     """Train ``cfg``, select on validation, evaluate ``domains`` (test split) and the trivial predictors.
 
     Args:

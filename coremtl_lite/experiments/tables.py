@@ -14,7 +14,9 @@ __all__ = ["format_table"]
 STYLES = ("plain", "markdown")
 
 
-def format_table(header: Sequence[Any], rows: Sequence[Sequence[Any]], style: str = "plain", left: int = 1) -> str:
+def format_table(
+    header: Sequence[Any], rows: Sequence[Sequence[Any]], style: str = "plain", left: int = 1
+) -> str:
     """A table of ``rows`` under ``header``.
 
     * ``"markdown"``: a GitHub-flavoured markdown table;

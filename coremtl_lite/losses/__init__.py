@@ -30,7 +30,25 @@ from coremtl_lite.losses.task_losses import (
     segmentation_loss,
 )
 
-__all__ = ["LOSSES", "LPIPSLoss", "Objective", "ObjectiveOutput", "PHYSICS_WEIGHTS", "SSIMLoss", "attributes_loss",
-           "build_objective", "build_perceptual", "cfa_loss", "classification_loss", "depth_loss",
-           "frozen_batchnorm", "gram_cka", "independence_loss", "linear_cka", "normal_loss",
-           "physics_regularisers", "reconstruction_loss", "segmentation_loss"]
+__all__ = [
+    "LOSSES",
+    "LPIPSLoss",
+    "Objective",
+    "ObjectiveOutput",
+    "PHYSICS_WEIGHTS",
+    "SSIMLoss",
+    "attributes_loss",
+    "build_objective",
+    "build_perceptual",
+    "cfa_loss",
+    "classification_loss",
+    "depth_loss",
+    "frozen_batchnorm",
+    "gram_cka",
+    "independence_loss",
+    "linear_cka",
+    "normal_loss",
+    "physics_regularisers",
+    "reconstruction_loss",
+    "segmentation_loss",
+]

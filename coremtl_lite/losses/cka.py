@@ -29,11 +29,14 @@ def _check_pair(x: Tensor, y: Tensor, fn: str) -> None:
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
         raise TypeError(f"{fn} expects torch tensors, got {type(x).__name__} and {type(y).__name__}")
     if x.dim() != 2 or y.dim() != 2:
-        raise ValueError(f"{fn} expects 2-d features (n, d); got x of shape {tuple(x.shape)} and y of shape "
-                         f"{tuple(y.shape)} (pool (n, C, h, w) maps over h, w first)")
+        raise ValueError(
+            f"{fn} expects 2-d features (n, d); got x of shape {tuple(x.shape)} and y of shape "
+            f"{tuple(y.shape)} (pool (n, C, h, w) maps over h, w first)"
+        )
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"{fn}: x and y must have the same batch size n; got x {tuple(x.shape)}, "
-                         f"y {tuple(y.shape)}")
+        raise ValueError(
+            f"{fn}: x and y must have the same batch size n; got x {tuple(x.shape)}, y {tuple(y.shape)}"
+        )
     if x.shape[0] == 0:
         raise ValueError(f"{fn}: empty batch (n = 0), x {tuple(x.shape)}")
 
@@ -79,7 +82,9 @@ def linear_cka(x: Tensor, y: Tensor, eps: float = 1e-10) -> Tensor:
     hsic_xx = (xn.T @ xn).pow(2).sum()  # ||X^T X||_F^2
     hsic_yy = (yn.T @ yn).pow(2).sum()  # ||Y^T Y||_F^2
     ok = x_ok & y_ok
-    denom = torch.sqrt(torch.where(ok, hsic_xx * hsic_yy, torch.ones_like(hsic_xx)))  # paper Eq. 11 denominator
+    denom = torch.sqrt(
+        torch.where(ok, hsic_xx * hsic_yy, torch.ones_like(hsic_xx))
+    )  # paper Eq. 11 denominator
     return torch.where(ok, hsic_xy / denom, torch.zeros_like(hsic_xy))
 
 

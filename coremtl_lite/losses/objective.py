@@ -59,8 +59,15 @@ from coremtl_lite.losses.cka import linear_cka
 from coremtl_lite.losses.reconstruction import PHYSICS_WEIGHTS, build_perceptual, reconstruction_loss
 from coremtl_lite.protocols import GroundedModel
 
-__all__ = ["Objective", "ObjectiveOutput", "build_objective", "cfa_loss", "eval_mode", "frozen_batchnorm",
-           "independence_loss"]
+__all__ = [
+    "Objective",
+    "ObjectiveOutput",
+    "build_objective",
+    "cfa_loss",
+    "eval_mode",
+    "frozen_batchnorm",
+    "independence_loss",
+]
 
 
 @dataclass
@@ -102,11 +109,20 @@ def independence_loss(z_s: Tensor, z_p: Tensor) -> Tensor:
     return linear_cka(zs, z_p.float())  # Eq. 11
 
 
-def cfa_loss(model: GroundedModel, batch: Mapping[str, Tensor], outputs: Mapping[str, Tensor], tasks: Sequence,
-             task_weights: Mapping[str, float], form: str, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def cfa_loss(
+    model: GroundedModel,
+    batch: Mapping[str, Tensor],
+    outputs: Mapping[str, Tensor],
+    tasks: Sequence,
+    task_weights: Mapping[str, float],
+    form: str,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor]:
     """L_CFA (Eq. 12) for one batch; returns ``(loss, perm)``. See the module doc for both forms."""
     if not isinstance(model, nn.Module):
-        raise TypeError(f"cfa_loss needs a torch module (its BatchNorm layers are frozen), got {type(model).__name__}")
+        raise TypeError(
+            f"cfa_loss needs a torch module (its BatchNorm layers are frozen), got {type(model).__name__}"
+        )
     image, z_s, z_p = batch["image"], outputs["z_s"], outputs["z_p"]
     b = z_p.shape[0]
     perm = torch.randperm(b, generator=generator).to(z_p.device)  # z_p ~ empirical residual distribution
@@ -121,8 +137,9 @@ def cfa_loss(model: GroundedModel, batch: Mapping[str, Tensor], outputs: Mapping
             loss = diff / zs.detach().pow(2).mean().clamp_min(1e-8)
         elif form == "task":
             preds = model.predict(enc_cf)
-            loss = sum(task_weights.get(t.name, 1.0) * t.loss(preds[t.name].float(), batch[t.name])
-                       for t in tasks)
+            loss = sum(
+                task_weights.get(t.name, 1.0) * t.loss(preds[t.name].float(), batch[t.name]) for t in tasks
+            )
         else:
             raise ValueError(f"loss.cfa_form={form!r} is not one of consistency, task")
     return loss, perm
@@ -139,15 +156,22 @@ class Objective:
         physics_weights: weights of the hard-grounding regularisers (default :data:`PHYSICS_WEIGHTS`).
     """
 
-    def __init__(self, loss_cfg: LossConfig, tasks: Sequence, perceptual: nn.Module | None | str = "default",
-                 physics_weights: Mapping[str, float] | None = None):
+    def __init__(
+        self,
+        loss_cfg: LossConfig,
+        tasks: Sequence,
+        perceptual: nn.Module | None | str = "default",
+        physics_weights: Mapping[str, float] | None = None,
+    ):
         loss_cfg.validate()
         self.cfg = loss_cfg
         self.tasks = list(tasks)
         names = {t.name for t in self.tasks}
         unknown = set(loss_cfg.task_weights) - names
         if unknown:
-            raise KeyError(f"loss.task_weights names unknown tasks {sorted(unknown)}; tasks are {sorted(names)}")
+            raise KeyError(
+                f"loss.task_weights names unknown tasks {sorted(unknown)}; tasks are {sorted(names)}"
+            )
         self.task_weights = {t.name: float(loss_cfg.task_weights.get(t.name, 1.0)) for t in self.tasks}
         self._perceptual = perceptual
         self.physics_weights = dict(PHYSICS_WEIGHTS if physics_weights is None else physics_weights)
@@ -184,12 +208,15 @@ class Objective:
         losses = {}
         for t in self.tasks:
             if t.name not in batch:
-                raise KeyError(f"objective: the batch has no labels for task {t.name!r} (keys {sorted(batch)})")
+                raise KeyError(
+                    f"objective: the batch has no labels for task {t.name!r} (keys {sorted(batch)})"
+                )
             losses[t.name] = self.task_weights[t.name] * t.loss(preds[t.name].float(), batch[t.name])
         return losses
 
-    def __call__(self, model: nn.Module, batch: Mapping[str, Tensor], progress: float,
-                 generator: torch.Generator) -> ObjectiveOutput:
+    def __call__(
+        self, model: nn.Module, batch: Mapping[str, Tensor], progress: float, generator: torch.Generator
+    ) -> ObjectiveOutput:
         """The terms of Eq. 16 for one batch at ``progress`` (fraction of the run done, in [0, 1])."""
         image = batch["image"]
         if self.decomposition_stage(progress, model) and _has_decoder(model):
@@ -217,8 +244,15 @@ class Objective:
                 perceptual = self.perceptual()
                 if perceptual is not None:
                     perceptual.to(image.device)
-                rec, parts = reconstruction_loss(decoded, image, batch, perceptual, self.cfg.perceptual_weight,
-                                                 self.physics_weights, balance=self.cfg.rec_balance)
+                rec, parts = reconstruction_loss(
+                    decoded,
+                    image,
+                    batch,
+                    perceptual,
+                    self.cfg.perceptual_weight,
+                    self.physics_weights,
+                    balance=self.cfg.rec_balance,
+                )
                 terms["rec"] = self.cfg.lambda_rec * rec  # lambda_rec L_rec
                 logs["rec"] = rec.detach()
                 logs.update(parts)
@@ -227,15 +261,22 @@ class Objective:
                 if self.cfa_active(progress) and ratio <= self.cfg.cfa_max_rec_ratio:
                     draw = torch.rand((), generator=generator)  # apply CFA with probability cfa_prob
                     if float(draw) < self.cfg.cfa_prob:
-                        cfa, _ = cfa_loss(model, batch, outputs, self.tasks, self.task_weights, self.cfg.cfa_form,
-                                          generator)
+                        cfa, _ = cfa_loss(
+                            model, batch, outputs, self.tasks, self.task_weights, self.cfg.cfa_form, generator
+                        )
                         terms["cfa"] = self.cfg.lambda_cfa * cfa  # lambda_cfa L_CFA
                         logs["cfa"] = cfa.detach()
                         applied = 1.0
                 logs["cfa_applied"] = applied
         extra = functools.reduce(operator.add, terms.values()) if terms else None  # the sum, term by term
-        return ObjectiveOutput(task_losses=task_losses, extra_loss=extra, outputs=outputs, logs=_as_floats(logs),
-                               extra_terms=terms, train_tasks=train_tasks)
+        return ObjectiveOutput(
+            task_losses=task_losses,
+            extra_loss=extra,
+            outputs=outputs,
+            logs=_as_floats(logs),
+            extra_terms=terms,
+            train_tasks=train_tasks,
+        )
 
 
 def _as_floats(logs: dict[str, Any]) -> dict[str, float]:

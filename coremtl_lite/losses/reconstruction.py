@@ -34,27 +34,44 @@ from torch import Tensor, nn
 from coremtl_lite.losses.task_losses import normal_loss
 from coremtl_lite.shading import linear_to_srgb, srgb_to_linear
 
-__all__ = ["LPIPSLoss", "PHYSICS_WEIGHTS", "SSIMLoss", "albedo_normal_covariance", "albedo_tv", "build_perceptual",
-           "class_balance_weights",
-           "grey_shading", "physics_regularisers", "reconstruction_loss", "ssim"]
+__all__ = [
+    "LPIPSLoss",
+    "PHYSICS_WEIGHTS",
+    "SSIMLoss",
+    "albedo_normal_covariance",
+    "albedo_tv",
+    "build_perceptual",
+    "class_balance_weights",
+    "grey_shading",
+    "physics_regularisers",
+    "reconstruction_loss",
+    "ssim",
+]
 
 #: weights of the physics regularisers of hard grounding (added to the photometric L1 inside L_rec)
-PHYSICS_WEIGHTS: dict[str, float] = {"albedo_tv": 0.05, "grey_shading": 0.05, "albedo_normal_cov": 0.1,
-                                     "geometry": 0.5}
+PHYSICS_WEIGHTS: dict[str, float] = {
+    "albedo_tv": 0.05,
+    "grey_shading": 0.05,
+    "albedo_normal_cov": 0.1,
+    "geometry": 0.5,
+}
 
 _LPIPS_FAILED: list[str] = []  # the reason LPIPS weights could not be loaded in this process (said once)
 
 
 def _gauss_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
     x = torch.arange(size, dtype=dtype, device=device) - size // 2
-    g = torch.exp(-(x ** 2) / (2.0 * sigma ** 2))
+    g = torch.exp(-(x**2) / (2.0 * sigma**2))
     return g / g.sum()
 
 
 def _band_matrix(n: int, window: Tensor) -> Tensor:
     """(n - k + 1, n) matrix whose rows are the window shifted by one: ``M @ x`` = valid 1-d filtering."""
     k = window.numel()
-    idx = torch.arange(n - k + 1, device=window.device)[:, None] + torch.arange(k, device=window.device)[None, :]
+    idx = (
+        torch.arange(n - k + 1, device=window.device)[:, None]
+        + torch.arange(k, device=window.device)[None, :]
+    )
     m = torch.zeros(n - k + 1, n, dtype=window.dtype, device=window.device)
     return m.scatter_(1, idx, window.expand(n - k + 1, k))
 
@@ -68,8 +85,10 @@ def ssim(a: Tensor, b: Tensor, win_size: int = 11, sigma: float = 1.5, data_rang
     tests check the two agree). The window shrinks to the largest odd size that fits small images.
     """
     if a.shape != b.shape or a.dim() != 4:
-        raise ValueError(f"ssim expects two (B, C, H, W) batches of the same shape, got {tuple(a.shape)} and "
-                         f"{tuple(b.shape)}")
+        raise ValueError(
+            f"ssim expects two (B, C, H, W) batches of the same shape, got {tuple(a.shape)} and "
+            f"{tuple(b.shape)}"
+        )
     a, b = a.float(), b.float()
     win = min(win_size, a.shape[-1], a.shape[-2])
     win = win if win % 2 == 1 else win - 1
@@ -116,19 +135,28 @@ class LPIPSLoss(nn.Module):
         if not pnet_rand:
             cached = Path(torch.hub.get_dir()) / "checkpoints" / self.BACKBONE_FILE
             if not cached.is_file():
-                raise FileNotFoundError(f"LPIPS needs torchvision's AlexNet weights {self.BACKBONE_FILE} in the "
-                                        "local torch hub cache (torch.hub.get_dir()/checkpoints); no download is "
-                                        "attempted")
+                raise FileNotFoundError(
+                    f"LPIPS needs torchvision's AlexNet weights {self.BACKBONE_FILE} in the "
+                    "local torch hub cache (torch.hub.get_dir()/checkpoints); no download is "
+                    "attempted"
+                )
             state = torch.load(cached, map_location="cpu", weights_only=True)
         with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=` argument
-            warnings.filterwarnings("ignore", message=r".*(pretrained|weight enum).*deprecated", category=UserWarning)
-            warnings.filterwarnings("ignore", message=r"Arguments other than a weight enum", category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message=r".*(pretrained|weight enum).*deprecated", category=UserWarning
+            )
+            warnings.filterwarnings(
+                "ignore", message=r"Arguments other than a weight enum", category=UserWarning
+            )
             self.net = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
         if state is not None:  # lpips keeps AlexNet's feature layers under their indices in slice1..slice5
             backbone = self.net.net
-            mapped = {f"{name}.{index}.{key}": state[f"features.{index}.{key}"]
-                      for name, part in backbone.named_children() for index, layer in part.named_children()
-                      for key in layer.state_dict()}
+            mapped = {
+                f"{name}.{index}.{key}": state[f"features.{index}.{key}"]
+                for name, part in backbone.named_children()
+                for index, layer in part.named_children()
+                for key in layer.state_dict()
+            }
             backbone.load_state_dict(mapped)
         self.net.eval()
         for p in self.net.parameters():
@@ -156,13 +184,18 @@ def build_perceptual(kind: str = "auto") -> nn.Module | None:
         return LPIPSLoss("alex")
     except Exception as err:  # URLError offline, missing package, corrupt cache
         if kind == "lpips":
-            raise RuntimeError(f"loss.perceptual=lpips, but LPIPS could not load its backbone weights "
-                               f"({type(err).__name__}: {err}); use loss.perceptual=auto or ssim offline") from err
+            raise RuntimeError(
+                f"loss.perceptual=lpips, but LPIPS could not load its backbone weights "
+                f"({type(err).__name__}: {err}); use loss.perceptual=auto or ssim offline"
+            ) from err
         if not _LPIPS_FAILED:
             _LPIPS_FAILED.append(f"{type(err).__name__}: {err}")
-            warnings.warn(f"coremtl_lite: LPIPS backbone weights are unavailable ({_LPIPS_FAILED[0]}); the "
-                          "reconstruction loss uses 1 - SSIM (pytorch_msssim) as its perceptual term instead.",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"coremtl_lite: LPIPS backbone weights are unavailable ({_LPIPS_FAILED[0]}); the "
+                "reconstruction loss uses 1 - SSIM (pytorch_msssim) as its perceptual term instead.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return SSIMLoss()
 
 
@@ -196,11 +229,12 @@ def _subsample(x: Tensor, size) -> Tensor:
     if tuple(x.shape[-2:]) == (h, w) or x.shape[-2] % h or x.shape[-1] % w:
         return x
     sh, sw = x.shape[-2] // h, x.shape[-1] // w
-    return x[..., sh // 2::sh, sw // 2::sw]
+    return x[..., sh // 2 :: sh, sw // 2 :: sw]
 
 
-def physics_regularisers(decoded: Mapping[str, Tensor], batch: Mapping[str, Tensor],
-                         weights: Mapping[str, float] = PHYSICS_WEIGHTS) -> dict[str, Tensor]:
+def physics_regularisers(
+    decoded: Mapping[str, Tensor], batch: Mapping[str, Tensor], weights: Mapping[str, float] = PHYSICS_WEIGHTS
+) -> dict[str, Tensor]:
     """The weighted physics regularisers of hard grounding (terms with weight 0 are skipped)."""
     out: dict[str, Tensor] = {}
     if weights.get("albedo_tv", 0.0):
@@ -209,7 +243,8 @@ def physics_regularisers(decoded: Mapping[str, Tensor], batch: Mapping[str, Tens
         out["grey_shading"] = weights["grey_shading"] * grey_shading(decoded["shading"])
     if weights.get("albedo_normal_cov", 0.0):
         out["albedo_normal_cov"] = weights["albedo_normal_cov"] * albedo_normal_covariance(
-            decoded["albedo"], decoded["normal_phys"])
+            decoded["albedo"], decoded["normal_phys"]
+        )
     if weights.get("geometry", 0.0) and "normal" in batch and batch["normal"].dim() == 4:
         pred = decoded["normal_phys"]
         target = _subsample(batch["normal"], pred.shape[-2:])
@@ -233,7 +268,9 @@ def class_balance_weights(batch: Mapping[str, Tensor] | None, size) -> Tensor | 
         return None
     seg = _subsample(batch["segmentation"], size)
     if tuple(seg.shape[-2:]) != tuple(int(v) for v in size):
-        seg = F.interpolate(seg[:, None].float(), size=tuple(int(v) for v in size), mode="nearest")[:, 0].long()
+        seg = F.interpolate(seg[:, None].float(), size=tuple(int(v) for v in size), mode="nearest")[
+            :, 0
+        ].long()
     seg = seg.long()
     valid = seg >= 0
     if not bool(valid.any()):
@@ -245,10 +282,15 @@ def class_balance_weights(batch: Mapping[str, Tensor] | None, size) -> Tensor | 
     return w * (valid.sum() / present)  # each present class sums to n_valid / n_classes
 
 
-def reconstruction_loss(decoded: Mapping[str, Tensor], image: Tensor, batch: Mapping[str, Tensor] | None = None,
-                        perceptual: nn.Module | None = None, perceptual_weight: float = 0.1,
-                        physics_weights: Mapping[str, float] = PHYSICS_WEIGHTS,
-                        balance: str = "none") -> tuple[Tensor, dict[str, float]]:
+def reconstruction_loss(
+    decoded: Mapping[str, Tensor],
+    image: Tensor,
+    batch: Mapping[str, Tensor] | None = None,
+    perceptual: nn.Module | None = None,
+    perceptual_weight: float = 0.1,
+    physics_weights: Mapping[str, float] = PHYSICS_WEIGHTS,
+    balance: str = "none",
+) -> tuple[Tensor, dict[str, float]]:
     """L_rec (Eq. 14 for hard grounding, Eq. 15 for soft grounding) and its parts as floats.
 
     ``balance="class"`` weights the photometric L1 so that every segmentation class of the batch counts
@@ -264,8 +306,10 @@ def reconstruction_loss(decoded: Mapping[str, Tensor], image: Tensor, batch: Map
     if "recon" not in decoded:
         raise KeyError(f"reconstruction_loss: the decoder output needs 'recon'; got {sorted(decoded)}")
     if decoded["recon"].shape != image.shape:
-        raise ValueError(f"reconstruction_loss: recon {tuple(decoded['recon'].shape)} and image "
-                         f"{tuple(image.shape)} differ")
+        raise ValueError(
+            f"reconstruction_loss: recon {tuple(decoded['recon'].shape)} and image "
+            f"{tuple(image.shape)} differ"
+        )
     recon_lin = decoded.get("recon_linear", None)
     recon_lin = srgb_to_linear(decoded["recon"]).float() if recon_lin is None else recon_lin.float()
     target_lin = srgb_to_linear(image.float())

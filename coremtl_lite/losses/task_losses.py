@@ -19,23 +19,33 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["attributes_loss", "classification_loss", "depth_loss", "normal_loss", "segmentation_loss",
-           "LOSSES"]
+__all__ = [
+    "attributes_loss",
+    "classification_loss",
+    "depth_loss",
+    "normal_loss",
+    "segmentation_loss",
+    "LOSSES",
+]
 
 
 def _check(pred: Tensor, target: Tensor, fn: str, pred_dims: int) -> None:
     if pred.dim() != pred_dims:
         raise ValueError(f"{fn}: prediction must have {pred_dims} dims, got shape {tuple(pred.shape)}")
     if pred.shape[0] != target.shape[0]:
-        raise ValueError(f"{fn}: batch sizes differ, prediction {tuple(pred.shape)} vs target {tuple(target.shape)}")
+        raise ValueError(
+            f"{fn}: batch sizes differ, prediction {tuple(pred.shape)} vs target {tuple(target.shape)}"
+        )
 
 
 def segmentation_loss(pred: Tensor, target: Tensor) -> Tensor:
     """Cross-entropy of logits ``pred`` (B, K, H, W) against labels ``target`` (B, H, W), ``-1`` = void."""
     _check(pred, target, "segmentation_loss", 4)
     if target.shape != (pred.shape[0], *pred.shape[2:]):
-        raise ValueError(f"segmentation_loss: target must be (B, H, W) = {(pred.shape[0], *pred.shape[2:])}, "
-                         f"got {tuple(target.shape)}")
+        raise ValueError(
+            f"segmentation_loss: target must be (B, H, W) = {(pred.shape[0], *pred.shape[2:])}, "
+            f"got {tuple(target.shape)}"
+        )
     target = target.long()
     valid = target >= 0
     if not bool(valid.any()):
@@ -47,7 +57,9 @@ def depth_loss(pred: Tensor, target: Tensor) -> Tensor:
     """Masked L1 ``mean |d_hat - d|`` over pixels with ground truth ``d != 0`` (LibMTL DepthLoss)."""
     _check(pred, target, "depth_loss", 4)
     if pred.shape != target.shape:
-        raise ValueError(f"depth_loss: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+        raise ValueError(
+            f"depth_loss: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ"
+        )
     mask = (target != 0).float()
     count = mask.sum()
     err = ((pred.float() - target.float()).abs() * mask).sum()
@@ -58,8 +70,10 @@ def normal_loss(pred: Tensor, target: Tensor) -> Tensor:
     """``1 - mean cos(n_hat, n)`` over pixels whose ground-truth normal is non-zero (LibMTL NormalLoss)."""
     _check(pred, target, "normal_loss", 4)
     if pred.shape != target.shape or pred.shape[1] != 3:
-        raise ValueError(f"normal_loss: expects (B, 3, H, W) prediction and target, got {tuple(pred.shape)} "
-                         f"and {tuple(target.shape)}")
+        raise ValueError(
+            f"normal_loss: expects (B, 3, H, W) prediction and target, got {tuple(pred.shape)} "
+            f"and {tuple(target.shape)}"
+        )
     pred = pred.float()
     pred = pred * torch.rsqrt(pred.pow(2).sum(dim=1, keepdim=True).clamp_min(1e-12))
     target = target.float()
@@ -73,7 +87,9 @@ def attributes_loss(pred: Tensor, target: Tensor) -> Tensor:
     """Binary cross-entropy with logits, ``pred`` (B, A) against ``target`` (B, A) in {0, 1}."""
     _check(pred, target, "attributes_loss", 2)
     if pred.shape != target.shape:
-        raise ValueError(f"attributes_loss: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+        raise ValueError(
+            f"attributes_loss: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ"
+        )
     return F.binary_cross_entropy_with_logits(pred.float(), target.float())
 
 
@@ -81,10 +97,17 @@ def classification_loss(pred: Tensor, target: Tensor) -> Tensor:
     """Cross-entropy of logits ``pred`` (B, K) against class indices ``target`` (B,)."""
     _check(pred, target, "classification_loss", 2)
     if target.shape != (pred.shape[0],):
-        raise ValueError(f"classification_loss: target must be (B,) = ({pred.shape[0]},), got {tuple(target.shape)}")
+        raise ValueError(
+            f"classification_loss: target must be (B,) = ({pred.shape[0]},), got {tuple(target.shape)}"
+        )
     return F.cross_entropy(pred.float(), target.long())
 
 
 #: task kind -> loss function
-LOSSES = {"segmentation": segmentation_loss, "depth": depth_loss, "normal": normal_loss,
-          "attributes": attributes_loss, "classification": classification_loss}
+LOSSES = {
+    "segmentation": segmentation_loss,
+    "depth": depth_loss,
+    "normal": normal_loss,
+    "attributes": attributes_loss,
+    "classification": classification_loss,
+}

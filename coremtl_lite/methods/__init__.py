@@ -48,5 +48,13 @@ from coremtl_lite.methods.base import (
 )
 from coremtl_lite.methods.stl import single_task_configs
 
-__all__ = ["Aggregator", "EqualWeighting", "Method", "Weighting", "available", "build_method", "register",
-           "single_task_configs"]
+__all__ = [
+    "Aggregator",
+    "EqualWeighting",
+    "Method",
+    "Weighting",
+    "available",
+    "build_method",
+    "register",
+    "single_task_configs",
+]

@@ -38,8 +38,9 @@ def _normalised(g: np.ndarray) -> tuple[np.ndarray, float]:
     return g / scale, scale
 
 
-def min_norm_simplex(g: np.ndarray, solver: str = "quadprog", eps: float = 1e-3,
-                     max_iters: int = 100) -> np.ndarray:
+def min_norm_simplex(
+    g: np.ndarray, solver: str = "quadprog", eps: float = 1e-3, max_iters: int = 100
+) -> np.ndarray:
     """Weights of the min-norm point of the convex hull of J's rows (Sener & Koltun 2018, MGDA Eq. 3).
 
     Solves ``min_{a in simplex} a^T G a``. ``solver="quadprog"`` solves the QP exactly (up to a
@@ -182,8 +183,9 @@ def fair_weights(g: np.ndarray, alpha: float, tol: float = 1e-12, max_iters: int
         f0, slope, s = objective(u), grad @ step, 1.0
         while s > 1e-12:  # backtrack: stay in u > 0, and decrease F (or, near the end, the residual)
             new = u + s * step
-            if np.all(new > 0.0) and (objective(new) <= f0 + 1e-4 * s * slope
-                                      or np.linalg.norm(residual(new)) < np.linalg.norm(r)):
+            if np.all(new > 0.0) and (
+                objective(new) <= f0 + 1e-4 * s * slope or np.linalg.norm(residual(new)) < np.linalg.norm(r)
+            ):
                 break
             s *= 0.5
         u = u + s * step

@@ -17,6 +17,8 @@ def epoch_means(stats: dict[str, float], task_names: Sequence[str], who: str) ->
                 out.append(float(stats[key]))
                 break
         else:
-            raise KeyError(f"{who}.on_epoch_end: stats lack the mean loss of task {t!r} "
-                           f"(looked for {t!r} and 'loss/{t}'); got keys {sorted(stats)}")
+            raise KeyError(
+                f"{who}.on_epoch_end: stats lack the mean loss of task {t!r} "
+                f"(looked for {t!r} and 'loss/{t}'); got keys {sorted(stats)}"
+            )
     return out

@@ -22,8 +22,9 @@ class WeightedAggregator(Aggregator):
 
     def aggregate(self, jacobian: Tensor) -> Tensor:
         if jacobian.dim() != 2 or jacobian.shape[0] != self.num_tasks:
-            raise ValueError(f"{self.name}: expected a ({self.num_tasks}, P) Jacobian, "
-                             f"got shape {tuple(jacobian.shape)}")
+            raise ValueError(
+                f"{self.name}: expected a ({self.num_tasks}, P) Jacobian, got shape {tuple(jacobian.shape)}"
+            )
         w = torch.as_tensor(self.weights(jacobian), dtype=torch.float64)
         self._last_weights = w
         return combine(w, jacobian)

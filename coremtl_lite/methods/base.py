@@ -65,8 +65,14 @@ class Method(nn.Module):
     def num_tasks(self) -> int:
         return len(self.task_names)
 
-    def backward(self, losses: dict[str, Tensor], *, shared_params: Sequence[Tensor],
-                 features: Tensor | None = None, extra_loss: Tensor | None = None) -> dict[str, float]:
+    def backward(
+        self,
+        losses: dict[str, Tensor],
+        *,
+        shared_params: Sequence[Tensor],
+        features: Tensor | None = None,
+        extra_loss: Tensor | None = None,
+    ) -> dict[str, float]:
         """Fill ``.grad`` of all parameters; return scalars worth logging (e.g. the task weights)."""
         raise NotImplementedError  # abstract
 
@@ -78,8 +84,13 @@ class Method(nn.Module):
         its share of the gradient), read by the trainer every log step; empty by default."""
         return {}
 
-    def meta_step(self, loss_fn: Callable[[dict], dict[str, Tensor]], train_batch: dict,
-                  val_batch: dict, params: Sequence[Tensor]) -> dict[str, float]:
+    def meta_step(
+        self,
+        loss_fn: Callable[[dict], dict[str, Tensor]],
+        train_batch: dict,
+        val_batch: dict,
+        params: Sequence[Tensor],
+    ) -> dict[str, float]:
         """Bi-level hook, called only when ``uses_validation_batch`` is True (see the module docstring)."""
         return {}
 
@@ -154,8 +165,14 @@ def jacobian_of(losses: Tensor, targets: Sequence[Tensor]) -> Tensor:
     rows = []
     for loss in losses:
         grads = torch.autograd.grad(loss, targets, retain_graph=True, allow_unused=True)
-        rows.append(torch.cat([(torch.zeros_like(t) if g is None else g).reshape(-1).float()
-                               for g, t in zip(grads, targets)]))
+        rows.append(
+            torch.cat(
+                [
+                    (torch.zeros_like(t) if g is None else g).reshape(-1).float()
+                    for g, t in zip(grads, targets)
+                ]
+            )
+        )
     return torch.stack(rows)
 
 
@@ -163,7 +180,7 @@ def unflatten_like(vector: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
     """Split a flat vector into tensors shaped (and typed) like ``like``."""
     out, start = [], 0
     for t in like:
-        out.append(vector[start:start + t.numel()].view_as(t).to(t.dtype))
+        out.append(vector[start : start + t.numel()].view_as(t).to(t.dtype))
         start += t.numel()
     if start != vector.numel():
         raise ValueError(f"vector of {vector.numel()} entries does not match tensors of {start} entries")
@@ -287,7 +304,9 @@ def coerce_options(name: str, options: dict[str, object]) -> dict[str, object]:
             try:
                 vals = [float(v) for v in value]  # type: ignore[attr-defined]  # not iterable: TypeError below
             except (TypeError, ValueError):
-                raise ConfigError(f"{where} expects a list of numbers, e.g. [0.5, 0.5], got {value!r}") from None
+                raise ConfigError(
+                    f"{where} expects a list of numbers, e.g. [0.5, 0.5], got {value!r}"
+                ) from None
             if not all(math.isfinite(v) for v in vals) or any(isinstance(v, bool) for v in value):  # type: ignore[attr-defined]
                 raise ConfigError(f"{where} expects finite numbers, got {value!r}")
             out[key] = vals
@@ -305,9 +324,17 @@ def describe_methods() -> list[dict[str, object]]:
         import re
 
         text = " ".join((cls.__doc__ or "").split())
-        found = re.match(r"(.*?\))[:.]", text)  # up to the reference in brackets: "PCGrad (Yu et al. 2020, ...)"
+        found = re.match(
+            r"(.*?\))[:.]", text
+        )  # up to the reference in brackets: "PCGrad (Yu et al. 2020, ...)"
         paper = found.group(1) if found else text.split(". ")[0]
-        family = "aggregator" if issubclass(cls, Aggregator) else "weighting" if issubclass(cls, Weighting) else "other"
+        family = (
+            "aggregator"
+            if issubclass(cls, Aggregator)
+            else "weighting"
+            if issubclass(cls, Weighting)
+            else "other"
+        )
         rows.append({"name": name, "family": family, "paper": paper, "options": method_options(name)})
     return rows
 

@@ -49,14 +49,20 @@ class CAGrad(WeightedAggregator):
             gw = np.sqrt(max(w @ g @ w, 1e-18))
             return w @ b + sqrt_phi * gw, b + sqrt_phi * (g @ w) / gw
 
-        res = minimize(objective, np.full(t, 1.0 / t), jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * t,
-                       constraints=({"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones(t)},),
-                       options={"ftol": 1e-14, "maxiter": 500})
+        res = minimize(
+            objective,
+            np.full(t, 1.0 / t),
+            jac=True,
+            method="SLSQP",
+            bounds=[(0.0, 1.0)] * t,
+            constraints=({"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones(t)},),
+            options={"ftol": 1e-14, "maxiter": 500},
+        )
         w = np.clip(res.x, 0.0, None)
         w = w / w.sum()
         gw_norm = float(np.sqrt(max(w @ g @ w, 0.0)))
         if gw_norm < 1e-4:  # torchjd's norm_eps on the normalised Gramian
             return torch.zeros(t, dtype=torch.float64)
         weights = np.full(t, 1.0 / t) + (sqrt_phi / gw_norm) * w  # d = g0 + sqrt(phi)/||g_w|| g_w
-        scale = {0: 1.0, 1: 1.0 + self.c ** 2, 2: 1.0 + self.c}[self.rescale]
+        scale = {0: 1.0, 1: 1.0 + self.c**2, 2: 1.0 + self.c}[self.rescale]
         return torch.from_numpy(weights / scale)

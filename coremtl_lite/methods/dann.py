@@ -46,11 +46,15 @@ def outputs_of(loss_fn, batch: dict, who: str) -> tuple[dict, dict]:
     try:
         res = loss_fn(batch, return_outputs=True)
     except TypeError as err:
-        raise TypeError(f"{who} needs the held-out closure to accept return_outputs=True and return "
-                        "(task_losses, model_outputs) with model_outputs['features']") from err
+        raise TypeError(
+            f"{who} needs the held-out closure to accept return_outputs=True and return "
+            "(task_losses, model_outputs) with model_outputs['features']"
+        ) from err
     if not (isinstance(res, tuple) and len(res) == 2 and "features" in res[1]):
-        raise TypeError(f"{who}: loss_fn(batch, return_outputs=True) must return (task_losses, outputs) with "
-                        f"outputs['features']; got {type(res).__name__}")
+        raise TypeError(
+            f"{who}: loss_fn(batch, return_outputs=True) must return (task_losses, outputs) with "
+            f"outputs['features']; got {type(res).__name__}"
+        )
     return res
 
 
@@ -70,8 +74,9 @@ class DANN(EnvironmentPenaltyMethod):
     Needs ``loss_fn(batch, return_outputs=True) -> (task_losses, outputs)`` from the held-out hook.
     """
 
-    def __init__(self, task_names, penalty_weight: float = 0.1, anneal_steps: int = 0, hidden: int = 64,
-                 seed: int = 0):
+    def __init__(
+        self, task_names, penalty_weight: float = 0.1, anneal_steps: int = 0, hidden: int = 64, seed: int = 0
+    ):
         super().__init__(task_names, penalty_weight, anneal_steps)
         torch.manual_seed(seed)
         self.discriminator = nn.Sequential(nn.LazyLinear(hidden), nn.ReLU(), nn.Linear(hidden, 1))

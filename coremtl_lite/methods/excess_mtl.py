@@ -30,12 +30,15 @@ class ExcessMTL(WeightedAggregator):
     call. Matches torchjd's ExcessMTL step by step (tested).
     """
 
-    def __init__(self, task_names, on_features: bool = False, robust_step_size: float = 1.0,
-                 n_warmup_steps: int = 0):
+    def __init__(
+        self, task_names, on_features: bool = False, robust_step_size: float = 1.0, n_warmup_steps: int = 0
+    ):
         super().__init__(task_names, on_features=on_features)
         if robust_step_size <= 0 or n_warmup_steps < 0:
-            raise ValueError(f"excess_mtl: need robust_step_size > 0 and n_warmup_steps >= 0, got "
-                             f"{robust_step_size}, {n_warmup_steps}")
+            raise ValueError(
+                f"excess_mtl: need robust_step_size > 0 and n_warmup_steps >= 0, got "
+                f"{robust_step_size}, {n_warmup_steps}"
+            )
         self.robust_step_size, self.n_warmup_steps = float(robust_step_size), int(n_warmup_steps)
         self._state: dict[str, Any] = {}
 
@@ -43,9 +46,14 @@ class ExcessMTL(WeightedAggregator):
         j = jacobian.detach().double()
         st = self._state
         if st.get("sq_grad_sum") is None or st["sq_grad_sum"].shape != j.shape:
-            st.update(sq_grad_sum=torch.zeros_like(j), warmup_sum=j.new_zeros(len(j)), baseline=None,
-                      weights=j.new_full((len(j),), 1.0 / len(j)), steps=0)
-        sq = j ** 2
+            st.update(
+                sq_grad_sum=torch.zeros_like(j),
+                warmup_sum=j.new_zeros(len(j)),
+                baseline=None,
+                weights=j.new_full((len(j),), 1.0 / len(j)),
+                steps=0,
+            )
+        sq = j**2
         st["sq_grad_sum"] += sq  # ExcessMTL Eq. 7
         excess = (sq / torch.sqrt(st["sq_grad_sum"] + 1e-7)).sum(dim=1)  # ExcessMTL Eq. 6
         if st["steps"] < self.n_warmup_steps:
@@ -62,7 +70,9 @@ class ExcessMTL(WeightedAggregator):
                 st["baseline"] = excess.clone()
         else:
             excess = excess / (st["baseline"] + 1e-7)  # §3.2 scale processing
-        st["weights"] = torch.softmax(torch.log(st["weights"]) + self.robust_step_size * excess, dim=0)  # ExcessMTL Eq. 9
+        st["weights"] = torch.softmax(
+            torch.log(st["weights"]) + self.robust_step_size * excess, dim=0
+        )  # ExcessMTL Eq. 9
         return st["weights"].cpu()
 
     def get_extra_state(self) -> dict:

@@ -50,8 +50,10 @@ class GradNorm(Weighting):
     def _layer(self, shared_params) -> Tensor:
         mats = [p for p in shared_params if p.requires_grad and p.dim() >= 2]
         if not mats:
-            raise ValueError("gradnorm needs at least one matrix-shaped shared parameter (the last "
-                             "shared layer's weight); shared_params has none")
+            raise ValueError(
+                "gradnorm needs at least one matrix-shaped shared parameter (the last "
+                "shared layer's weight); shared_params has none"
+            )
         return mats[self.layer]
 
     def backward(self, losses, *, shared_params, features=None, extra_loss=None):
@@ -63,15 +65,18 @@ class GradNorm(Weighting):
                 self.initial_losses.copy_(vec.detach())
                 self.has_initial.fill_(True)
         w_layer = self._layer(list(shared_params))
-        norms = torch.stack([
-            torch.autograd.grad(vec[i], w_layer, retain_graph=True, allow_unused=True)[0].norm()
-            if vec[i].requires_grad else vec.new_zeros(())
-            for i in range(self.num_tasks)
-        ]).detach()
+        norms = torch.stack(
+            [
+                torch.autograd.grad(vec[i], w_layer, retain_graph=True, allow_unused=True)[0].norm()
+                if vec[i].requires_grad
+                else vec.new_zeros(())
+                for i in range(self.num_tasks)
+            ]
+        ).detach()
         g = self.loss_scale * norms  # GradNorm Eq. 1: G_W^(i) = ||grad_W w_i L_i||
         ratio = vec.detach() / self.initial_losses.clamp_min(1e-12)  # L~_i
         r = ratio / ratio.mean()  # inverse training rate r_i
-        target = (g.mean() * r ** self.alpha).detach()  # constant target (§3.2)
+        target = (g.mean() * r**self.alpha).detach()  # constant target (§3.2)
         l_grad = (g - target).abs().sum()  # GradNorm Eq. 2
         (gw,) = torch.autograd.grad(l_grad, self.loss_scale)
         self.loss_scale.grad = gw if self.loss_scale.grad is None else self.loss_scale.grad + gw

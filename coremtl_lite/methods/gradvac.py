@@ -29,8 +29,9 @@ class GradVac(WeightedAggregator):
     # registered buffers (typed here; nn.Module would type them Tensor | Module)
     phi_hat: Tensor
 
-    def __init__(self, task_names, on_features: bool = False, beta: float = 0.5, eps: float = 1e-8,
-                 seed: int = 0):
+    def __init__(
+        self, task_names, on_features: bool = False, beta: float = 0.5, eps: float = 1e-8, seed: int = 0
+    ):
         super().__init__(task_names, on_features=on_features)
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"gradvac: beta must be in [0, 1], got {beta}")

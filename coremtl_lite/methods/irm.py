@@ -83,8 +83,9 @@ class EnvironmentPenaltyMethod(Weighting):
             self._predictors = task_specific_parameters(losses, params)
         return self._predictors
 
-    def penalty_grads(self, loss_fn: Callable, train_batch: dict, val_batch: dict,
-                      params: list[Tensor]) -> tuple[list[tuple[Tensor, Tensor]], dict[str, float]]:
+    def penalty_grads(
+        self, loss_fn: Callable, train_batch: dict, val_batch: dict, params: list[Tensor]
+    ) -> tuple[list[tuple[Tensor, Tensor]], dict[str, float]]:
         """``([(param, d penalty / d param)], logs)`` -- implemented by each method."""
         raise NotImplementedError  # abstract
 
@@ -98,16 +99,19 @@ class EnvironmentPenaltyMethod(Weighting):
         self._pending_logs = logs
         return logs
 
-    def extra_terms(self, losses: Tensor, shared_params: Sequence[Tensor],
-                    features: Tensor | None) -> tuple[Tensor | None, dict[str, float]]:
+    def extra_terms(
+        self, losses: Tensor, shared_params: Sequence[Tensor], features: Tensor | None
+    ) -> tuple[Tensor | None, dict[str, float]]:
         """Further loss terms of the training batch for subclasses (none by default; MT-CRL overrides backward)."""
         return None, {}
 
     def backward(self, losses, *, shared_params, features=None, extra_loss=None):
         if self._pending is None:
-            raise RuntimeError(f"{type(self).__name__} needs the trainer's held-out hook: call "
-                               "meta_step(loss_fn, train_batch, val_batch, params) before every backward "
-                               f"(the method's uses_validation_batch is {self.uses_validation_batch})")
+            raise RuntimeError(
+                f"{type(self).__name__} needs the trainer's held-out hook: call "
+                "meta_step(loss_fn, train_batch, val_batch, params) before every backward "
+                f"(the method's uses_validation_batch is {self.uses_validation_batch})"
+            )
         vec = self._ordered(losses)
         total = vec.sum()
         if extra_loss is not None:
@@ -157,14 +161,19 @@ class IRM(EnvironmentPenaltyMethod):
             for t in range(self.num_tasks):
                 head = [p for p in params if id(p) in preds[t]]
                 if not head:
-                    raise ValueError(f"irm: task {self.task_names[t]!r} has no task-specific parameters "
-                                     "(per-task predictor); the model must have one head per task")
+                    raise ValueError(
+                        f"irm: task {self.task_names[t]!r} has no task-specific parameters "
+                        "(per-task predictor); the model must have one head per task"
+                    )
                 grads = torch.autograd.grad(losses[t], head, create_graph=True)
                 env = env + sum(g.pow(2).sum() for g in grads)  # MT-CRL Eq. 6 (f_t part)
             per_env.append(env)
             penalty = penalty + env
-        logs = {"irm/penalty": float(penalty.detach()), "irm/penalty_train": float(per_env[0].detach()),
-                "irm/penalty_valid": float(per_env[1].detach())}
+        logs = {
+            "irm/penalty": float(penalty.detach()),
+            "irm/penalty_train": float(per_env[0].detach()),
+            "irm/penalty_valid": float(per_env[1].detach()),
+        }
         weight = self.current_weight()
         if weight == 0.0:
             return [], logs

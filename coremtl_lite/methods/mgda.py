@@ -23,8 +23,15 @@ class MGDA(WeightedAggregator):
     The weights sum to one, so ``d`` is on the scale of one task gradient (EW's is T times larger).
     """
 
-    def __init__(self, task_names, on_features: bool = False, solver: str = "quadprog",
-                 normalize: str = "none", eps: float = 1e-3, max_iters: int = 100):
+    def __init__(
+        self,
+        task_names,
+        on_features: bool = False,
+        solver: str = "quadprog",
+        normalize: str = "none",
+        eps: float = 1e-3,
+        max_iters: int = 100,
+    ):
         super().__init__(task_names, on_features=on_features)
         if solver not in ("quadprog", "frank_wolfe"):
             raise ValueError(f"{self.name}: solver must be 'quadprog' or 'frank_wolfe', got {solver!r}")

@@ -34,8 +34,10 @@ def pearson_cross_correlation(z_i: Tensor, z_j: Tensor, eps: float = 1e-8) -> Te
     """In-batch Pearson correlation ``rho(Z_i, Z_j)`` between every column of ``z_i`` (B, D_i) and of ``z_j``
     (B, D_j): a (D_i, D_j) matrix (MT-CRL Eq. 1). A constant column has correlation 0 with everything."""
     if z_i.dim() != 2 or z_j.dim() != 2 or z_i.shape[0] != z_j.shape[0]:
-        raise ValueError(f"pearson_cross_correlation needs (B, D_i) and (B, D_j) with the same B, got "
-                         f"{tuple(z_i.shape)} and {tuple(z_j.shape)}")
+        raise ValueError(
+            f"pearson_cross_correlation needs (B, D_i) and (B, D_j) with the same B, got "
+            f"{tuple(z_i.shape)} and {tuple(z_j.shape)}"
+        )
     ci = z_i - z_i.mean(0, keepdim=True)
     cj = z_j - z_j.mean(0, keepdim=True)
     cov = ci.T @ cj  # Cov(Z_i, Z_j) = [Z_i - mean]^T [Z_j - mean], MT-CRL Eq. 1
@@ -47,7 +49,9 @@ def pearson_cross_correlation(z_i: Tensor, z_j: Tensor, eps: float = 1e-8) -> Te
 def module_correlations(modules: Tensor, eps: float = 1e-8) -> Tensor:
     """``(K, K)`` matrix of ``||rho(Z_i, Z_j)||_F^2`` for the stacked module outputs ``modules`` (B, K, D)."""
     if modules.dim() != 3:
-        raise ValueError(f"module outputs must be (B, K, D) -- K modules of D dims -- got {tuple(modules.shape)}")
+        raise ValueError(
+            f"module outputs must be (B, K, D) -- K modules of D dims -- got {tuple(modules.shape)}"
+        )
     b, k, d = modules.shape
     z = modules.reshape(b, k * d)
     c = z - z.mean(0, keepdim=True)
@@ -56,8 +60,9 @@ def module_correlations(modules: Tensor, eps: float = 1e-8) -> Tensor:
     return rho.pow(2).sum(dim=(1, 3))
 
 
-def decorrelation_loss(modules: Tensor, eps: float = 1e-8, reduction: str = "sum",
-                       subtract_floor: bool = False) -> Tensor:
+def decorrelation_loss(
+    modules: Tensor, eps: float = 1e-8, reduction: str = "sum", subtract_floor: bool = False
+) -> Tensor:
     """The decorrelation between the K modules of ``modules`` (B, K, D) (MT-CRL Eq. 2, without lambda_decor).
 
     * ``reduction="sum"``: ``sum_{i<j} ||rho(Phi_i(X), Phi_j(X))||_F^2``, MT-CRL Eq. 2 as printed;
@@ -123,9 +128,11 @@ def find_routing(params: Sequence[Tensor], who: str = "mtcrl") -> Tensor:
     flags with ``ROUTING_FLAG``. An error names what to do when the model has none."""
     found = [p for p in params if getattr(p, ROUTING_FLAG, False)]
     if len(found) != 1:
-        raise ValueError(f"{who} needs exactly one task-to-module routing parameter (an MT-CRL model, "
-                         f"coremtl_lite.models.mtcrl_model.MTCRLModel); found {len(found)} among "
-                         f"{len(params)} parameters")
+        raise ValueError(
+            f"{who} needs exactly one task-to-module routing parameter (an MT-CRL model, "
+            f"coremtl_lite.models.mtcrl_model.MTCRLModel); found {len(found)} among "
+            f"{len(params)} parameters"
+        )
     return found[0]
 
 
@@ -177,19 +184,37 @@ class MTCRL(EnvironmentPenaltyMethod):
     parameter (task, graph, G-IRM): which term drives what.
     """
 
-    def __init__(self, task_names, lambda_decor: float = 20.0, lambda_sps: float = 0.2,
-                 lambda_bal: float = 5.0, lambda_girm: float = 5.0, girm_form: str = "var",
-                 anneal_steps: int = 0, decor_reduction: str = "mean", decor_floor: bool = True):
+    def __init__(
+        self,
+        task_names,
+        lambda_decor: float = 20.0,
+        lambda_sps: float = 0.2,
+        lambda_bal: float = 5.0,
+        lambda_girm: float = 5.0,
+        girm_form: str = "var",
+        anneal_steps: int = 0,
+        decor_reduction: str = "mean",
+        decor_floor: bool = True,
+    ):
         super().__init__(task_names, penalty_weight=lambda_girm, anneal_steps=anneal_steps)
         if girm_form not in GIRM_FORMS:
             raise ValueError(f"mtcrl: girm_form must be one of {GIRM_FORMS}, got {girm_form!r}")
         if decor_reduction not in DECOR_REDUCTIONS:
-            raise ValueError(f"mtcrl: decor_reduction must be one of {DECOR_REDUCTIONS}, got {decor_reduction!r}")
-        for name, value in (("lambda_decor", lambda_decor), ("lambda_sps", lambda_sps),
-                            ("lambda_bal", lambda_bal)):
+            raise ValueError(
+                f"mtcrl: decor_reduction must be one of {DECOR_REDUCTIONS}, got {decor_reduction!r}"
+            )
+        for name, value in (
+            ("lambda_decor", lambda_decor),
+            ("lambda_sps", lambda_sps),
+            ("lambda_bal", lambda_bal),
+        ):
             if value < 0:
                 raise ValueError(f"mtcrl: {name} must be >= 0, got {value}")
-        self.lambda_decor, self.lambda_sps, self.lambda_bal = float(lambda_decor), float(lambda_sps), float(lambda_bal)
+        self.lambda_decor, self.lambda_sps, self.lambda_bal = (
+            float(lambda_decor),
+            float(lambda_sps),
+            float(lambda_bal),
+        )
         self.girm_form = girm_form
         self.decor_reduction, self.decor_floor = decor_reduction, bool(decor_floor)
         self._step_logs: dict[str, float] = {}
@@ -200,12 +225,15 @@ class MTCRL(EnvironmentPenaltyMethod):
     # lines 1-10 and 17-18 of Algorithm 1 (the task risks come from the trainer)
     def backward(self, losses, *, shared_params, features=None, extra_loss=None):
         if self._pending is None:
-            raise RuntimeError("mtcrl needs the trainer's held-out hook: call meta_step(loss_fn, train_batch, "
-                               "val_batch, params) before every backward (uses_validation_batch is True)")
+            raise RuntimeError(
+                "mtcrl needs the trainer's held-out hook: call meta_step(loss_fn, train_batch, "
+                "val_batch, params) before every backward (uses_validation_batch is True)"
+            )
         if features is None or features.dim() != 3:
             shape = None if features is None else tuple(features.shape)
-            raise ValueError(f"mtcrl needs features = the stacked module outputs (B, K, D) of an MT-CRL model; "
-                             f"got {shape}")
+            raise ValueError(
+                f"mtcrl needs features = the stacked module outputs (B, K, D) of an MT-CRL model; got {shape}"
+            )
         vec = self._ordered(losses)
         theta = find_routing(shared_params)
         routing = routing_of(theta)
@@ -214,14 +242,19 @@ class MTCRL(EnvironmentPenaltyMethod):
         task = vec.sum() if extra_loss is None else vec.sum() + extra_loss
         modules = [p for p in shared_params if p is not theta and p.requires_grad]
         # each regulariser's gradient separately, then the task losses' backward, all summed in .grad
-        g_decor = (torch.autograd.grad(self.lambda_decor * decor, modules, retain_graph=True, allow_unused=True)
-                   if self.lambda_decor > 0 and decor.requires_grad else [None] * len(modules))
+        g_decor = (
+            torch.autograd.grad(self.lambda_decor * decor, modules, retain_graph=True, allow_unused=True)
+            if self.lambda_decor > 0 and decor.requires_grad
+            else [None] * len(modules)
+        )
         (g_graph,) = torch.autograd.grad(graph, [theta], retain_graph=True, allow_unused=True)
         shared = [*modules, theta]
         before = [None if p.grad is None else p.grad.detach().clone() for p in shared]
         task.backward()  # everything the task losses reach, the per-task predictors f_t included
-        g_task = [None if p.grad is None else (p.grad.detach() if b is None else p.grad.detach() - b)
-                  for p, b in zip(shared, before)]
+        g_task = [
+            None if p.grad is None else (p.grad.detach() if b is None else p.grad.detach() - b)
+            for p, b in zip(shared, before)
+        ]
         with torch.no_grad():
             for p, g in [*zip(modules, g_decor), (theta, g_graph)]:
                 if g is not None:
@@ -236,17 +269,31 @@ class MTCRL(EnvironmentPenaltyMethod):
             if self.decor_reduction == "sum":
                 k, d = features.shape[1], features.shape[2]
                 floor *= k * (k - 1) // 2 * d * d
-        logs = {"mtcrl/task": float(vec.detach().sum()), "mtcrl/decor": float(decor.detach()) - floor,
-                "mtcrl/graph": float(graph.detach()), "mtcrl/sparsity": float(a.sum()),
-                "mtcrl/entropy": float(routing_entropy(a)), "mtcrl/A_mean": float(a.mean()),
-                "mtcrl/A_min": float(a.min()), "mtcrl/A_max": float(a.max()),
-                "mtcrl/A_off": float((a < 0.1).float().mean())}
+        logs = {
+            "mtcrl/task": float(vec.detach().sum()),
+            "mtcrl/decor": float(decor.detach()) - floor,
+            "mtcrl/graph": float(graph.detach()),
+            "mtcrl/sparsity": float(a.sum()),
+            "mtcrl/entropy": float(routing_entropy(a)),
+            "mtcrl/A_mean": float(a.mean()),
+            "mtcrl/A_min": float(a.min()),
+            "mtcrl/A_max": float(a.max()),
+            "mtcrl/A_off": float((a < 0.1).float().mean()),
+        }
         logs.update(self._pending_logs)
         n = len(modules)
-        norms = {"modules": {"task": _norm(g_task[:n]), "decor": _norm(g_decor),
-                             "girm": _norm([pending.get(id(p)) for p in modules])},
-                 "routing": {"task": _norm(g_task[n:]), "graph": _norm([g_graph]),
-                             "girm": _norm([pending.get(id(theta))])}}
+        norms = {
+            "modules": {
+                "task": _norm(g_task[:n]),
+                "decor": _norm(g_decor),
+                "girm": _norm([pending.get(id(p)) for p in modules]),
+            },
+            "routing": {
+                "task": _norm(g_task[n:]),
+                "graph": _norm([g_graph]),
+                "girm": _norm([pending.get(id(theta))]),
+            },
+        }
         for where, terms in norms.items():
             total = sum(terms.values())
             for term, value in terms.items():
@@ -285,7 +332,9 @@ class MTCRL(EnvironmentPenaltyMethod):
             else:
                 g = self.routing_gradients(torch.stack(losses), theta)
             env_grads.append(g)
-        penalty = girm_penalty(torch.stack(env_grads), self.girm_form)  # MT-CRL Eq. 8 / MT-CRL Eq. 9 (line 15)
+        penalty = girm_penalty(
+            torch.stack(env_grads), self.girm_form
+        )  # MT-CRL Eq. 8 / MT-CRL Eq. 9 (line 15)
         logs = {"mtcrl/girm": float(penalty.detach())}
         weight = self.current_weight()
         if weight == 0.0:

@@ -32,12 +32,15 @@ class NashMTL(WeightedAggregator):
     alpha: Tensor
     step: Tensor
 
-    def __init__(self, task_names, on_features: bool = False, max_norm: float = 1.0,
-                 update_weights_every: int = 1):
+    def __init__(
+        self, task_names, on_features: bool = False, max_norm: float = 1.0, update_weights_every: int = 1
+    ):
         super().__init__(task_names, on_features=on_features)
         if max_norm < 0 or update_weights_every < 1:
-            raise ValueError(f"nash_mtl: need max_norm >= 0 and update_weights_every >= 1, got "
-                             f"{max_norm}, {update_weights_every}")
+            raise ValueError(
+                f"nash_mtl: need max_norm >= 0 and update_weights_every >= 1, got "
+                f"{max_norm}, {update_weights_every}"
+            )
         self.max_norm, self.update_weights_every = float(max_norm), int(update_weights_every)
         self.register_buffer("alpha", torch.ones(self.num_tasks, dtype=torch.float64))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))

@@ -35,8 +35,14 @@ class RepMTL(Weighting):
     ``lambda_tsr = lambda_csa = 0.1``, ``tau_tsr = 1``, ``tau_csa = 0.5``).
     """
 
-    def __init__(self, task_names, lambda_tsr: float = 0.1, lambda_csa: float = 0.1,
-                 tau_tsr: float = 1.0, tau_csa: float = 0.5):
+    def __init__(
+        self,
+        task_names,
+        lambda_tsr: float = 0.1,
+        lambda_csa: float = 0.1,
+        tau_tsr: float = 1.0,
+        tau_csa: float = 0.5,
+    ):
         super().__init__(task_names)
         if min(lambda_tsr, lambda_csa) < 0 or min(tau_tsr, tau_csa) <= 0:
             raise ValueError("repmtl: lambdas must be >= 0 and temperatures > 0")
@@ -50,7 +56,9 @@ class RepMTL(Weighting):
         """``(T, B, ...)`` task saliencies ``dL_t/dZ`` with a graph for the regularisers."""
         rows = []
         for loss in losses:
-            (g,) = torch.autograd.grad(loss, features, retain_graph=True, create_graph=True, allow_unused=True)
+            (g,) = torch.autograd.grad(
+                loss, features, retain_graph=True, create_graph=True, allow_unused=True
+            )
             rows.append(torch.zeros_like(features) if g is None else g)
         return torch.stack(rows)
 
@@ -73,8 +81,12 @@ class RepMTL(Weighting):
         vec = sal.flatten(3).mean(dim=3) if sal.dim() > 3 else sal  # (T, B, C): pooled over space
         vec = F.normalize(vec.flatten(2), dim=2)
         target = torch.arange(b, device=sal.device)
-        terms = [F.cross_entropy(vec[i] @ vec[k].T / self.tau_csa, target)
-                 for i in range(t) for k in range(t) if i != k]
+        terms = [
+            F.cross_entropy(vec[i] @ vec[k].T / self.tau_csa, target)
+            for i in range(t)
+            for k in range(t)
+            if i != k
+        ]
         return torch.stack(terms).mean()
 
     def backward(self, losses, *, shared_params, features=None, extra_loss=None):

@@ -36,8 +36,15 @@ class SmoothTchebycheff(Weighting):
     nadir: Tensor
     epoch: Tensor
 
-    def __init__(self, task_names, mu: float = 0.1, preference: Sequence[float] | None = None,
-                 ideal: Sequence[float] | None = None, normalize: str = "none", warmup_epochs: int = 1):
+    def __init__(
+        self,
+        task_names,
+        mu: float = 0.1,
+        preference: Sequence[float] | None = None,
+        ideal: Sequence[float] | None = None,
+        normalize: str = "none",
+        warmup_epochs: int = 1,
+    ):
         super().__init__(task_names)
         if mu <= 0:
             raise ValueError(f"stch: mu must be > 0, got {mu}")
@@ -46,8 +53,11 @@ class SmoothTchebycheff(Weighting):
         self.mu = float(mu)
         self.normalize = normalize
         self.warmup_epochs = int(warmup_epochs) if normalize == "log_nadir" else 0
-        pref = torch.full((self.num_tasks,), 1.0 / self.num_tasks) if preference is None \
+        pref = (
+            torch.full((self.num_tasks,), 1.0 / self.num_tasks)
+            if preference is None
             else torch.as_tensor(preference, dtype=torch.float32)
+        )
         z = torch.zeros(self.num_tasks) if ideal is None else torch.as_tensor(ideal, dtype=torch.float32)
         for name, v in (("preference", pref), ("ideal", z)):
             if v.shape != (self.num_tasks,):

@@ -22,8 +22,10 @@ class SingleTask(EqualWeighting):
     def __init__(self, task_names):
         super().__init__(task_names)
         if self.num_tasks != 1:
-            raise ValueError(f"stl trains one model per task but got tasks {self.task_names}; build one "
-                             "run per task with coremtl_lite.methods.stl.single_task_configs(cfg)")
+            raise ValueError(
+                f"stl trains one model per task but got tasks {self.task_names}; build one "
+                "run per task with coremtl_lite.methods.stl.single_task_configs(cfg)"
+            )
 
 
 def single_task_configs(cfg: Config) -> Iterator[tuple[str, Config]]:
@@ -35,9 +37,12 @@ def single_task_configs(cfg: Config) -> Iterator[tuple[str, Config]]:
     """
     for task in cfg.data.tasks:
         weights = {k: v for k, v in cfg.loss.task_weights.items() if k == task}
-        yield task, dataclasses.replace(
-            cfg,
-            data=dataclasses.replace(cfg.data, tasks=(task,)),
-            loss=dataclasses.replace(cfg.loss, task_weights=weights),
-            train=dataclasses.replace(cfg.train, method="stl", out_dir=f"{cfg.train.out_dir}/stl-{task}"),
+        yield (
+            task,
+            dataclasses.replace(
+                cfg,
+                data=dataclasses.replace(cfg.data, tasks=(task,)),
+                loss=dataclasses.replace(cfg.loss, task_weights=weights),
+                train=dataclasses.replace(cfg.train, method="stl", out_dir=f"{cfg.train.out_dir}/stl-{task}"),
+            ),
         )

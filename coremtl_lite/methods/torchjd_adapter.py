@@ -37,9 +37,13 @@ class TorchJDAggregator(Aggregator):
 
         cls = getattr(agg, aggregator, None)
         if not (inspect.isclass(cls) and issubclass(cls, agg.Aggregator)) or inspect.isabstract(cls):
-            names = sorted(n for n in agg.__all__ if inspect.isclass(getattr(agg, n))
-                           and issubclass(getattr(agg, n), agg.Aggregator)
-                           and not inspect.isabstract(getattr(agg, n)))
+            names = sorted(
+                n
+                for n in agg.__all__
+                if inspect.isclass(getattr(agg, n))
+                and issubclass(getattr(agg, n), agg.Aggregator)
+                and not inspect.isabstract(getattr(agg, n))
+            )
             raise KeyError(f"torchjd has no aggregator {aggregator!r}; available: {', '.join(names)}")
         opts = {**DEFAULT_OPTIONS.get(aggregator, {}), **options}
         if "n_tasks" in inspect.signature(cls).parameters:

@@ -26,17 +26,27 @@ class UPGrad(WeightedAggregator):
     the plain mean when no gradients conflict. Matches torchjd's UPGrad (tested).
     """
 
-    def __init__(self, task_names, on_features: bool = False, preference: Sequence[float] | None = None,
-                 reg_eps: float = 1e-4):
+    def __init__(
+        self,
+        task_names,
+        on_features: bool = False,
+        preference: Sequence[float] | None = None,
+        reg_eps: float = 1e-4,
+    ):
         super().__init__(task_names, on_features=on_features)
-        pref = np.full(self.num_tasks, 1.0 / self.num_tasks) if preference is None \
+        pref = (
+            np.full(self.num_tasks, 1.0 / self.num_tasks)
+            if preference is None
             else np.asarray(preference, dtype=np.float64)
+        )
         if pref.shape != (self.num_tasks,):
             raise ValueError(f"upgrad: preference needs {self.num_tasks} entries, got shape {pref.shape}")
         self.preference, self.reg_eps = pref, float(reg_eps)
 
     def weights(self, jacobian: Tensor) -> Tensor:
         g = gramian(jacobian)
-        w = sum(dual_cone_weights(g, np.eye(len(g))[i] * self.preference[i], self.reg_eps)  # UPGrad Eq. 5
-                for i in range(len(g)))
+        w = sum(
+            dual_cone_weights(g, np.eye(len(g))[i] * self.preference[i], self.reg_eps)  # UPGrad Eq. 5
+            for i in range(len(g))
+        )
         return torch.from_numpy(np.asarray(w, dtype=np.float64))

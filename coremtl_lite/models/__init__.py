@@ -26,10 +26,29 @@ from coremtl_lite.models.mtan import MTAN, build_mtan
 if TYPE_CHECKING:
     from coremtl_lite.tasks import Task
 
-__all__ = ["DenseHead", "DualStreamModel", "GenericDecoder", "GlobalHead", "GroundedDualStreamModel", "LiteEncoder",
-           "MMoE", "MODEL_BUILDERS", "MTAN", "PhysicsDecoder", "ResNetEncoder", "VanillaModel", "build_dual_stream",
-           "build_encoder", "build_mmoe", "build_model", "build_mtan", "build_mtcrl", "build_mtcrl_vector",
-           "build_vanilla", "VECTOR_BUILDERS"]
+__all__ = [
+    "DenseHead",
+    "DualStreamModel",
+    "GenericDecoder",
+    "GlobalHead",
+    "GroundedDualStreamModel",
+    "LiteEncoder",
+    "MMoE",
+    "MODEL_BUILDERS",
+    "MTAN",
+    "PhysicsDecoder",
+    "ResNetEncoder",
+    "VanillaModel",
+    "build_dual_stream",
+    "build_encoder",
+    "build_mmoe",
+    "build_model",
+    "build_mtan",
+    "build_mtcrl",
+    "build_mtcrl_vector",
+    "build_vanilla",
+    "VECTOR_BUILDERS",
+]
 
 
 def build_dual_stream(model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3) -> nn.Module:
@@ -51,12 +70,21 @@ def _mtcrl(model_cfg: ModelConfig, tasks: Sequence[Task], input_shape: tuple[int
 
     dense = [t.name for t in tasks if t.dense]
     if dense:
-        raise ValueError(f"model.architecture=mtcrl predicts one vector per task; dense tasks {dense} need "
-                         "another architecture")
-    seed = int(torch.randint(0, 2**31 - 1, ()))  # from the global RNG, which the trainer seeds with train.seed
-    return build_mtcrl_model(input_shape, {t.name: t.channels for t in tasks},
-                             num_modules=model_cfg.num_modules, module_dim=model_cfg.module_dim,
-                             width=model_cfg.module_width, seed=seed)
+        raise ValueError(
+            f"model.architecture=mtcrl predicts one vector per task; dense tasks {dense} need "
+            "another architecture"
+        )
+    seed = int(
+        torch.randint(0, 2**31 - 1, ())
+    )  # from the global RNG, which the trainer seeds with train.seed
+    return build_mtcrl_model(
+        input_shape,
+        {t.name: t.channels for t in tasks},
+        num_modules=model_cfg.num_modules,
+        module_dim=model_cfg.module_dim,
+        width=model_cfg.module_width,
+        seed=seed,
+    )
 
 
 def build_mtcrl(model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3) -> nn.Module:
@@ -71,13 +99,23 @@ def build_mtcrl_vector(model_cfg: ModelConfig, tasks: Sequence[Task], dim: int) 
     return _mtcrl(model_cfg, tasks, (dim,))
 
 
-MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {"dual_stream": build_dual_stream, "vanilla": build_vanilla,
-                                                       "mtan": build_mtan, "mmoe": build_mmoe, "mtcrl": build_mtcrl}
+MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "dual_stream": build_dual_stream,
+    "vanilla": build_vanilla,
+    "mtan": build_mtan,
+    "mmoe": build_mmoe,
+    "mtcrl": build_mtcrl,
+}
 #: the architectures that also take vector inputs (B, D), and their builders ``(model_cfg, tasks, D)``
 VECTOR_BUILDERS: dict[str, Callable[..., nn.Module]] = {"mtcrl": build_mtcrl_vector}
 
 
-def build_model(model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, input_shape: tuple[int, ...] | None = None) -> nn.Module:
+def build_model(
+    model_cfg: ModelConfig,
+    tasks: Sequence[Task],
+    in_channels: int = 3,
+    input_shape: tuple[int, ...] | None = None,
+) -> nn.Module:
     """The model of ``model_cfg`` (a :class:`coremtl_lite.config.ModelConfig`) for ``tasks``.
 
     ``model_cfg.architecture`` names a builder of :data:`MODEL_BUILDERS`.
@@ -90,8 +128,10 @@ def build_model(model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int 
         raise ValueError(f"model.architecture={arch!r} is not one of {', '.join(MODEL_BUILDERS)}")
     if input_shape is not None and len(input_shape) == 1:
         if arch not in VECTOR_BUILDERS:
-            raise ValueError(f"model.architecture={arch!r} needs images (C, H, W), but the data are vectors of "
-                             f"size {input_shape[0]}; use model.architecture={' or '.join(VECTOR_BUILDERS)}")
+            raise ValueError(
+                f"model.architecture={arch!r} needs images (C, H, W), but the data are vectors of "
+                f"size {input_shape[0]}; use model.architecture={' or '.join(VECTOR_BUILDERS)}"
+            )
         return VECTOR_BUILDERS[arch](model_cfg, list(tasks), int(input_shape[0]))
     if input_shape is not None:
         in_channels = int(input_shape[0])

@@ -12,11 +12,21 @@ __all__ = ["ConvBNReLU", "DSConv", "FiLM", "l2_normalise", "upsample_to"]
 class ConvBNReLU(nn.Sequential):
     """Conv (no bias) -> BatchNorm -> ReLU (ReLU optional)."""
 
-    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1, groups: int = 1,
-                 relu: bool = True):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int = 3,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        relu: bool = True,
+    ):
         pad = dilation * (kernel - 1) // 2
-        layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, pad, dilation=dilation, groups=groups,
-                                             bias=False), nn.BatchNorm2d(cout)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(cin, cout, kernel, stride, pad, dilation=dilation, groups=groups, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
         if relu:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
@@ -31,7 +41,9 @@ class DSConv(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int = 1, dilation: int = 1, residual: bool = False):
         super().__init__()
         if residual and (cin != cout or stride != 1):
-            raise ValueError(f"DSConv residual needs cin == cout and stride 1, got {cin}->{cout}, stride {stride}")
+            raise ValueError(
+                f"DSConv residual needs cin == cout and stride 1, got {cin}->{cout}, stride {stride}"
+            )
         self.dw = ConvBNReLU(cin, cin, 3, stride, dilation, groups=cin)
         self.pw = ConvBNReLU(cin, cout, 1, relu=False)
         self.residual = residual

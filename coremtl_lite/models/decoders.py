@@ -69,9 +69,11 @@ class PhysicsDecoder(nn.Module):
     def __init__(self, c_s: int, c_p: int, channels: int = 32, regions: int = 8, render_stride: int = 1):
         super().__init__()
         self.c_s, self.c_p, self.regions, self.render_stride = c_s, c_p, regions, int(render_stride)
-        self.trunk = nn.Sequential(ConvBNReLU(c_s, channels, 1), nn.Upsample(scale_factor=2, mode="bilinear",
-                                                                             align_corners=False),
-                                   DSConv(channels, channels))
+        self.trunk = nn.Sequential(
+            ConvBNReLU(c_s, channels, 1),
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            DSConv(channels, channels),
+        )
         self.normal = nn.Conv2d(channels, 3, 1)  # N from z_s
         self.region_logits = nn.Conv2d(channels, regions, 1)  # where each albedo colour goes (from z_s)
         self.palette = nn.Linear(c_p, regions * 3)  # the colours (from z_p)
@@ -97,8 +99,15 @@ class PhysicsDecoder(nn.Module):
         shading = sh_shading(normal, lighting)  # S(N, L) of Eq. 13
         recon_linear = albedo * shading  # Eq. 13: I = A ⊙ S(N, L)
         recon = linear_to_srgb(upsample_to(recon_linear, size))
-        return {"recon": recon, "recon_linear": recon_linear, "albedo": albedo,
-                "shading": shading, "normal_phys": normal, "lighting": lighting, "regions": masks}
+        return {
+            "recon": recon,
+            "recon_linear": recon_linear,
+            "albedo": albedo,
+            "shading": shading,
+            "normal_phys": normal,
+            "lighting": lighting,
+            "regions": masks,
+        }
 
 
 class _ResUpBlock(nn.Module):
@@ -106,8 +115,10 @@ class _ResUpBlock(nn.Module):
 
     def __init__(self, channels: int, c_p: int):
         super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
-                                  nn.Conv2d(channels, channels, 1))
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
+            nn.Conv2d(channels, channels, 1),
+        )
         self.adain = FiLM(c_p, channels, normalise=True)
 
     def forward(self, x: Tensor, z_p: Tensor) -> Tensor:
@@ -121,7 +132,9 @@ class GenericDecoder(nn.Module):
     ``forward(z_s, z_p, size)`` returns ``recon`` (sRGB in [0, 1], (B, 3, *size)) and ``recon_linear``.
     """
 
-    def __init__(self, c_s: int, c_p: int, channels: int = 32, output_stride: int = 8, render_stride: int = 1):
+    def __init__(
+        self, c_s: int, c_p: int, channels: int = 32, output_stride: int = 8, render_stride: int = 1
+    ):
         super().__init__()
         self.c_s, self.c_p, self.render_stride = c_s, c_p, int(render_stride)
         n_up = max(int(round(math.log2(output_stride / self.render_stride))), 1)  # up to the render stride
@@ -138,8 +151,9 @@ class GenericDecoder(nn.Module):
         return {"recon": upsample_to(rendered, size), "recon_linear": srgb_to_linear(rendered)}
 
 
-def build_decoder(grounding: str, c_s: int, c_p: int, channels: int, output_stride: int,
-                  render_stride: int = 1) -> nn.Module | None:
+def build_decoder(
+    grounding: str, c_s: int, c_p: int, channels: int, output_stride: int, render_stride: int = 1
+) -> nn.Module | None:
     """The decoder for ``model.grounding``: hard -> :class:`PhysicsDecoder`, soft -> :class:`GenericDecoder`,
     none -> ``None``."""
     if grounding == "hard":

@@ -45,7 +45,9 @@ __all__ = ["DualStreamModel", "GroundedDualStreamModel", "VanillaModel"]
 
 def _check_image(image: Tensor, in_channels: int) -> None:
     if image.dim() != 4 or image.shape[1] != in_channels:
-        raise ValueError(f"model input must be an image batch (B, {in_channels}, H, W), got {tuple(image.shape)}")
+        raise ValueError(
+            f"model input must be an image batch (B, {in_channels}, H, W), got {tuple(image.shape)}"
+        )
 
 
 class _MTLBase(nn.Module):
@@ -53,7 +55,14 @@ class _MTLBase(nn.Module):
 
     dual_stream = False
 
-    def __init__(self, model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int, head_in: int, low_level_skip: bool):
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        tasks: Sequence[Task],
+        in_channels: int,
+        head_in: int,
+        low_level_skip: bool,
+    ):
         super().__init__()
         tasks = list(tasks)
         if not tasks:
@@ -63,8 +72,14 @@ class _MTLBase(nn.Module):
         self.encoder = build_encoder(model_cfg, in_channels)
         lite = model_cfg.encoder == "lite"
         self.output_stride = self.encoder.output_stride
-        self.heads = build_heads(tasks, head_in if head_in else self.encoder.out_channels,
-                                 self.encoder.low_channels, model_cfg.head_channels, lite, low_level_skip)
+        self.heads = build_heads(
+            tasks,
+            head_in if head_in else self.encoder.out_channels,
+            self.encoder.low_channels,
+            model_cfg.head_channels,
+            lite,
+            low_level_skip,
+        )
 
     def head_input(self, enc: dict) -> Tensor:  # pragma: no cover - overridden
         raise NotImplementedError  # abstract: the vanilla and dual-stream models override it
@@ -78,7 +93,9 @@ class _MTLBase(nn.Module):
 class VanillaModel(_MTLBase):
     """A shared encoder with one head per task (the baselines' model; no streams, no decoder)."""
 
-    def __init__(self, model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, low_level_skip: bool = True):
+    def __init__(
+        self, model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, low_level_skip: bool = True
+    ):
         super().__init__(model_cfg, tasks, in_channels, 0, low_level_skip)
 
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -104,7 +121,9 @@ class DualStreamModel(_MTLBase):
 
     dual_stream = True
 
-    def __init__(self, model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, low_level_skip: bool = True):
+    def __init__(
+        self, model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, low_level_skip: bool = True
+    ):
         c_s, c_p = model_cfg.semantic_channels, model_cfg.residual_channels
         self.leaky = bool(model_cfg.leaky_heads)
         super().__init__(model_cfg, tasks, in_channels, c_s * (2 if self.leaky else 1), low_level_skip)
@@ -127,8 +146,14 @@ class DualStreamModel(_MTLBase):
         low, fmap = self.encoder(image)
         z_s = self.semantic_proj(fmap)  # z_s = P_s(F), (B, C_s, h, w)
         z_p = self.residual_proj(fmap).mean(dim=(2, 3))  # z_p = GAP(P_p(F)), (B, C_p)
-        return {"size": tuple(image.shape[-2:]), "low": low, "feature_map": fmap, "features": z_s,
-                "z_s": z_s, "z_p": z_p}
+        return {
+            "size": tuple(image.shape[-2:]),
+            "low": low,
+            "feature_map": fmap,
+            "features": z_s,
+            "z_s": z_s,
+            "z_p": z_p,
+        }
 
     def head_input(self, enc: dict) -> Tensor:
         """z_s (default); cat(z_s, Q(F)) with leaky heads. Never z_p."""
@@ -144,14 +169,24 @@ class DualStreamModel(_MTLBase):
 class GroundedDualStreamModel(DualStreamModel):
     """:class:`DualStreamModel` plus the grounding decoder D(z_s, z_p) (paper §3.2) and :meth:`decode`."""
 
-    def __init__(self, model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, low_level_skip: bool = True):
+    def __init__(
+        self, model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, low_level_skip: bool = True
+    ):
         super().__init__(model_cfg, tasks, in_channels, low_level_skip)
         if in_channels != 3:
-            raise ValueError(f"grounding decoders reconstruct RGB images; in_channels must be 3, got {in_channels}")
+            raise ValueError(
+                f"grounding decoders reconstruct RGB images; in_channels must be 3, got {in_channels}"
+            )
         self.grounding = model_cfg.grounding
         render_stride = 2 if model_cfg.encoder == "lite" else 1  # see decoders.py: CPU cost of decoding
-        decoder = build_decoder(model_cfg.grounding, self.semantic_channels, self.residual_channels,
-                                model_cfg.head_channels, self.output_stride, render_stride)
+        decoder = build_decoder(
+            model_cfg.grounding,
+            self.semantic_channels,
+            self.residual_channels,
+            model_cfg.head_channels,
+            self.output_stride,
+            render_stride,
+        )
         if decoder is None:
             raise ValueError("model.grounding='none' has no decoder; build a DualStreamModel instead")
         self.decoder = decoder

@@ -78,8 +78,10 @@ def load_imagenet_state(arch: str) -> dict[str, Tensor]:
     """The torchvision ImageNet state dict of ``arch`` (from the hub cache, else downloaded; raises offline)."""
     import torchvision
 
-    weights = {"resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
-               "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1}[arch]
+    weights = {
+        "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
+        "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+    }[arch]
     return weights.get_state_dict(progress=False)
 
 
@@ -113,9 +115,11 @@ class ResNetEncoder(Encoder):
             except Exception as err:  # offline (URLError), corrupt cache, ...: random init, said once
                 if arch not in _WARNED:
                     _WARNED.add(arch)
-                    print(f"coremtl_lite: ImageNet weights for {arch} are not in the torch cache and could not be "
-                          f"downloaded ({type(err).__name__}: {err}); using a randomly initialised {arch}.",
-                          file=sys.stderr)
+                    print(
+                        f"coremtl_lite: ImageNet weights for {arch} are not in the torch cache and could not be "
+                        f"downloaded ({type(err).__name__}: {err}); using a randomly initialised {arch}.",
+                        file=sys.stderr,
+                    )
         if in_channels != 3:
             net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)

@@ -37,8 +37,9 @@ class ASPP(nn.Module):
         self.branches = nn.ModuleList([ConvBNReLU(cin, cout, 1)])
         for r in rates:
             if lite:
-                self.branches.append(nn.Sequential(ConvBNReLU(cin, cin, 3, dilation=r, groups=cin),
-                                                   ConvBNReLU(cin, cout, 1)))
+                self.branches.append(
+                    nn.Sequential(ConvBNReLU(cin, cin, 3, dilation=r, groups=cin), ConvBNReLU(cin, cout, 1))
+                )
             else:
                 self.branches.append(ConvBNReLU(cin, cout, 3, dilation=r))
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1), nn.ReLU(inplace=True))
@@ -53,16 +54,23 @@ class ASPP(nn.Module):
 class DenseHead(nn.Module):
     """DeepLabV3-style dense head (see module doc). ``forward(x, low, size) -> (B, out, *size)``."""
 
-    def __init__(self, cin: int, low_channels: int, out_channels: int, channels: int, kind: str, lite: bool = True,
-                 low_level_skip: bool = True):
+    def __init__(
+        self,
+        cin: int,
+        low_channels: int,
+        out_channels: int,
+        channels: int,
+        kind: str,
+        lite: bool = True,
+        low_level_skip: bool = True,
+    ):
         super().__init__()
         self.kind = kind
         rates = (2,) if lite else (12, 24, 36)
         self.aspp = ASPP(cin, channels, rates, lite)
         skip = (max(channels // 2, 8) if lite else 48) if low_level_skip else 0
         self.low_proj = ConvBNReLU(low_channels, skip, 1) if skip else None
-        self.refine = (DSConv(channels + skip, channels) if lite
-                       else ConvBNReLU(channels + skip, channels, 3))
+        self.refine = DSConv(channels + skip, channels) if lite else ConvBNReLU(channels + skip, channels, 3)
         self.classifier = nn.Conv2d(channels, out_channels, 1)
 
     def forward(self, x: Tensor, low: Tensor | None, size: tuple[int, int]) -> Tensor:
@@ -82,19 +90,31 @@ class DenseHead(nn.Module):
 class GlobalHead(nn.Module):
     """Image-level head: pool -> FC(hidden) -> BN -> ReLU -> Dropout(0.5) -> FC(out) (Appendix E, CelebA)."""
 
-    def __init__(self, cin: int, out_channels: int, hidden: int = 256, grid: tuple[int, int] = (1, 1),
-                 dropout: float = 0.5):
+    def __init__(
+        self,
+        cin: int,
+        out_channels: int,
+        hidden: int = 256,
+        grid: tuple[int, int] = (1, 1),
+        dropout: float = 0.5,
+    ):
         super().__init__()
         self.grid = (int(grid[0]), int(grid[1]))
-        self.mlp = nn.Sequential(nn.Linear(cin * self.grid[0] * self.grid[1], hidden), nn.BatchNorm1d(hidden),
-                                 nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, out_channels))
+        self.mlp = nn.Sequential(
+            nn.Linear(cin * self.grid[0] * self.grid[1], hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, out_channels),
+        )
 
     def forward(self, x: Tensor, low: Tensor | None = None, size: tuple[int, int] | None = None) -> Tensor:
         return self.mlp(F.adaptive_avg_pool2d(x, self.grid).flatten(1))
 
 
-def build_heads(tasks, cin: int, low_channels: int, channels: int, lite: bool,
-                low_level_skip: bool = True) -> nn.ModuleDict:
+def build_heads(
+    tasks, cin: int, low_channels: int, channels: int, lite: bool, low_level_skip: bool = True
+) -> nn.ModuleDict:
     """One head per task: :class:`DenseHead` for dense kinds, :class:`GlobalHead` otherwise."""
     heads = nn.ModuleDict()
     for t in tasks:
@@ -131,7 +151,9 @@ def init_heads_from_data(heads: nn.ModuleDict, kinds: dict[str, str], stats: dic
         else:
             continue
         if layer.bias is None:
-            raise ValueError(f"init_heads_from_data: the output layer of task {name!r} has no bias to initialise")
+            raise ValueError(
+                f"init_heads_from_data: the output layer of task {name!r} has no bias to initialise"
+            )
         kind, stat = kinds[name], stats[name].to(layer.bias.device, layer.bias.dtype)
         if kind in ("segmentation", "classification"):
             bias = stat.clamp_min(1e-4).log()
@@ -141,7 +163,9 @@ def init_heads_from_data(heads: nn.ModuleDict, kinds: dict[str, str], stats: dic
         else:  # depth (1,), normal (3,)
             bias = stat.reshape(-1)
         if bias.shape != layer.bias.shape:
-            raise ValueError(f"init_heads_from_data: task {name!r} has statistics of shape {tuple(bias.shape)} "
-                             f"but its output layer has {tuple(layer.bias.shape)} outputs")
+            raise ValueError(
+                f"init_heads_from_data: task {name!r} has statistics of shape {tuple(bias.shape)} "
+                f"but its output layer has {tuple(layer.bias.shape)} outputs"
+            )
         layer.weight.mul_(0.1)
         layer.bias.copy_(bias)

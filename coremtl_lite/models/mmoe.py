@@ -36,8 +36,14 @@ class MMoE(nn.Module):
 
     dual_stream = False
 
-    def __init__(self, model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, num_experts: int = 8,
-                 expert_channels: int | None = None):
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        tasks: Sequence[Task],
+        in_channels: int = 3,
+        num_experts: int = 8,
+        expert_channels: int | None = None,
+    ):
         super().__init__()
         tasks = list(tasks)
         if not tasks:
@@ -51,10 +57,13 @@ class MMoE(nn.Module):
         self.encoder = build_encoder(model_cfg, in_channels)
         self.output_stride = self.encoder.output_stride
         c_f, k, d = self.encoder.out_channels, self.num_experts, self.expert_channels
-        self.experts = nn.Sequential(nn.Conv2d(c_f, k * d, 1, bias=False), nn.BatchNorm2d(k * d), nn.ReLU(inplace=True))
+        self.experts = nn.Sequential(
+            nn.Conv2d(c_f, k * d, 1, bias=False), nn.BatchNorm2d(k * d), nn.ReLU(inplace=True)
+        )
         self.gates = nn.ModuleDict({t: nn.Linear(c_f, k) for t in self.task_names})
-        self.heads = build_heads(tasks, d, self.encoder.low_channels, model_cfg.head_channels,
-                                 model_cfg.encoder == "lite")
+        self.heads = build_heads(
+            tasks, d, self.encoder.low_channels, model_cfg.head_channels, model_cfg.encoder == "lite"
+        )
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The encoder and the experts."""
@@ -74,10 +83,17 @@ class MMoE(nn.Module):
             gates[t] = g
             mixed = torch.einsum("bk,bkdhw->bdhw", g, maps)  # sum_k g^t_k E_k
             preds[t] = self.heads[t](mixed, low, size)
-        return {"preds": preds, "features": fmap, "experts": maps.mean(dim=(3, 4)), "expert_maps": maps,
-                "gates": gates}
+        return {
+            "preds": preds,
+            "features": fmap,
+            "experts": maps.mean(dim=(3, 4)),
+            "expert_maps": maps,
+            "gates": gates,
+        }
 
 
-def build_mmoe(model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, num_experts: int = 8) -> MMoE:
+def build_mmoe(
+    model_cfg: ModelConfig, tasks: Sequence[Task], in_channels: int = 3, num_experts: int = 8
+) -> MMoE:
     """An :class:`MMoE` on ``model_cfg.encoder`` with the standard heads."""
     return MMoE(model_cfg, tasks, in_channels, num_experts)

@@ -33,8 +33,9 @@ __all__ = ["MTAN", "build_mtan"]
 
 
 def _attention(cin: int, cout: int) -> nn.Module:
-    return nn.Sequential(ConvBNReLU(cin, cout, 1), nn.Conv2d(cout, cout, 1, bias=False), nn.BatchNorm2d(cout),
-                         nn.Sigmoid())
+    return nn.Sequential(
+        ConvBNReLU(cin, cout, 1), nn.Conv2d(cout, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.Sigmoid()
+    )
 
 
 class MTAN(nn.Module):
@@ -66,14 +67,25 @@ class MTAN(nn.Module):
                 chans.append(x.shape[1])
                 sizes.append(x.shape[-1])
             self.encoder.train(was_training)
-        self.shared_adapters = nn.ModuleList([nn.Identity()] + [
-            ConvBNReLU(chans[j - 1], chans[j], 3, stride=max(1, sizes[j - 1] // sizes[j]))
-            for j in range(1, len(chans))])
-        self.attention = nn.ModuleDict({
-            t: nn.ModuleList([_attention(chans[0], chans[0])]
-                             + [_attention(2 * chans[j], chans[j]) for j in range(1, len(chans))])
-            for t in self.task_names})
-        self.heads = build_heads(tasks, chans[-1], chans[0], model_cfg.head_channels, model_cfg.encoder == "lite")
+        self.shared_adapters = nn.ModuleList(
+            [nn.Identity()]
+            + [
+                ConvBNReLU(chans[j - 1], chans[j], 3, stride=max(1, sizes[j - 1] // sizes[j]))
+                for j in range(1, len(chans))
+            ]
+        )
+        self.attention = nn.ModuleDict(
+            {
+                t: nn.ModuleList(
+                    [_attention(chans[0], chans[0])]
+                    + [_attention(2 * chans[j], chans[j]) for j in range(1, len(chans))]
+                )
+                for t in self.task_names
+            }
+        )
+        self.heads = build_heads(
+            tasks, chans[-1], chans[0], model_cfg.head_channels, model_cfg.encoder == "lite"
+        )
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The encoder and the shared adapters f_j."""

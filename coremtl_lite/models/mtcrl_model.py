@@ -62,8 +62,9 @@ class ModuleNorm(nn.Module):
         if self.training and b > 1:
             out = self.norm(flat)
         else:
-            out = F.batch_norm(flat, self.norm.running_mean, self.norm.running_var, training=False,
-                               eps=self.norm.eps)
+            out = F.batch_norm(
+                flat, self.norm.running_mean, self.norm.running_var, training=False, eps=self.norm.eps
+            )
         return out.view(b, k, d)
 
 
@@ -74,8 +75,9 @@ class GroupedLinear(nn.Module):
     (He et al. 2015; ``gain = sqrt(2)`` after a ReLU), zero biases.
     """
 
-    def __init__(self, groups: int, d_in: int, d_out: int, generator: torch.Generator | None = None,
-                 gain: float = 1.0):
+    def __init__(
+        self, groups: int, d_in: int, d_out: int, generator: torch.Generator | None = None, gain: float = 1.0
+    ):
         super().__init__()
         bound = gain * (3.0 / d_in) ** 0.5
         self.weight = nn.Parameter((torch.rand(groups, d_in, d_out, generator=generator) * 2 - 1) * bound)
@@ -89,13 +91,20 @@ class MLPExperts(nn.Module):
     """K independent MLP modules on a vector input (MultiSEM): (B, D_in) -> (B, K, D), unit-scale outputs
     (:class:`ModuleNorm`; ``normalize=False`` returns the raw outputs)."""
 
-    def __init__(self, d_in: int, num_modules: int, module_dim: int, hidden: int = 32, seed: int = 0,
-                 normalize: bool = True):
+    def __init__(
+        self,
+        d_in: int,
+        num_modules: int,
+        module_dim: int,
+        hidden: int = 32,
+        seed: int = 0,
+        normalize: bool = True,
+    ):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.num_modules = num_modules
         self.first = GroupedLinear(num_modules, d_in, hidden, g)
-        self.second = GroupedLinear(num_modules, hidden, module_dim, g, gain=2.0 ** 0.5)
+        self.second = GroupedLinear(num_modules, hidden, module_dim, g, gain=2.0**0.5)
         self.norm = ModuleNorm(num_modules, module_dim) if normalize else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -114,8 +123,16 @@ class ConvExperts(nn.Module):
     a global pool would erase.
     """
 
-    def __init__(self, in_channels: int, num_modules: int, module_dim: int, width: int = 8, seed: int = 0,
-                 grid: tuple[int, int] = (2, 4), normalize: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        num_modules: int,
+        module_dim: int,
+        width: int = 8,
+        seed: int = 0,
+        grid: tuple[int, int] = (2, 4),
+        normalize: bool = True,
+    ):
         super().__init__()
         torch.manual_seed(seed)  # nn.Conv2d's own init; the seed makes it reproducible
         k = num_modules
@@ -126,8 +143,13 @@ class ConvExperts(nn.Module):
             nn.init.kaiming_normal_(conv.weight, a=0.1, nonlinearity="leaky_relu")
             if conv.bias is not None:  # always (bias=True); the check is for the type checker
                 nn.init.zeros_(conv.bias)
-        self.proj = GroupedLinear(k, width * self.grid[0] * self.grid[1], module_dim,
-                                  torch.Generator().manual_seed(seed), gain=2.0 ** 0.5)
+        self.proj = GroupedLinear(
+            k,
+            width * self.grid[0] * self.grid[1],
+            module_dim,
+            torch.Generator().manual_seed(seed),
+            gain=2.0**0.5,
+        )
         self.norm = ModuleNorm(k, module_dim) if normalize else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -158,8 +180,17 @@ class MTCRLModel(nn.Module):
 
     dual_stream = False  # no z_s / z_p streams (protocols.MultiTaskModel)
 
-    def __init__(self, experts: nn.Module, task_channels: dict[str, int], num_modules: int, module_dim: int,
-                 hidden: int = 32, init_logit: float = 0.0, seed: int = 0, routing_scale: float = 10.0):
+    def __init__(
+        self,
+        experts: nn.Module,
+        task_channels: dict[str, int],
+        num_modules: int,
+        module_dim: int,
+        hidden: int = 32,
+        init_logit: float = 0.0,
+        seed: int = 0,
+        routing_scale: float = 10.0,
+    ):
         super().__init__()
         if not task_channels:
             raise ValueError("MTCRLModel needs at least one task")
@@ -169,15 +200,22 @@ class MTCRLModel(nn.Module):
         self.num_modules, self.module_dim = int(num_modules), int(module_dim)
         self.routing_scale = float(routing_scale)
         self.experts = experts
-        self.theta = nn.Parameter(torch.full((len(self.task_names), self.num_modules),
-                                             float(init_logit) / self.routing_scale))
+        self.theta = nn.Parameter(
+            torch.full((len(self.task_names), self.num_modules), float(init_logit) / self.routing_scale)
+        )
         setattr(self.theta, ROUTING_FLAG, True)
         setattr(self.theta, ROUTING_SCALE, self.routing_scale)
         torch.manual_seed(seed)
-        self.heads = nn.ModuleDict({
-            t: (nn.Sequential(nn.Linear(module_dim, hidden), nn.ReLU(), nn.Linear(hidden, c)) if hidden
-                else nn.Linear(module_dim, c))
-            for t, c in task_channels.items()})
+        self.heads = nn.ModuleDict(
+            {
+                t: (
+                    nn.Sequential(nn.Linear(module_dim, hidden), nn.ReLU(), nn.Linear(hidden, c))
+                    if hidden
+                    else nn.Linear(module_dim, c)
+                )
+                for t, c in task_channels.items()
+            }
+        )
 
     def routing(self) -> Tensor:
         """A = sigmoid(routing_scale * phi), (T, K) (MT-CRL §3.1)."""
@@ -187,7 +225,9 @@ class MTCRLModel(nn.Module):
         """The modules Phi and the routing logits theta (everything but the per-task predictors)."""
         return [*self.experts.parameters(), self.theta]
 
-    def predict_from_modules(self, z: Tensor, module_scale: Tensor | None = None) -> tuple[dict, Tensor, Tensor]:
+    def predict_from_modules(
+        self, z: Tensor, module_scale: Tensor | None = None
+    ) -> tuple[dict, Tensor, Tensor]:
         """``(preds, A, mixed)`` from module outputs ``z`` (B, K, D); ``module_scale`` (T, K) multiplies A
         (a probe for task-to-module gradients, MT-CRL §4.1 case study; ``None`` = ones)."""
         if z.dim() != 3 or z.shape[1] != self.num_modules:
@@ -201,13 +241,26 @@ class MTCRLModel(nn.Module):
     def forward(self, x: Tensor) -> dict:
         z = self.experts(x)
         preds, a, mixed = self.predict_from_modules(z)
-        return {"preds": preds, "features": z, "experts": z, "routing": a,
-                "mixed": {t: mixed[i] for i, t in enumerate(self.task_names)}}
+        return {
+            "preds": preds,
+            "features": z,
+            "experts": z,
+            "routing": a,
+            "mixed": {t: mixed[i] for i, t in enumerate(self.task_names)},
+        }
 
 
-def build_mtcrl_model(input_shape: Sequence[int], task_channels: dict[str, int], num_modules: int = 8,
-                      module_dim: int = 16, width: int = 8, hidden: int = 32, seed: int = 0,
-                      normalize: bool = True, routing_scale: float = 10.0) -> MTCRLModel:
+def build_mtcrl_model(
+    input_shape: Sequence[int],
+    task_channels: dict[str, int],
+    num_modules: int = 8,
+    module_dim: int = 16,
+    width: int = 8,
+    hidden: int = 32,
+    seed: int = 0,
+    normalize: bool = True,
+    routing_scale: float = 10.0,
+) -> MTCRLModel:
     """An :class:`MTCRLModel` with MLP modules for a vector input ``(D,)`` or CNN modules for ``(C, H, W)``.
 
     K = 8 modules of D = 16 dimensions by default: the paper's d = K x D = 128 (MT-CRL appendix F fixes
@@ -216,11 +269,13 @@ def build_mtcrl_model(input_shape: Sequence[int], task_channels: dict[str, int],
     shape = tuple(int(s) for s in input_shape)
     experts: nn.Module
     if len(shape) == 1:
-        experts = MLPExperts(shape[0], num_modules, module_dim, hidden=max(width, 8) * 4, seed=seed,
-                             normalize=normalize)
+        experts = MLPExperts(
+            shape[0], num_modules, module_dim, hidden=max(width, 8) * 4, seed=seed, normalize=normalize
+        )
     elif len(shape) == 3:
         experts = ConvExperts(shape[0], num_modules, module_dim, width=width, seed=seed, normalize=normalize)
     else:
         raise ValueError(f"build_mtcrl_model: input_shape must be (D,) or (C, H, W), got {shape}")
-    return MTCRLModel(experts, task_channels, num_modules, module_dim, hidden=hidden, seed=seed,
-                      routing_scale=routing_scale)
+    return MTCRLModel(
+        experts, task_channels, num_modules, module_dim, hidden=hidden, seed=seed, routing_scale=routing_scale
+    )

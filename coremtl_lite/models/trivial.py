@@ -28,8 +28,9 @@ __all__ = ["TrivialPredictor", "fit_trivial", "task_statistics"]
 
 
 @torch.no_grad()
-def task_statistics(batches: Iterable[Mapping[str, Any]], tasks: Sequence[Any],
-                    max_samples: int | None = None) -> dict[str, Tensor]:
+def task_statistics(
+    batches: Iterable[Mapping[str, Any]], tasks: Sequence[Any], max_samples: int | None = None
+) -> dict[str, Tensor]:
     """Per-task training statistics (see the module doc) from an iterable of batch dicts.
 
     ``segmentation`` and ``classification``: class frequencies (K,); ``depth``: the mean, a scalar;
@@ -48,7 +49,9 @@ def task_statistics(batches: Iterable[Mapping[str, Any]], tasks: Sequence[Any],
         seen += take
         for t in tasks:
             if t.name not in batch:
-                raise KeyError(f"task_statistics: the batch has no labels for task {t.name!r} (keys {sorted(batch)})")
+                raise KeyError(
+                    f"task_statistics: the batch has no labels for task {t.name!r} (keys {sorted(batch)})"
+                )
             y = batch[t.name][:take]
             if t.kind in ("segmentation", "classification"):
                 y = y.reshape(-1).long()
@@ -63,7 +66,9 @@ def task_statistics(batches: Iterable[Mapping[str, Any]], tasks: Sequence[Any],
             elif t.kind == "attributes":
                 s, c = (y > 0.5).double().sum(0), torch.tensor(float(y.shape[0]))
             else:
-                raise ValueError(f"task_statistics: no trivial predictor for task {t.name!r} of kind {t.kind!r}")
+                raise ValueError(
+                    f"task_statistics: no trivial predictor for task {t.name!r} of kind {t.kind!r}"
+                )
             sums[t.name] = s if t.name not in sums else sums[t.name] + s
             counts[t.name] = c if t.name not in counts else counts[t.name] + c
     stats: dict[str, Tensor] = {}
@@ -108,7 +113,8 @@ class TrivialPredictor(nn.Module):
         return {"preds": preds, "features": None}
 
 
-def fit_trivial(batches: Iterable[Mapping[str, Any]], tasks: Sequence[Any],
-                max_samples: int | None = None) -> TrivialPredictor:
+def fit_trivial(
+    batches: Iterable[Mapping[str, Any]], tasks: Sequence[Any], max_samples: int | None = None
+) -> TrivialPredictor:
     """The :class:`TrivialPredictor` of ``tasks`` fitted on ``batches`` (the training split)."""
     return TrivialPredictor(tasks, task_statistics(batches, tasks, max_samples))

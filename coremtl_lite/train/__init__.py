@@ -24,7 +24,20 @@ from coremtl_lite.train.run_dir import RunDirError
 from coremtl_lite.train.schedule import lr_factor
 from coremtl_lite.train.trainer import NonFiniteLossError, Trainer
 
-__all__ = ["CheckpointError", "DistBatchNorm", "DistContext", "History", "NonFiniteLossError", "NonFiniteStateError",
-           "RunDirError", "Trainer",
-           "atomic_write", "convert_batchnorm", "evaluate_datasets", "load_checkpoint", "lr_factor", "relative_score",
-           "save_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "DistBatchNorm",
+    "DistContext",
+    "History",
+    "NonFiniteLossError",
+    "NonFiniteStateError",
+    "RunDirError",
+    "Trainer",
+    "atomic_write",
+    "convert_batchnorm",
+    "evaluate_datasets",
+    "load_checkpoint",
+    "lr_factor",
+    "relative_score",
+    "save_checkpoint",
+]

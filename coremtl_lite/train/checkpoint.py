@@ -98,9 +98,11 @@ def check_finite_model(model_state: dict[str, Any], what: str) -> None:
             if not math.isfinite(peak) or peak > MAX_ABS_WEIGHT:
                 bad.append(f"{name} (max |w| = {peak:.3g})")
     if bad:
-        raise NonFiniteStateError(f"refusing to write {what}: the weights diverged ({', '.join(bad[:3])}"
-                                  f"{', ...' if len(bad) > 3 else ''}); the checkpoint on disk is untouched. "
-                                  "Lower optim.lr (or raise optim.warmup_epochs) and start again.")
+        raise NonFiniteStateError(
+            f"refusing to write {what}: the weights diverged ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}); the checkpoint on disk is untouched. "
+            "Lower optim.lr (or raise optim.warmup_epochs) and start again."
+        )
 
 
 def selectable(score: float, metrics: dict[str, dict[str, float]]) -> bool:
@@ -125,23 +127,34 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True`` (no code is unpickled)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist" if not path.is_dir() else
-                              f"{str(path)!r} is a folder, not a checkpoint (pass its best.pt or last.pt)")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not exist"
+            if not path.is_dir()
+            else f"{str(path)!r} is a folder, not a checkpoint (pass its best.pt or last.pt)"
+        )
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is another kind of file
-        raise CheckpointError(f"{str(path)!r} is not a checkpoint (not a file written by torch.save); pass the "
-                              "best.pt or last.pt of a run")
+        raise CheckpointError(
+            f"{str(path)!r} is not a checkpoint (not a file written by torch.save); pass the "
+            "best.pt or last.pt of a run"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with the file name and the first line only
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "weights_only" in str(err) or "Unsupported global" in str(err):
-            raise CheckpointError(f"refusing checkpoint {str(path)!r}: it holds pickled objects or code, which "
-                                  f"coremtl_lite never writes ({first})") from err
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r} (truncated or corrupt?): {first}") from err
+            raise CheckpointError(
+                f"refusing checkpoint {str(path)!r}: it holds pickled objects or code, which "
+                f"coremtl_lite never writes ({first})"
+            ) from err
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r} (truncated or corrupt?): {first}"
+        ) from err
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{str(path)!r} is not a coremtl_lite checkpoint (version "
-                              f"{state.get('version') if isinstance(state, dict) else None!r}, "
-                              f"expected {CHECKPOINT_VERSION})")
+        raise CheckpointError(
+            f"{str(path)!r} is not a coremtl_lite checkpoint (version "
+            f"{state.get('version') if isinstance(state, dict) else None!r}, "
+            f"expected {CHECKPOINT_VERSION})"
+        )
     return state
 
 
@@ -151,6 +164,7 @@ def check_fields(state: dict[str, Any], path: str | os.PathLike, epochs: int) ->
     ``epoch`` must be an integer in [0, epochs]; ``step`` (full checkpoints) >= 0; ``best_epoch`` -1 (none
     yet) or in [1, epoch]; a ``score`` finite.
     """
+
     def bad(key: str, why: str) -> CheckpointError:
         return CheckpointError(f"checkpoint {str(path)!r} has {key}={state.get(key)!r}: {why}")
 
@@ -159,8 +173,9 @@ def check_fields(state: dict[str, Any], path: str | os.PathLike, epochs: int) ->
         raise bad("epoch", "expected an integer")
     if not 0 <= epoch <= epochs:
         raise bad("epoch", f"expected 0 <= epoch <= optim.epochs = {epochs}")
-    if "step" in state and (isinstance(state["step"], bool) or not isinstance(state["step"], int)
-                            or state["step"] < 0):
+    if "step" in state and (
+        isinstance(state["step"], bool) or not isinstance(state["step"], int) or state["step"] < 0
+    ):
         raise bad("step", "expected an integer >= 0")
     if "best_epoch" in state:
         b = state["best_epoch"]
@@ -176,8 +191,13 @@ def rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -190,7 +210,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -49,7 +49,9 @@ def context_from_env() -> DistContext:
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", str(rank)))
     except ValueError as err:
-        raise RuntimeError(f"bad torchrun environment: RANK/WORLD_SIZE/LOCAL_RANK must be integers ({err})") from err
+        raise RuntimeError(
+            f"bad torchrun environment: RANK/WORLD_SIZE/LOCAL_RANK must be integers ({err})"
+        ) from err
     if world < 1 or not 0 <= rank < world:
         raise RuntimeError(f"bad torchrun environment: RANK={rank}, WORLD_SIZE={world}")
     return DistContext(rank, world, local)
@@ -62,7 +64,9 @@ def init_distributed(device_type: str) -> DistContext:
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(ctx.local_rank)
-        dist.init_process_group(backend=backend, init_method="env://", rank=ctx.rank, world_size=ctx.world_size)
+        dist.init_process_group(
+            backend=backend, init_method="env://", rank=ctx.rank, world_size=ctx.world_size
+        )
     if ctx.enabled and dist.get_world_size() != ctx.world_size:
         raise RuntimeError(f"process group has {dist.get_world_size()} ranks but WORLD_SIZE={ctx.world_size}")
     return ctx
@@ -101,7 +105,7 @@ def all_reduce_gradients(params: Sequence[Tensor]) -> None:
     start = 0
     for p in live:
         n = p.numel()
-        p.grad.copy_(flat[start:start + n].view_as(p.grad))
+        p.grad.copy_(flat[start : start + n].view_as(p.grad))
         start += n
 
 
@@ -119,7 +123,7 @@ def average_float_buffers(module: nn.Module) -> None:
     start = 0
     with torch.no_grad():
         for b in bufs:
-            b.copy_(flat[start:start + b.numel()].view_as(b))
+            b.copy_(flat[start : start + b.numel()].view_as(b))
             start += b.numel()
 
 
@@ -162,11 +166,19 @@ class DistBatchNorm(nn.BatchNorm2d):
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (
+            self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        ):
             return nn.functional.batch_norm(
-                input, self.running_mean, self.running_var, self.weight, self.bias,
-                self.training or not self.track_running_stats, self.momentum if self.momentum is not None else 0.0,
-                self.eps)
+                input,
+                self.running_mean,
+                self.running_var,
+                self.weight,
+                self.bias,
+                self.training or not self.track_running_stats,
+                self.momentum if self.momentum is not None else 0.0,
+                self.eps,
+            )
         dims = [0, *range(2, input.dim())]
         x = input.float()
         count = torch.tensor(float(x.numel() // x.shape[1]), device=x.device)
@@ -175,11 +187,13 @@ class DistBatchNorm(nn.BatchNorm2d):
         c = x.shape[1]
         n = stats[-1]
         mean = stats[:c] / n
-        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0.0)
+        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0.0)
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked += 1
-                momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                momentum = (
+                    self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                )
                 unbiased = var.detach() * n / (n - 1).clamp_min(1.0)
                 self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
                 self.running_var.mul_(1 - momentum).add_(momentum * unbiased)
@@ -200,8 +214,9 @@ def convert_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
 def _convert(module: nn.Module) -> nn.Module:
     out = module
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, DistBatchNorm):
-        out = DistBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                            module.track_running_stats)
+        out = DistBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         if module.affine:
             with torch.no_grad():
                 out.weight.copy_(module.weight)

@@ -51,8 +51,10 @@ def reduce_meter(meter: DistributedMeter) -> None:
     states of disjoint data add up, so the all-reduced sum is the state of the whole set.
     """
     if not isinstance(meter, DistributedMeter):
-        raise TypeError(f"meter {type(meter).__name__} has no state()/load_state(); it cannot be evaluated "
-                        "under data parallelism")
+        raise TypeError(
+            f"meter {type(meter).__name__} has no state()/load_state(); it cannot be evaluated "
+            "under data parallelism"
+        )
     state = meter.state()
     if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
         state = state.to(torch.device("cuda", torch.cuda.current_device()))
@@ -60,10 +62,20 @@ def reduce_meter(meter: DistributedMeter) -> None:
 
 
 @torch.no_grad()
-def evaluate_datasets(model: nn.Module, tasks: Sequence[Any], datasets: Mapping[str, Any], batch_size: int,
-                      device: torch.device, *, ctx: DistContext | None = None, seed: int = 0,
-                      autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-                      channels_last: bool = False, progress: bool = False, prefetch: int = 0) -> Results:
+def evaluate_datasets(
+    model: nn.Module,
+    tasks: Sequence[Any],
+    datasets: Mapping[str, Any],
+    batch_size: int,
+    device: torch.device,
+    *,
+    ctx: DistContext | None = None,
+    seed: int = 0,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    channels_last: bool = False,
+    progress: bool = False,
+    prefetch: int = 0,
+) -> Results:
     """``{domain: {task: {metric: value}}}`` of ``model`` on each dataset of ``datasets`` (paper §4.1, LibMTL).
 
     Every sample is seen once (no shuffling); under data parallelism rank ``r`` takes its slice of
@@ -83,34 +95,45 @@ def evaluate_datasets(model: nn.Module, tasks: Sequence[Any], datasets: Mapping[
     try:
         for domain, dataset in datasets.items():
             meters = {t.name: t.make_meter() for t in tasks}
-            loader = make_loader(dataset, batch_size, shuffle=False, seed=seed, rank=ctx.rank,
-                                 world_size=ctx.world_size)
+            loader = make_loader(
+                dataset, batch_size, shuffle=False, seed=seed, rank=ctx.rank, world_size=ctx.world_size
+            )
             source = ahead(loader, prefetch)
             try:
-                for batch in tqdm(source, total=len(loader), desc=f"eval {domain}", leave=False,
-                                  disable=not progress):
+                for batch in tqdm(
+                    source, total=len(loader), desc=f"eval {domain}", leave=False, disable=not progress
+                ):
                     batch = to_device(batch, device, channels_last)
                     with autocast():
                         preds = model(batch["image"])["preds"]
                     for t in tasks:
                         if t.name not in batch:
-                            raise KeyError(f"evaluation data of domain {domain!r} has no target {t.name!r}; "
-                                           f"keys: {sorted(batch)}")
+                            raise KeyError(
+                                f"evaluation data of domain {domain!r} has no target {t.name!r}; "
+                                f"keys: {sorted(batch)}"
+                            )
                         pred = preds[t.name]
-                        meters[t.name].update(pred.float() if pred.is_floating_point() else pred, batch[t.name])
+                        meters[t.name].update(
+                            pred.float() if pred.is_floating_point() else pred, batch[t.name]
+                        )
             finally:
                 source.close()  # stops the rendering thread, also on an error
             if ctx.enabled:
                 for m in meters.values():
                     reduce_meter(m)
-            results[domain] = {name: {k: float(v) for k, v in m.compute().items()} for name, m in meters.items()}
+            results[domain] = {
+                name: {k: float(v) for k, v in m.compute().items()} for name, m in meters.items()
+            }
     finally:
         model.train(was_training)
     return results
 
 
-def relative_score(result: Mapping[str, Mapping[str, float]], reference: Mapping[str, Mapping[str, float]],
-                   directions: Mapping[str, Mapping[str, bool]]) -> float:
+def relative_score(
+    result: Mapping[str, Mapping[str, float]],
+    reference: Mapping[str, Mapping[str, float]],
+    directions: Mapping[str, Mapping[str, bool]],
+) -> float:
     """The model-selection score: :func:`coremtl_lite.metrics.delta_m` (paper §4.1) against any reference,
     lenient -- metrics missing anywhere or with a reference of 0 or NaN are skipped. The trainer scores
     every validation pass against the trivial predictors on the validation split; positive is better.
@@ -118,7 +141,9 @@ def relative_score(result: Mapping[str, Mapping[str, float]], reference: Mapping
     """
     score = delta_m(result, reference, directions, lenient=True)
     if math.isnan(score):
-        raise ValueError("relative_score: no metric is shared by the result, the reference and the directions "
-                         f"(tasks: result {sorted(result)}, reference {sorted(reference)}, "
-                         f"directions {sorted(directions)})")
+        raise ValueError(
+            "relative_score: no metric is shared by the result, the reference and the directions "
+            f"(tasks: result {sorted(result)}, reference {sorted(reference)}, "
+            f"directions {sorted(directions)})"
+        )
     return score

@@ -27,8 +27,9 @@ from torch import Tensor, nn
 __all__ = ["term_gradient_stats"]
 
 
-def term_gradient_stats(terms: Mapping[str, Tensor], params: Sequence[nn.Parameter],
-                        reference: str = "task") -> dict[str, float]:
+def term_gradient_stats(
+    terms: Mapping[str, Tensor], params: Sequence[nn.Parameter], reference: str = "task"
+) -> dict[str, float]:
     """Norms, cosines with ``terms[reference]`` and shares of each term's gradient on ``params``.
 
     Terms without a graph (or not reaching ``params``) get norm 0. The graph is kept, so the caller
@@ -42,8 +43,12 @@ def term_gradient_stats(terms: Mapping[str, Tensor], params: Sequence[nn.Paramet
             flat[name] = torch.zeros(1)
             continue
         grads = torch.autograd.grad(term.float(), params, retain_graph=True, allow_unused=True)
-        flat[name] = torch.cat([(g if g is not None else torch.zeros_like(p)).detach().float().reshape(-1)
-                                for g, p in zip(grads, params)])
+        flat[name] = torch.cat(
+            [
+                (g if g is not None else torch.zeros_like(p)).detach().float().reshape(-1)
+                for g, p in zip(grads, params)
+            ]
+        )
     norms = {name: float(v.norm()) for name, v in flat.items()}
     total = sum(norms.values())
     out: dict[str, float] = {}

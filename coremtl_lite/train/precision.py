@@ -59,8 +59,9 @@ class Precision:
     def __init__(self, device: torch.device, enabled: bool):
         self.device_type = device.type
         self.dtype = amp_dtype(device, enabled)
-        self.scaler: torch.amp.GradScaler | None = (torch.amp.GradScaler("cuda") if self.dtype == torch.float16
-                                                    else None)
+        self.scaler: torch.amp.GradScaler | None = (
+            torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
+        )
 
     def __repr__(self) -> str:
         return f"Precision(dtype={self.dtype}, scaler={self.scaler is not None})"
@@ -71,8 +72,9 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)
 
-    def scale_losses(self, task_losses: dict[str, Tensor], extra: Tensor | None
-                     ) -> tuple[dict[str, Tensor], Tensor | None]:
+    def scale_losses(
+        self, task_losses: dict[str, Tensor], extra: Tensor | None
+    ) -> tuple[dict[str, Tensor], Tensor | None]:
         """The losses with their gradients scaled by the scaler's current scale (unchanged without a scaler)."""
         if self.scaler is None:
             return task_losses, extra

@@ -32,10 +32,19 @@ LOCK = ".lock"
 RUN_FILES = ("last.pt", "best.pt", "history.json", "results.json", "config.json")
 #: config fields that may differ when resuming: bookkeeping, the test domains, and where it runs
 #: (device, channels_last and compile change only the last bits of float arithmetic, like a new machine)
-NEUTRAL_FIELDS = frozenset({
-    "train.out_dir", "train.progress", "train.log_every", "train.checkpoint_every", "train.device",
-    "train.channels_last", "train.compile", "data.num_workers", "data.eval_domains",
-})
+NEUTRAL_FIELDS = frozenset(
+    {
+        "train.out_dir",
+        "train.progress",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.device",
+        "train.channels_last",
+        "train.compile",
+        "data.num_workers",
+        "data.eval_domains",
+    }
+)
 
 
 class RunDirError(RuntimeError):
@@ -46,7 +55,9 @@ def existing_run(folder: str | os.PathLike) -> str | None:
     """A short description of the run in ``folder`` (``"last.pt, best.pt, history.json; 3 epochs done"``), or
     None when it holds none (a ``config.json`` alone is a run that never finished an epoch)."""
     folder = Path(folder)
-    found = [name for name in ("last.pt", "best.pt", "history.json", "results.json") if (folder / name).is_file()]
+    found = [
+        name for name in ("last.pt", "best.pt", "history.json", "results.json") if (folder / name).is_file()
+    ]
     if not found:
         return None
     if "history.json" in found:  # small, written next to every last.pt: the epochs done
@@ -101,20 +112,27 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._holder()
-                if holder is None or self._stale(holder) or holder.get("pid") == me["pid"] and \
-                        holder.get("host") == me["host"]:
+                if (
+                    holder is None
+                    or self._stale(holder)
+                    or holder.get("pid") == me["pid"]
+                    and holder.get("host") == me["host"]
+                ):
                     self.path.unlink(missing_ok=True)
                     continue
                 raise RunDirError(
                     f"run folder {str(self.folder)!r} is in use by process {holder.get('pid')} on "
                     f"{holder.get('host')} (since {holder.get('started')}); choose another train.out_dir, or "
-                    f"if that run is dead delete {str(self.path)!r}") from None
+                    f"if that run is dead delete {str(self.path)!r}"
+                ) from None
             with os.fdopen(fd, "w") as fh:
                 json.dump(me, fh)
             self.held = True
             return self
-        raise RunDirError(f"cannot lock run folder {str(self.folder)!r} (the lock file {str(self.path)!r} keeps "
-                          "reappearing; is another run starting there?)")
+        raise RunDirError(
+            f"cannot lock run folder {str(self.folder)!r} (the lock file {str(self.path)!r} keeps "
+            "reappearing; is another run starting there?)"
+        )
 
     def _holder(self) -> dict[str, Any] | None:
         try:
@@ -142,9 +160,11 @@ class RunLock:
         """
         found = existing_run(self.folder)
         if found is not None and not resume and not overwrite:
-            raise RunDirError(f"train.out_dir {str(self.folder)!r} already holds a run ({found}); pass --resume "
-                              "(resume=True) to continue it, --overwrite (overwrite=True) to replace it, or choose "
-                              "another train.out_dir")
+            raise RunDirError(
+                f"train.out_dir {str(self.folder)!r} already holds a run ({found}); pass --resume "
+                "(resume=True) to continue it, --overwrite (overwrite=True) to replace it, or choose "
+                "another train.out_dir"
+            )
         self.acquire()
         try:
             remove_stale_temp_files(self.folder)
@@ -182,9 +202,11 @@ def resume_mismatch(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, tup
 def describe_mismatch(path: str | os.PathLike, diff: dict[str, tuple[Any, Any]]) -> str:
     """The error message of a refused resume, naming every differing key."""
     items = "; ".join(f"{k}: saved {v[0]!r}, now {v[1]!r}" for k, v in diff.items())
-    return (f"cannot resume from {str(path)!r}: it was written with different values of {', '.join(diff)} ({items}). "
-            "Resume with the saved values (e.g. --config <out_dir>/config.json --resume), or start a new run "
-            "with --overwrite or another train.out_dir")
+    return (
+        f"cannot resume from {str(path)!r}: it was written with different values of {', '.join(diff)} ({items}). "
+        "Resume with the saved values (e.g. --config <out_dir>/config.json --resume), or start a new run "
+        "with --overwrite or another train.out_dir"
+    )
 
 
 # ------------------------------------------------------------------------------- before a run starts
@@ -216,23 +238,33 @@ def preflight(cfg: Config) -> list[str]:
         raise ConfigError(str(err)) from None
     if synthetic:
         if dc.root:
-            warnings.append(f"data.root={dc.root!r} is ignored: data.dataset={dc.dataset!r} is synthetic "
-                            "(generated from train.seed)")
+            warnings.append(
+                f"data.root={dc.root!r} is ignored: data.dataset={dc.dataset!r} is synthetic "
+                "(generated from train.seed)"
+            )
     else:
         if not dc.root:
             raise ConfigError(f"data.root must name the prepared {dc.dataset} folder (see data_scripts/)")
         if not Path(dc.root).is_dir():
-            raise ConfigError(f"data.root {dc.root!r} is not a folder (prepare {dc.dataset} with data_scripts/)")
+            raise ConfigError(
+                f"data.root {dc.root!r} is not a folder (prepare {dc.dataset} with data_scripts/)"
+            )
     arch = mc.architecture
-    extra = [f"loss.{k}={getattr(lc, k)}" for k in ("lambda_rec", "lambda_ind", "lambda_cfa") if getattr(lc, k) > 0]
+    extra = [
+        f"loss.{k}={getattr(lc, k)}" for k in ("lambda_rec", "lambda_ind", "lambda_cfa") if getattr(lc, k) > 0
+    ]
     if arch != "dual_stream":
         unused = ([f"model.grounding={mc.grounding!r}"] if mc.grounding != "none" else []) + extra
         if unused:
-            warnings.append(f"{', '.join(unused)} {'is' if len(unused) == 1 else 'are'} ignored: the {arch} model has "
-                            "no decoder and no extra terms of Eq. 16 (those need the dual-stream model)")
+            warnings.append(
+                f"{', '.join(unused)} {'is' if len(unused) == 1 else 'are'} ignored: the {arch} model has "
+                "no decoder and no extra terms of Eq. 16 (those need the dual-stream model)"
+            )
     elif mc.grounding == "none":
         unused = [e for e in extra if not e.startswith("loss.lambda_ind")]
         if unused:
-            warnings.append(f"{', '.join(unused)} are ignored: reconstruction and CFA need a decoder "
-                            "(model.grounding=none has none)")
+            warnings.append(
+                f"{', '.join(unused)} are ignored: reconstruction and CFA need a decoder "
+                "(model.grounding=none has none)"
+            )
     return warnings

@@ -32,4 +32,6 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: floa
     if decay_steps <= 1:
         return 1.0 if step < total_steps else min_lr_ratio
     progress = min(1.0, (step - warmup_steps) / (decay_steps - 1))
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))  # cosine to r x lr
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (
+        1.0 + math.cos(math.pi * progress)
+    )  # cosine to r x lr

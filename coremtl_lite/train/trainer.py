@@ -129,14 +129,23 @@ class Trainer:
     mixed precision, loaders.
     """
 
-    def __init__(self, cfg: Config, callbacks: Iterable[Any] = (), model: nn.Module | None = None,
-                 objective: Any = None, cache_bytes: int = DEFAULT_CACHE_BYTES, prefetch: int = DEFAULT_PREFETCH):
+    def __init__(
+        self,
+        cfg: Config,
+        callbacks: Iterable[Any] = (),
+        model: nn.Module | None = None,
+        objective: Any = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        prefetch: int = DEFAULT_PREFETCH,
+    ):
         self.cfg = cfg.validate()
         self.device, self.dist = self._build_device()
         self.callbacks = list(callbacks)
         self.should_stop = False
         self.out_dir = Path(cfg.train.out_dir)
-        self.generator = seed_everything(cfg.train.seed)  # the objective's randomness (CFA draws); checkpointed
+        self.generator = seed_everything(
+            cfg.train.seed
+        )  # the objective's randomness (CFA draws); checkpointed
         self.cache = CacheBudget(cache_bytes)  # the render-once cache's memory, for all datasets together
         self.prefetch = int(prefetch)
         self.splits = self._build_splits()
@@ -182,8 +191,11 @@ class Trainer:
 
         splits = build_splits(self.cfg.data, self.cfg.train.seed)
         cache = self.cache  # one budget for all of them: training split first, then validation, then test
-        return type(splits)(cache.wrap(splits.train), cache.wrap(splits.val),
-                            {d: cache.wrap(ds) for d, ds in splits.test.items()})
+        return type(splits)(
+            cache.wrap(splits.train),
+            cache.wrap(splits.val),
+            {d: cache.wrap(ds) for d, ds in splits.test.items()},
+        )
 
     def _build_model(self, model: nn.Module | None) -> tuple[nn.Module, nn.Module]:
         """The model (``build_model(cfg.model, tasks)`` unless one is given) on the device, and the trivial
@@ -197,10 +209,15 @@ class Trainer:
         if model is None:
             from coremtl_lite.models import build_model
 
-            model = build_model(cfg.model, self.tasks, input_shape=getattr(self.splits.train, "input_shape", None))
+            model = build_model(
+                cfg.model, self.tasks, input_shape=getattr(self.splits.train, "input_shape", None)
+            )
         # fitted after the model is built, so the model's random init does not depend on them
-        trivial = fit_trivial(make_loader(self.splits.train, cfg.data.batch_size, shuffle=False, seed=cfg.train.seed),
-                              self.tasks, max_samples=TRIVIAL_SAMPLES).to(self.device)
+        trivial = fit_trivial(
+            make_loader(self.splits.train, cfg.data.batch_size, shuffle=False, seed=cfg.train.seed),
+            self.tasks,
+            max_samples=TRIVIAL_SAMPLES,
+        ).to(self.device)
         heads = getattr(model, "heads", None)
         if built_here and isinstance(heads, nn.ModuleDict):
             init_heads_from_data(heads, {t.name: t.kind for t in self.tasks}, trivial.stats)
@@ -234,16 +251,22 @@ class Trainer:
         except ConfigError as err:  # an unknown option or a value of the wrong type: the message names both
             raise ConfigError(f"train.method_options: {err}") from None
         except (TypeError, ValueError) as err:  # a value the method's constructor refuses
-            raise ConfigError(f"train.method_options={tc.method_options} do not fit method {tc.method!r}: {err}") from err
+            raise ConfigError(
+                f"train.method_options={tc.method_options} do not fit method {tc.method!r}: {err}"
+            ) from err
 
     def _build_optimizer(self) -> tuple[torch.optim.Optimizer, list[nn.Parameter]]:
         """AdamW over the model (weight decay ``optim.weight_decay``) and the method's and objective's own
         weights (no decay); returns it and the flat list of its parameters."""
         groups: list[dict[str, Any]] = [
-            {"params": list(self.model.parameters()), "weight_decay": self.cfg.optim.weight_decay}]
+            {"params": list(self.model.parameters()), "weight_decay": self.cfg.optim.weight_decay}
+        ]
         method_params = [p for p in self.method.parameters() if p.requires_grad]
-        objective_params = ([p for p in self.objective.parameters() if p.requires_grad]
-                            if isinstance(self.objective, nn.Module) else [])
+        objective_params = (
+            [p for p in self.objective.parameters() if p.requires_grad]
+            if isinstance(self.objective, nn.Module)
+            else []
+        )
         if method_params or objective_params:  # the method's own weights (e.g. UW's log-variances): no decay
             groups.append({"params": method_params + objective_params, "weight_decay": 0.0})
         return torch.optim.AdamW(groups, lr=self.cfg.optim.lr), [p for g in groups for p in g["params"]]
@@ -255,16 +278,32 @@ class Trainer:
 
         cfg, dist = self.cfg, self.dist
         n_train = len(self.splits.train)
-        train = make_loader(self.splits.train, cfg.data.batch_size, shuffle=True, seed=cfg.train.seed,
-                            drop_last=n_train >= cfg.data.batch_size, rank=dist.rank, world_size=dist.world_size,
-                            num_workers=cfg.data.num_workers, transform=flip_batch if cfg.data.augment else None)
+        train = make_loader(
+            self.splits.train,
+            cfg.data.batch_size,
+            shuffle=True,
+            seed=cfg.train.seed,
+            drop_last=n_train >= cfg.data.batch_size,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            num_workers=cfg.data.num_workers,
+            transform=flip_batch if cfg.data.augment else None,
+        )
         if len(train) == 0:
-            raise ValueError(f"the training set ({n_train} samples) gives no batch of data.batch_size="
-                             f"{cfg.data.batch_size} on {dist.world_size} process(es)")
+            raise ValueError(
+                f"the training set ({n_train} samples) gives no batch of data.batch_size="
+                f"{cfg.data.batch_size} on {dist.world_size} process(es)"
+            )
         val = None
         if self.method.uses_validation_batch:  # the held-out hook of bi-level methods (methods/base.py)
-            val = make_loader(self.splits.val, cfg.data.batch_size, shuffle=True, seed=cfg.train.seed + 1,
-                              rank=dist.rank, world_size=dist.world_size)
+            val = make_loader(
+                self.splits.val,
+                cfg.data.batch_size,
+                shuffle=True,
+                seed=cfg.train.seed + 1,
+                rank=dist.rank,
+                world_size=dist.world_size,
+            )
             if len(val) == 0:
                 raise ValueError("the method needs validation batches but the validation split gives none")
         return train, val
@@ -310,8 +349,10 @@ class Trainer:
         def loss_fn(batch: dict, return_outputs: bool = False):
             with self.autocast():
                 outputs = self.model(batch["image"])
-                losses = {t.name: weights.get(t.name, 1.0) * t.loss(outputs["preds"][t.name], batch[t.name])
-                          for t in self.tasks}
+                losses = {
+                    t.name: weights.get(t.name, 1.0) * t.loss(outputs["preds"][t.name], batch[t.name])
+                    for t in self.tasks
+                }
             return (losses, outputs) if return_outputs else losses
 
         return loss_fn
@@ -348,17 +389,29 @@ class Trainer:
     def _fit(self, resume: bool, stop_at_epoch: int | None) -> History:
         if resume and (self.out_dir / LAST).is_file():
             self.resume(self.out_dir / LAST)  # refuses a checkpoint of another experiment
-        if self.is_main and self.cfg.train.checkpoint_every:  # the run's config (and history), as soon as it starts
-            atomic_write(self.out_dir / "config.json", lambda fh: fh.write(json.dumps(self.cfg.to_dict(), indent=2).encode()))
+        if (
+            self.is_main and self.cfg.train.checkpoint_every
+        ):  # the run's config (and history), as soon as it starts
+            atomic_write(
+                self.out_dir / "config.json",
+                lambda fh: fh.write(json.dumps(self.cfg.to_dict(), indent=2).encode()),
+            )
             if self.history.epochs:  # a kill between last.pt and history.json left the older history
-                atomic_write(self.out_dir / "history.json", lambda fh: fh.write(self.history.to_json().encode()))
+                atomic_write(
+                    self.out_dir / "history.json", lambda fh: fh.write(self.history.to_json().encode())
+                )
         from tqdm.auto import tqdm
 
         end = self.cfg.optim.epochs if stop_at_epoch is None else min(stop_at_epoch, self.cfg.optim.epochs)
         self.should_stop = False
         self._call("on_fit_start")
-        bar = tqdm(total=self.cfg.optim.epochs, initial=self.epoch, desc="epochs", unit="epoch",
-                   disable=not (self.cfg.train.progress and self.is_main))
+        bar = tqdm(
+            total=self.cfg.optim.epochs,
+            initial=self.epoch,
+            desc="epochs",
+            unit="epoch",
+            disable=not (self.cfg.train.progress and self.is_main),
+        )
         try:
             while self.epoch < end and not self.should_stop:
                 self._train_epoch()
@@ -383,15 +436,22 @@ class Trainer:
         loss_fn = self._heldout_loss_fn(epoch) if self._val_loader is not None else None
         sums = torch.zeros(len(self.tasks) + 1, dtype=torch.float64)
         n_steps = 0
-        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", leave=False, unit="step",
-                   disable=not (cfg.train.progress and self.is_main))
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
+            leave=False,
+            unit="step",
+            disable=not (cfg.train.progress and self.is_main),
+        )
         # the epoch's batches (with prefetch > 0 rendered ahead in a background thread: the same batches)
         batches = ahead(itertools.islice(self.train_loader, self.steps_per_epoch), self.prefetch)
         try:
             for batch in batches:
                 record = self.train_step(to_device(batch, self.device, self.channels_last), epoch, loss_fn)
-                sums += torch.tensor([record[f"loss/{t}"] for t in self.task_names] + [record["loss/total"]],
-                                     dtype=torch.float64)
+                sums += torch.tensor(
+                    [record[f"loss/{t}"] for t in self.task_names] + [record["loss/total"]],
+                    dtype=torch.float64,
+                )
                 n_steps += 1
                 bar.update(1)
                 if n_steps % cfg.train.log_every == 0 or n_steps == self.steps_per_epoch:
@@ -405,10 +465,13 @@ class Trainer:
         means = {t: float(sums[k] / max(n_steps, 1)) for k, t in enumerate(self.task_names)}
         self.method.on_epoch_end(means)  # e.g. DWA's loss ratios (already averaged over ranks)
         self.epoch = epoch + 1
-        rec: dict[str, Any] = {"epoch": self.epoch, "steps": n_steps,
-                               "lr": self.optimizer.param_groups[0]["lr"],
-                               **{f"train/{t}": v for t, v in means.items()},
-                               "train/total": float(sums[-1] / max(n_steps, 1))}
+        rec: dict[str, Any] = {
+            "epoch": self.epoch,
+            "steps": n_steps,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            **{f"train/{t}": v for t, v in means.items()},
+            "train/total": float(sums[-1] / max(n_steps, 1)),
+        }
         every = cfg.train.eval_every
         if every and (self.epoch % every == 0 or self.epoch == cfg.optim.epochs):
             self._evaluate_epoch(rec)
@@ -458,8 +521,10 @@ class Trainer:
         return both as ``grad/...`` record entries."""
         stats = self._term_gradients(out)
         self._update_term_scales(stats, out.extra_terms)
-        return {**{f"grad/{k}": v for k, v in stats.items()},
-                **{f"grad/{k}_scale": v for k, v in self.term_scales.items()}}
+        return {
+            **{f"grad/{k}": v for k, v in stats.items()},
+            **{f"grad/{k}_scale": v for k, v in self.term_scales.items()},
+        }
 
     def _set_learning_rate(self) -> float:
         """Linear warm-up + cosine decay (Appendix F) at the current step."""
@@ -474,21 +539,34 @@ class Trainer:
         "loss/extra"}``; raises :class:`NonFiniteLossError` when one is NaN or infinite."""
         missing = [t for t in self.task_names if t not in out.task_losses]
         if missing:
-            raise KeyError(f"the objective returned no loss for tasks {missing}; got {sorted(out.task_losses)}")
-        values = torch.stack([out.task_losses[t].detach().float().reshape(()) for t in self.task_names]
-                             + [out.extra_loss.detach().float().reshape(()) if out.extra_loss is not None
-                                else torch.zeros((), device=self.device)])
+            raise KeyError(
+                f"the objective returned no loss for tasks {missing}; got {sorted(out.task_losses)}"
+            )
+        values = torch.stack(
+            [out.task_losses[t].detach().float().reshape(()) for t in self.task_names]
+            + [
+                out.extra_loss.detach().float().reshape(())
+                if out.extra_loss is not None
+                else torch.zeros((), device=self.device)
+            ]
+        )
         if self.dist.enabled:  # log the global-batch mean; every rank takes the same NaN decision
             values = all_reduce_sum(values) / self.dist.world_size
         values = values.cpu().double()
-        named = {**{f"loss/{t}": float(values[k]) for k, t in enumerate(self.task_names)},
-                 "loss/extra": float(values[-1])}
+        named = {
+            **{f"loss/{t}": float(values[k]) for k, t in enumerate(self.task_names)},
+            "loss/extra": float(values[-1]),
+        }
         if not torch.isfinite(values).all():
             bad = [k for k, v in named.items() if not math.isfinite(v)]
             raise NonFiniteLossError(
                 f"non-finite loss at step {self.step} (epoch {epoch + 1}): {', '.join(bad)} = "
                 f"{[named[k] for k in bad]}; training stopped, the last checkpoint in {str(self.out_dir)!r} "
-                "is untouched. Lower optim.lr or check the data/targets.", self.step, epoch, named)
+                "is untouched. Lower optim.lr or check the data/targets.",
+                self.step,
+                epoch,
+                named,
+            )
         return named
 
     def _term_gradients(self, out: Any) -> dict[str, float]:
@@ -535,8 +613,9 @@ class Trainer:
                 extra.backward()
             return None
         features = out.outputs.get("features") if isinstance(out.outputs, dict) else None
-        return self.method.backward(task_losses, shared_params=self._shared_parameters(),
-                                    features=features, extra_loss=extra)
+        return self.method.backward(
+            task_losses, shared_params=self._shared_parameters(), features=features, extra_loss=extra
+        )
 
     def _sync_and_clip(self, epoch: int) -> float:
         """All-reduce the gradients over ranks and clip them (Appendix F: norm 10); returns the gradient
@@ -546,16 +625,26 @@ class Trainer:
         self.precision.unscale(self.optimizer)
         with_grad = [p for p in self.params if p.grad is not None]
         if self.cfg.optim.grad_clip > 0 and with_grad:
-            norm = torch.nn.utils.clip_grad_norm_(with_grad, self.cfg.optim.grad_clip)  # Appendix F: clip at 10
+            norm = torch.nn.utils.clip_grad_norm_(
+                with_grad, self.cfg.optim.grad_clip
+            )  # Appendix F: clip at 10
         else:
-            norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().float().norm() for p in with_grad
-                                                         if p.grad is not None])) \
-                if with_grad else torch.zeros(())
+            norm = (
+                torch.linalg.vector_norm(
+                    torch.stack([p.grad.detach().float().norm() for p in with_grad if p.grad is not None])
+                )
+                if with_grad
+                else torch.zeros(())
+            )
         grad_norm = float(norm)
         if self.precision.scaler is None and not math.isfinite(grad_norm):  # a scaler skips such steps itself
             raise NonFiniteLossError(
                 f"non-finite gradient norm at step {self.step} (epoch {epoch + 1}); training stopped, the "
-                f"last checkpoint in {str(self.out_dir)!r} is untouched.", self.step, epoch, {"grad_norm": grad_norm})
+                f"last checkpoint in {str(self.out_dir)!r} is untouched.",
+                self.step,
+                epoch,
+                {"grad_norm": grad_norm},
+            )
         return grad_norm
 
     def _optimizer_step(self) -> None:
@@ -574,14 +663,17 @@ class Trainer:
         if missing:  # domains outside cfg.data.eval_domains: build their test sets on demand
             from coremtl_lite.data import build_splits
 
-            extra = build_splits(dataclasses.replace(self.cfg.data, eval_domains=tuple(missing)),
-                                 self.cfg.train.seed).test
+            extra = build_splits(
+                dataclasses.replace(self.cfg.data, eval_domains=tuple(missing)), self.cfg.train.seed
+            ).test
             self.splits.test.update({d: self.cache.wrap(ds) for d, ds in extra.items()})
         for d in domains:
             out[d] = self.splits.test[d]
         return out
 
-    def evaluate(self, domains: Sequence[str] | None = None, split: str = "test", use_best: bool = True) -> Results:
+    def evaluate(
+        self, domains: Sequence[str] | None = None, split: str = "test", use_best: bool = True
+    ) -> Results:
         """``{domain: {task: {metric: value}}}`` on the test split of ``domains`` (default
         ``cfg.data.eval_domains``), or ``{"val": ...}`` with ``split="val"``.
 
@@ -591,15 +683,32 @@ class Trainer:
         """
         datasets = self._datasets(split, domains)
         with self._weights(use_best):
-            return evaluate_datasets(self.model, self.tasks, datasets, self.cfg.data.batch_size, self.device,
-                                     ctx=self.dist, seed=self.cfg.train.seed, autocast=self.autocast,
-                                     channels_last=self.channels_last, prefetch=self.prefetch)
+            return evaluate_datasets(
+                self.model,
+                self.tasks,
+                datasets,
+                self.cfg.data.batch_size,
+                self.device,
+                ctx=self.dist,
+                seed=self.cfg.train.seed,
+                autocast=self.autocast,
+                channels_last=self.channels_last,
+                prefetch=self.prefetch,
+            )
 
     def evaluate_trivial(self, domains: Sequence[str] | None = None, split: str = "test") -> Results:
         """The trivial predictors' results (majority class, mean depth, mean normal, ... fitted on the
         training split; :mod:`coremtl_lite.models.trivial`), in the format of :meth:`evaluate`."""
-        return evaluate_datasets(self.trivial, self.tasks, self._datasets(split, domains), self.cfg.data.batch_size,
-                                 self.device, ctx=self.dist, seed=self.cfg.train.seed, prefetch=self.prefetch)
+        return evaluate_datasets(
+            self.trivial,
+            self.tasks,
+            self._datasets(split, domains),
+            self.cfg.data.batch_size,
+            self.device,
+            ctx=self.dist,
+            seed=self.cfg.train.seed,
+            prefetch=self.prefetch,
+        )
 
     def load_selected_weights(self) -> nn.Module:
         """Put the weights selected on the validation split (the best epoch) into ``self.model`` and
@@ -633,10 +742,19 @@ class Trainer:
         rec["val"], rec["score"] = val, score
         if score > self.best_score and selectable(score, val):  # a non-finite score never becomes best
             self.best_score, self.best_epoch = score, self.epoch
-            self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self._best_state = {
+                k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()
+            }
             if self.cfg.train.checkpoint_every and self.is_main:
-                save_checkpoint(self.out_dir / BEST, {"model": self._best_state, "epoch": self.epoch,
-                                                      "score": score, "config": json.dumps(self.cfg.to_dict())})
+                save_checkpoint(
+                    self.out_dir / BEST,
+                    {
+                        "model": self._best_state,
+                        "epoch": self.epoch,
+                        "score": score,
+                        "config": json.dumps(self.cfg.to_dict()),
+                    },
+                )
         if self.cfg.data.eval_domains:
             rec["test"] = self.evaluate(split="test", use_best=False)
 

@@ -21,9 +21,21 @@ from coremtl_lite.data import _random
 from coremtl_lite.data.corruptions import corrupt
 from coremtl_lite.shading import SH_C0, linear_to_srgb, sh_basis, sh_shading, srgb_to_linear
 
-RESIDUAL_KEYS = ("albedo", "texture_kind", "texture_freq", "texture_angle", "texture_phase", "texture_amp",
-                 "light_dir", "light_temperature", "light_intensity", "ambient", "exposure", "noise_std",
-                 "noise_seed")
+RESIDUAL_KEYS = (
+    "albedo",
+    "texture_kind",
+    "texture_freq",
+    "texture_angle",
+    "texture_phase",
+    "texture_amp",
+    "light_dir",
+    "light_temperature",
+    "light_intensity",
+    "ambient",
+    "exposure",
+    "noise_std",
+    "noise_seed",
+)
 TEXTURE_KINDS = ("stripes", "checker", "blotches")
 
 #: scenes are shaded in chunks of about this many pixels (see :func:`shade`)
@@ -45,7 +57,9 @@ def rgb_to_hsv(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     mx, mn = rgb.max(-1).values, rgb.min(-1).values
     delta = (mx - mn).clamp_min(1e-8)
     r, g, b = rgb.unbind(-1)
-    hue = torch.where(mx == r, ((g - b) / delta) % 6, torch.where(mx == g, (b - r) / delta + 2, (r - g) / delta + 4))
+    hue = torch.where(
+        mx == r, ((g - b) / delta) % 6, torch.where(mx == g, (b - r) / delta + 2, (r - g) / delta + 4)
+    )
     hue = torch.where(mx - mn < 1e-8, torch.zeros_like(hue), hue) / 6.0
     sat = torch.where(mx > 0, (mx - mn) / mx.clamp_min(1e-8), torch.zeros_like(mx))
     return hue, sat, mx
@@ -94,8 +108,15 @@ def shift_hue(albedo_linear: torch.Tensor, shift: float) -> torch.Tensor:
     return srgb_to_linear(hsv_to_rgb((hue + shift) % 1.0, sat, val))
 
 
-def texture(kind: torch.Tensor, kinds_present: torch.Tensor, freq: torch.Tensor, phi: torch.Tensor,
-            phase: torch.Tensor, tu: torch.Tensor, tv: torch.Tensor) -> torch.Tensor:
+def texture(
+    kind: torch.Tensor,
+    kinds_present: torch.Tensor,
+    freq: torch.Tensor,
+    phi: torch.Tensor,
+    phase: torch.Tensor,
+    tu: torch.Tensor,
+    tv: torch.Tensor,
+) -> torch.Tensor:
     """Procedural texture in [0, 1]: stripes (0), soft checker (1) or blotches (2), per pixel ``kind``."""
     present = set(torch.unique(kinds_present).tolist())
     tex = torch.zeros_like(tu)
@@ -132,8 +153,9 @@ def noise_fields(noise_seed: torch.Tensor, height: int, width: int) -> torch.Ten
     sign = 1.0 - 2.0 * ((key >> 31) & 1).float()
     if not len(key):
         return torch.empty(0, 3, height, width)
-    out = torch.stack([bank[k, :, i:i + height, j:j + width]
-                       for k, i, j in zip(idx.tolist(), di.tolist(), dj.tolist())])
+    out = torch.stack(
+        [bank[k, :, i : i + height, j : j + width] for k, i, j in zip(idx.tolist(), di.tolist(), dj.tolist())]
+    )
     return out * sign[:, None, None, None]
 
 
@@ -144,9 +166,12 @@ def check_residual(residual: dict[str, torch.Tensor]) -> None:
         raise KeyError(f"residual factors are missing keys {missing}")
 
 
-def shade(geometry: dict[str, torch.Tensor], residual: dict[str, torch.Tensor],
-          corruption: tuple[str, int] | None = None,
-          keys: tuple[str, ...] = ("image", "albedo", "shading", "sh")) -> dict[str, torch.Tensor]:
+def shade(
+    geometry: dict[str, torch.Tensor],
+    residual: dict[str, torch.Tensor],
+    corruption: tuple[str, int] | None = None,
+    keys: tuple[str, ...] = ("image", "albedo", "shading", "sh"),
+) -> dict[str, torch.Tensor]:
     """Image formation from geometry and residual factors (paper Eq. 13-14), then an optional
     ``corruption`` ``(name, severity)`` of :mod:`coremtl_lite.data.corruptions`.
 
@@ -164,14 +189,18 @@ def shade(geometry: dict[str, torch.Tensor], residual: dict[str, torch.Tensor],
         return {k: out[k] for k in keys}
     parts = []
     for lo in range(0, b, per):
-        part = _shade({k: v[lo:lo + per] for k, v in geometry.items()},
-                      {k: v[lo:lo + per] for k, v in residual.items()}, corruption)
+        part = _shade(
+            {k: v[lo : lo + per] for k, v in geometry.items()},
+            {k: v[lo : lo + per] for k, v in residual.items()},
+            corruption,
+        )
         parts.append({k: part[k] for k in keys})
     return {k: torch.cat([p[k] for p in parts]) for k in keys}
 
 
-def _shade(geometry: dict[str, torch.Tensor], residual: dict[str, torch.Tensor],
-           corruption: tuple[str, int] | None) -> dict[str, torch.Tensor]:
+def _shade(
+    geometry: dict[str, torch.Tensor], residual: dict[str, torch.Tensor], corruption: tuple[str, int] | None
+) -> dict[str, torch.Tensor]:
     """:func:`shade` of one chunk of scenes (all outputs)."""
     surface = geometry["surface"]
     b, hh, ww = surface.shape
@@ -184,8 +213,9 @@ def _shade(geometry: dict[str, torch.Tensor], residual: dict[str, torch.Tensor],
     freq, phi = per_pixel("texture_freq") * math.pi, per_pixel("texture_angle")
     phase, amp = per_pixel("texture_phase"), per_pixel("texture_amp")
     kind = torch.gather(residual["texture_kind"].long(), 1, flat).view(b, hh, ww)
-    tex = texture(kind, residual["texture_kind"], freq, phi, phase, geometry["tex_uv"][:, 0],
-                  geometry["tex_uv"][:, 1])
+    tex = texture(
+        kind, residual["texture_kind"], freq, phi, phase, geometry["tex_uv"][:, 0], geometry["tex_uv"][:, 1]
+    )
     albedo = colour.view(b, 3, hh, ww) * (1.0 - amp + amp * tex)[:, None]
     sh = lighting_sh(residual)
     shading = sh_shading(geometry["normal"], sh)  # Eq. 14
@@ -195,6 +225,10 @@ def _shade(geometry: dict[str, torch.Tensor], residual: dict[str, torch.Tensor],
         linear = linear + residual["noise_std"].float()[:, None, None, None] * eps
     image = linear_to_srgb(linear)  # sRGB(clip(.))
     if corruption is not None:
-        image = corrupt(image, corruption[0], corruption[1],
-                        seeds=_random.hash32(residual["noise_seed"].long() ^ 0x165667B1))
+        image = corrupt(
+            image,
+            corruption[0],
+            corruption[1],
+            seeds=_random.hash32(residual["noise_seed"].long() ^ 0x165667B1),
+        )
     return {"image": image, "albedo": albedo, "shading": shading, "sh": sh}

@@ -36,14 +36,24 @@ class ShadedScenes:
         "normal": {"kind": "normal"},
     }
 
-    def __init__(self, domain: str = "source", size: int = 64, length: int = 1024, seed: int = 0,
-                 offset: int = 0, with_factors: bool = True, rho: float = priors.DEFAULT_RHO,
-                 severity: float = priors.DEFAULT_SEVERITY):
+    def __init__(
+        self,
+        domain: str = "source",
+        size: int = 64,
+        length: int = 1024,
+        seed: int = 0,
+        offset: int = 0,
+        with_factors: bool = True,
+        rho: float = priors.DEFAULT_RHO,
+        severity: float = priors.DEFAULT_SEVERITY,
+    ):
         self.spec = priors.parse_domain(domain, rho, severity)
         if size < 8:
             raise ValueError(f"ShadedScenes size must be >= 8, got {size}")
         if length < 0 or offset < 0 or seed < 0:
-            raise ValueError(f"ShadedScenes length, offset and seed must be >= 0, got {length}, {offset}, {seed}")
+            raise ValueError(
+                f"ShadedScenes length, offset and seed must be >= 0, got {length}, {offset}, {seed}"
+            )
         self.domain, self.size, self.length = domain, int(size), int(length)
         self.seed, self.offset = int(seed), int(offset)
         self.rho, self.severity = float(rho), float(severity)
@@ -55,8 +65,10 @@ class ShadedScenes:
         return self.length
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(domain={self.domain!r}, size={self.size}, length={self.length}, "
-                f"seed={self.seed}, offset={self.offset}, rho={self.rho}, severity={self.severity})")
+        return (
+            f"{type(self).__name__}(domain={self.domain!r}, size={self.size}, length={self.length}, "
+            f"seed={self.seed}, offset={self.offset}, rho={self.rho}, severity={self.severity})"
+        )
 
     # ------------------------------------------------------------------------- factor sampling
     def _global_indices(self, indices) -> torch.Tensor:
@@ -69,15 +81,18 @@ class ShadedScenes:
         """Semantic factors s of the scenes (independent of the domain: the law of s is fixed, §2)."""
         return geometry.sample_semantic(self.seed, self._global_indices(indices))
 
-    def sample_named_residual(self, indices, semantic: dict[str, torch.Tensor] | None = None
-                              ) -> dict[str, torch.Tensor]:
+    def sample_named_residual(
+        self, indices, semantic: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
         """The named residual factors (hue, saturation, ..., light elevation) of the scenes under this
         dataset's domain: :func:`~coremtl_lite.data.scenes.priors.draw_residual_factors`."""
         semantic = self.sample_semantic(indices) if semantic is None else semantic
         draw = priors.draw_colored_factors if self.spec.colored else priors.draw_residual_factors
         return draw(self.seed, self._global_indices(indices), semantic, self.spec)
 
-    def sample_residual(self, indices, semantic: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def sample_residual(
+        self, indices, semantic: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
         """Residual factors r of the scenes under this dataset's domain, as the renderer takes them."""
         return priors.residual_from_factors(self.sample_named_residual(indices, semantic))
 
@@ -91,9 +106,13 @@ class ShadedScenes:
         """Labels from the semantic factors alone (:func:`~coremtl_lite.data.scenes.geometry.geometry`)."""
         return geometry.geometry(semantic, self.size)
 
-    def shade(self, geometry: dict[str, torch.Tensor], residual: dict[str, torch.Tensor],
-              apply_corruption: bool = True, keys: tuple[str, ...] = ("image", "albedo", "shading", "sh")
-              ) -> dict[str, torch.Tensor]:
+    def shade(
+        self,
+        geometry: dict[str, torch.Tensor],
+        residual: dict[str, torch.Tensor],
+        apply_corruption: bool = True,
+        keys: tuple[str, ...] = ("image", "albedo", "shading", "sh"),
+    ) -> dict[str, torch.Tensor]:
         """Image formation from geometry and residual factors (paper Eq. 13-14), plus this domain's
         corruption when ``apply_corruption`` (:func:`~coremtl_lite.data.scenes.appearance.shade`)."""
         corruption = self.spec.corruption if apply_corruption else None
@@ -108,8 +127,12 @@ class ShadedScenes:
         """
         geo = self.geometry(semantic)
         shaded = self.shade(geo, residual, keys=("image", "sh"))
-        out: dict[str, Any] = {"image": shaded["image"], "segmentation": geo["segmentation"],
-                               "depth": geo["depth"], "normal": geo["normal"]}
+        out: dict[str, Any] = {
+            "image": shaded["image"],
+            "segmentation": geo["segmentation"],
+            "depth": geo["depth"],
+            "normal": geo["normal"],
+        }
         if self.with_factors:
             res = dict(residual)
             res["sh"] = shaded["sh"]
@@ -137,8 +160,10 @@ class ShadedScenes:
         if "light_azimuth" in changes or "light_elevation" in changes:
             az, el = changes.pop("light_azimuth"), changes.pop("light_elevation")
             b = new["light_dir"].shape[0]
-            new["light_dir"] = appearance.light_direction(torch.as_tensor(az, dtype=torch.float32).expand(b),
-                                                          torch.as_tensor(el, dtype=torch.float32).expand(b))
+            new["light_dir"] = appearance.light_direction(
+                torch.as_tensor(az, dtype=torch.float32).expand(b),
+                torch.as_tensor(el, dtype=torch.float32).expand(b),
+            )
         if "hue_shift" in changes:
             new["albedo"] = appearance.shift_hue(new["albedo"], float(changes.pop("hue_shift")))
         for k, v in changes.items():
@@ -156,9 +181,15 @@ def _unbatch(batch: Any, i: int) -> Any:
     return batch[i]
 
 
-def rerender_intervention(scenes: ShadedScenes, index: int, light_azimuth: float, light_elevation: float,
-                          light_temperature: float, hue_shift: float = 0.0, exposure: float | None = None
-                          ) -> dict[str, Any]:
+def rerender_intervention(
+    scenes: ShadedScenes,
+    index: int,
+    light_azimuth: float,
+    light_elevation: float,
+    light_temperature: float,
+    hue_shift: float = 0.0,
+    exposure: float | None = None,
+) -> dict[str, Any]:
     """Re-render scene ``index`` under ``do(r = r')`` (the data-tour widget's logic).
 
     Returns ``original`` and ``intervened`` sample dicts (batch of one) and ``label_change``, the max
@@ -167,13 +198,23 @@ def rerender_intervention(scenes: ShadedScenes, index: int, light_azimuth: float
     """
     factors = scenes.sample_factors([index])
     original = scenes.render(**factors)
-    changes: dict[str, Any] = {"light_azimuth": light_azimuth, "light_elevation": light_elevation,
-                               "light_temperature": light_temperature, "hue_shift": hue_shift}
+    changes: dict[str, Any] = {
+        "light_azimuth": light_azimuth,
+        "light_elevation": light_elevation,
+        "light_temperature": light_temperature,
+        "hue_shift": hue_shift,
+    }
     if exposure is not None:
         changes["exposure"] = exposure
     residual = scenes.intervene(factors["residual"], **changes)
     new = scenes.render(factors["semantic"], residual)
-    label_change = {k: float((new[k].float() - original[k].float()).abs().max())
-                    for k in ("segmentation", "depth", "normal")}
-    return {"original": original, "intervened": new, "label_change": label_change,
-            "image_change": float((new["image"] - original["image"]).abs().mean())}
+    label_change = {
+        k: float((new[k].float() - original[k].float()).abs().max())
+        for k in ("segmentation", "depth", "normal")
+    }
+    return {
+        "original": original,
+        "intervened": new,
+        "label_change": label_change,
+        "image_change": float((new["image"] - original["image"]).abs().mean()),
+    }

@@ -56,13 +56,28 @@ GROUND_HEIGHT = 0.02
 MAX_SIZE = SIZE_RANGE[1]
 MAX_EXTENT = MAX_SIZE * math.sqrt(2.0)  # farthest footprint point from the centre (rotated pyramid corner)
 
-SEMANTIC_KEYS = ("num_objects", "valid", "shape", "position", "size", "height", "angle",
-                 "ground_tilt", "ground_height")
+SEMANTIC_KEYS = (
+    "num_objects",
+    "valid",
+    "shape",
+    "position",
+    "size",
+    "height",
+    "angle",
+    "ground_tilt",
+    "ground_height",
+)
 
 #: farthest footprint point from the centre per shape, in units of the size ``r`` (a disc containing
 #: the footprint: the renderer only evaluates a shape on the pixels of its disc)
-FOOTPRINT_REACH = {"hemisphere": 1.0, "cone": 1.0, "cylinder": 1.0, "torus": 1.0, "box": 0.8 * math.sqrt(2.0),
-                   "pyramid": math.sqrt(2.0)}
+FOOTPRINT_REACH = {
+    "hemisphere": 1.0,
+    "cone": 1.0,
+    "cylinder": 1.0,
+    "torus": 1.0,
+    "box": 0.8 * math.sqrt(2.0),
+    "pyramid": math.sqrt(2.0),
+}
 
 
 def object_factors(u: torch.Tensor, shape: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -71,10 +86,12 @@ def object_factors(u: torch.Tensor, shape: torch.Tensor) -> dict[str, torch.Tens
     cls = shape.clamp(0, NUM_SHAPES - 1)
     size_lo, size_hi = torch.tensor(SHAPE_SIZE_RANGES)[cls].unbind(-1)
     height_lo, height_hi = torch.tensor(SHAPE_HEIGHT_RANGES)[cls].unbind(-1)
-    return {"position": (u[..., 0:2] * 2.0 - 1.0) * POSITION_RANGE,
-            "size": size_lo + (size_hi - size_lo) * u[..., 2],
-            "height": height_lo + (height_hi - height_lo) * u[..., 3],
-            "angle": u[..., 4] * (math.pi / 2)}
+    return {
+        "position": (u[..., 0:2] * 2.0 - 1.0) * POSITION_RANGE,
+        "size": size_lo + (size_hi - size_lo) * u[..., 2],
+        "height": height_lo + (height_hi - height_lo) * u[..., 3],
+        "angle": u[..., 4] * (math.pi / 2),
+    }
 
 
 def sample_semantic(seed: int, global_indices: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -110,8 +127,15 @@ def surface_classes(shape: torch.Tensor) -> torch.Tensor:
     return torch.cat([shape.clamp_min(0) + 1, torch.zeros(shape.shape[0], 1, dtype=torch.long)], 1)
 
 
-def _shape_surface(shape: int, dx: torch.Tensor, dy: torch.Tensor, r: torch.Tensor, hgt: torch.Tensor,
-                   ang: torch.Tensor, obj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _shape_surface(
+    shape: int,
+    dx: torch.Tensor,
+    dy: torch.Tensor,
+    r: torch.Tensor,
+    hgt: torch.Tensor,
+    ang: torch.Tensor,
+    obj: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Height above the object's base and its analytic gradient for one shape class.
 
     ``dx, dy`` are flat ``(P,)`` pixel offsets from the object centres, ``obj`` (``(P,)``) says which
@@ -204,7 +228,7 @@ def geometry(semantic: dict[str, torch.Tensor], n_pix: int) -> dict[str, torch.T
     # pixel-centre coordinates on a canvas padded by `pad` pixels (windows may overhang the image);
     # only the image pixels are ever written, so the canvas below is the image itself
     coord = -1.0 + (torch.arange(side, dtype=torch.float32) - pad + 0.5) * step
-    vis = coord[pad:pad + n_pix]
+    vis = coord[pad : pad + n_pix]
     tilt, z0 = semantic["ground_tilt"].float(), semantic["ground_height"].float()
     xg, yg = vis[None, None, :], -vis[None, :, None]  # column -> x, row -> y (up)
     zcanvas = (tilt[:, 0, None, None] * xg + tilt[:, 1, None, None] * yg + z0[:, None, None]).reshape(-1)
@@ -269,6 +293,10 @@ def geometry(semantic: dict[str, torch.Tensor], n_pix: int) -> dict[str, torch.T
     normal = torch.stack([-gx * inv, -gy * inv, inv], 1)
     surface = surface.view(b, n_pix, n_pix)
     seg = torch.gather(surface_classes(shape), 1, surface.view(b, -1)).view(b, n_pix, n_pix)
-    return {"segmentation": seg, "depth": (CAMERA_HEIGHT - zcanvas.view(b, n_pix, n_pix))[:, None].contiguous(),
-            "normal": normal, "surface": surface,
-            "tex_uv": torch.stack([tu.view(b, n_pix, n_pix), tv.view(b, n_pix, n_pix)], 1)}
+    return {
+        "segmentation": seg,
+        "depth": (CAMERA_HEIGHT - zcanvas.view(b, n_pix, n_pix))[:, None].contiguous(),
+        "normal": normal,
+        "surface": surface,
+        "tex_uv": torch.stack([tu.view(b, n_pix, n_pix), tv.view(b, n_pix, n_pix)], 1),
+    }

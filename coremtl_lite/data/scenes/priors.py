@@ -79,7 +79,10 @@ class Factor:
     def range_at(self, severity: float) -> tuple[float, float]:
         """The factor's range at ``severity``: the linear interpolation of the two ranges' ends."""
         s = float(severity)
-        return ((1.0 - s) * self.source[0] + s * self.target[0], (1.0 - s) * self.source[1] + s * self.target[1])
+        return (
+            (1.0 - s) * self.source[0] + s * self.target[0],
+            (1.0 - s) * self.source[1] + s * self.target[1],
+        )
 
 
 _DEG = math.pi / 180.0
@@ -106,15 +109,30 @@ FACTOR_BY_NAME = {f.name: f for f in FACTORS}
 
 #: the class-keyed colour a surface keeps with probability rho: hue (class k of the 6 shapes at
 #: (k - 1) / 6, plus a N(0, jitter^2) jitter), saturation and value ranges; the ground's own
-KEYED_COLOUR: dict[str, Any] = {"hue_jitter": 0.02, "saturation": (0.55, 0.65), "value": (0.75, 0.85),
-                "ground_hue": 0.28, "ground_saturation": (0.2, 0.3), "ground_value": (0.5, 0.6)}
+KEYED_COLOUR: dict[str, Any] = {
+    "hue_jitter": 0.02,
+    "saturation": (0.55, 0.65),
+    "value": (0.75, 0.85),
+    "ground_hue": 0.28,
+    "ground_saturation": (0.2, 0.3),
+    "ground_value": (0.5, 0.6),
+}
 
 # Colored-Cityscapes analogue: one fixed linear-RGB colour per class (ground first), and the
 # permutation the permuted domain applies (a derangement: every class changes colour).
-COLORED_PALETTE = srgb_to_linear(torch.tensor([
-    [0.45, 0.45, 0.45], [0.90, 0.15, 0.15], [0.15, 0.75, 0.20], [0.15, 0.30, 0.90],
-    [0.95, 0.85, 0.10], [0.80, 0.20, 0.85], [0.10, 0.85, 0.85],
-]))
+COLORED_PALETTE = srgb_to_linear(
+    torch.tensor(
+        [
+            [0.45, 0.45, 0.45],
+            [0.90, 0.15, 0.15],
+            [0.15, 0.75, 0.20],
+            [0.15, 0.30, 0.90],
+            [0.95, 0.85, 0.10],
+            [0.80, 0.20, 0.85],
+            [0.10, 0.85, 0.85],
+        ]
+    )
+)
 COLORED_PERMUTATION = (3, 5, 0, 6, 1, 2, 4)
 
 
@@ -142,8 +160,16 @@ class Domain:
         return (1.0 - self.severity_of("colour")) * self.rho
 
 
-DOMAIN_FORMS = ("source", "target", "shift:<0..1>", "rho:<0..1>", f"only:<{'|'.join(GROUPS)}>",
-                f"corrupt:<{'|'.join(sorted(CORRUPTIONS))}>:<1-5>", "colored", "colored-permuted")
+DOMAIN_FORMS = (
+    "source",
+    "target",
+    "shift:<0..1>",
+    "rho:<0..1>",
+    f"only:<{'|'.join(GROUPS)}>",
+    f"corrupt:<{'|'.join(sorted(CORRUPTIONS))}>:<1-5>",
+    "colored",
+    "colored-permuted",
+)
 
 
 def _dial(domain: str, text: str, what: str) -> float:
@@ -152,8 +178,10 @@ def _dial(domain: str, text: str, what: str) -> float:
     except ValueError:
         value = math.nan
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"bad ShadedScenes domain {domain!r}: the {what} must be a number in [0, 1], got "
-                         f"{text!r}; valid domains: {', '.join(DOMAIN_FORMS)}")
+        raise ValueError(
+            f"bad ShadedScenes domain {domain!r}: the {what} must be a number in [0, 1], got "
+            f"{text!r}; valid domains: {', '.join(DOMAIN_FORMS)}"
+        )
     return value
 
 
@@ -161,7 +189,9 @@ def parse_domain(domain: str, rho: float = DEFAULT_RHO, severity: float = DEFAUL
     """The :class:`Domain` of a domain name (module docstring), given the dataset's ``rho`` (for
     ``source`` and every form built on it) and ``severity`` (for ``target``)."""
     if not (0.0 <= rho <= 1.0 and 0.0 <= severity <= 1.0):
-        raise ValueError(f"ShadedScenes rho and severity must be in [0, 1], got rho={rho}, severity={severity}")
+        raise ValueError(
+            f"ShadedScenes rho and severity must be in [0, 1], got rho={rho}, severity={severity}"
+        )
     none = (0.0, 0.0, 0.0, 0.0)
     head, _, rest = domain.partition(":")
     if domain == "source":
@@ -181,8 +211,10 @@ def parse_domain(domain: str, rho: float = DEFAULT_RHO, severity: float = DEFAUL
     if head == "corrupt":
         name, _, level = rest.partition(":")
         if name not in CORRUPTIONS or level not in ("1", "2", "3", "4", "5"):
-            raise ValueError(f"bad corruption domain {domain!r}: use corrupt:<name>:<severity> with name in "
-                             f"{sorted(CORRUPTIONS)} and severity 1-5")
+            raise ValueError(
+                f"bad corruption domain {domain!r}: use corrupt:<name>:<severity> with name in "
+                f"{sorted(CORRUPTIONS)} and severity 1-5"
+            )
         return Domain(domain, rho, none, corruption=(name, int(level)))
     raise ValueError(f"unknown ShadedScenes domain {domain!r}; valid domains: {', '.join(DOMAIN_FORMS)}")
 
@@ -193,8 +225,9 @@ def _uniform_at(factor: str, severity: float, u: torch.Tensor) -> torch.Tensor:
     return lo + (hi - lo) * u
 
 
-def draw_residual_factors(seed: int, global_indices: torch.Tensor, semantic: dict[str, torch.Tensor],
-                          domain: Domain) -> dict[str, torch.Tensor]:
+def draw_residual_factors(
+    seed: int, global_indices: torch.Tensor, semantic: dict[str, torch.Tensor], domain: Domain
+) -> dict[str, torch.Tensor]:
     """The named residual factors of scenes ``global_indices`` under ``domain`` (before rendering).
 
     Per surface ``(B, 6)`` (objects 0-4, then the ground): ``keyed`` (bool), ``hue``, ``saturation``,
@@ -212,10 +245,13 @@ def draw_residual_factors(seed: int, global_indices: torch.Tensor, semantic: dic
     # colour: class-keyed with probability rho_eff, else free
     keyed = u[:, 0:6] < domain.rho_effective
     k = KEYED_COLOUR
-    keyed_hue = torch.where(ground, k["ground_hue"], ((cls.float() - 1.0) / NUM_SHAPES + k["hue_jitter"] * z) % 1.0)
+    keyed_hue = torch.where(
+        ground, k["ground_hue"], ((cls.float() - 1.0) / NUM_SHAPES + k["hue_jitter"] * z) % 1.0
+    )
     ks = torch.where(ground, k["ground_saturation"][0], k["saturation"][0])
-    ks_w = torch.where(ground, k["ground_saturation"][1] - k["ground_saturation"][0],
-                       k["saturation"][1] - k["saturation"][0])
+    ks_w = torch.where(
+        ground, k["ground_saturation"][1] - k["ground_saturation"][0], k["saturation"][1] - k["saturation"][0]
+    )
     kv = torch.where(ground, k["ground_value"][0], k["value"][0])
     kv_w = torch.where(ground, k["ground_value"][1] - k["ground_value"][0], k["value"][1] - k["value"][0])
     hue = torch.where(keyed, keyed_hue, u[:, 6:12])
@@ -229,7 +265,10 @@ def draw_residual_factors(seed: int, global_indices: torch.Tensor, semantic: dic
     centroid = (pos * vf[..., None]).sum(1) / vf.sum(1, keepdim=True).clamp_min(1.0)
     offset = _uniform_at("light_azimuth_offset", s_light, u[:, 60])
     return {
-        "keyed": keyed, "hue": hue, "saturation": sat, "value": val,
+        "keyed": keyed,
+        "hue": hue,
+        "saturation": sat,
+        "value": val,
         "texture_kind": tex_kind,
         "texture_freq": _uniform_at("texture_freq", s_tex, u[:, 36:42]),
         "texture_amp": _uniform_at("texture_amp", s_tex, u[:, 42:48]),
@@ -247,8 +286,9 @@ def draw_residual_factors(seed: int, global_indices: torch.Tensor, semantic: dic
     }
 
 
-def draw_colored_factors(seed: int, global_indices: torch.Tensor, semantic: dict[str, torch.Tensor],
-                         domain: Domain) -> dict[str, torch.Tensor]:
+def draw_colored_factors(
+    seed: int, global_indices: torch.Tensor, semantic: dict[str, torch.Tensor], domain: Domain
+) -> dict[str, torch.Tensor]:
     """The factors of ``colored`` / ``colored-permuted``: :data:`COLORED_PALETTE` by class (permuted by
     :data:`COLORED_PERMUTATION`), no texture, source lighting ranges with a uniform azimuth."""
     f = draw_residual_factors(seed, global_indices, semantic, Domain("source", 0.0, (0.0,) * 4))
@@ -263,7 +303,9 @@ def draw_colored_factors(seed: int, global_indices: torch.Tensor, semantic: dict
 
 def residual_from_factors(f: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The renderer's residual dict (:data:`~.appearance.RESIDUAL_KEYS` plus ``sh``) from named factors."""
-    albedo = f["albedo"] if "albedo" in f else srgb_to_linear(hsv_to_rgb(f["hue"], f["saturation"], f["value"]))
+    albedo = (
+        f["albedo"] if "albedo" in f else srgb_to_linear(hsv_to_rgb(f["hue"], f["saturation"], f["value"]))
+    )
     b = f["exposure"].shape[0]
     residual = {
         "albedo": albedo.float(),
@@ -317,7 +359,10 @@ def factor_cdf(name: str, domain: Domain, x: torch.Tensor) -> torch.Tensor:
         for c in range(NUM_SHAPES):
             mu = c / NUM_SHAPES
             for wrap in (-1.0, 0.0, 1.0):  # wrapped normal on [0, 1): copies shifted by whole turns
-                keyed = keyed + (_normal_cdf((x - mu + wrap) / sd) - _normal_cdf((0.0 - mu + wrap) / sd)) / NUM_SHAPES
+                keyed = (
+                    keyed
+                    + (_normal_cdf((x - mu + wrap) / sd) - _normal_cdf((0.0 - mu + wrap) / sd)) / NUM_SHAPES
+                )
         free = uniform_cdf(0.0, 1.0)
         return domain.rho_effective * keyed + (1.0 - domain.rho_effective) * free
     factor = FACTOR_BY_NAME[name]
@@ -351,8 +396,9 @@ def w1_between(name: str, a: Domain, b: Domain, points: int = 100_001) -> float:
     return float(torch.trapezoid((factor_cdf(name, a, x) - factor_cdf(name, b, x)).abs(), x))
 
 
-def prior_w1(a: Domain | str, b: Domain | str, rho: float = DEFAULT_RHO,
-                severity: float = DEFAULT_SEVERITY) -> dict[str, float | dict[str, float]]:
+def prior_w1(
+    a: Domain | str, b: Domain | str, rho: float = DEFAULT_RHO, severity: float = DEFAULT_SEVERITY
+) -> dict[str, float | dict[str, float]]:
     """W1 between the residual laws of two domains (names are parsed with ``rho`` and ``severity``).
 
     Returns ``per_factor`` (W1 of each continuous factor of :data:`W1_FACTORS`, in its own units; hue
@@ -369,8 +415,12 @@ def prior_w1(a: Domain | str, b: Domain | str, rho: float = DEFAULT_RHO,
     db = parse_domain(b, rho, severity) if isinstance(b, str) else b
     per = {n: w1_between(n, da, db) for n in W1_FACTORS}
     norm = {n: v / (_support(n)[1] - _support(n)[0]) for n, v in per.items()}
-    return {"per_factor": per, "normalised": norm, "sum": sum(norm.values()),
-            "l2": math.sqrt(sum(v * v for v in norm.values()))}
+    return {
+        "per_factor": per,
+        "normalised": norm,
+        "sum": sum(norm.values()),
+        "l2": math.sqrt(sum(v * v for v in norm.values())),
+    }
 
 
 def shift_w1(rho: float, severity: float) -> dict[str, float | dict[str, float]]:
