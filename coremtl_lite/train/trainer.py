@@ -59,7 +59,7 @@ from torch import Tensor, nn
 from coremtl_lite.config import Config, ConfigError
 from coremtl_lite.data.cache import DEFAULT_CACHE_BYTES, CacheBudget
 from coremtl_lite.data.prefetch import DEFAULT_PREFETCH, ahead
-from coremtl_lite.protocols import MultiTaskModel
+from coremtl_lite.protocols import BatchDataset, MultiTaskModel, Stateful
 from coremtl_lite.runtime import get_device, seed_everything
 from coremtl_lite.train.checkpoint import (
     CheckpointError,
@@ -333,7 +333,7 @@ class Trainer:
 
         ids = loader.rank_batches()[index]
         ds = loader.dataset
-        return ds.get_batch(ids) if hasattr(ds, "get_batch") else default_collate([ds[i] for i in ids])
+        return ds.get_batch(ids) if isinstance(ds, BatchDataset) else default_collate([ds[i] for i in ids])
 
     def _val_batch(self, step: int) -> dict:
         """The held-out batch of a step: a pure function of the step, so resume replays it exactly."""
@@ -777,7 +777,7 @@ class Trainer:
             "config": json.dumps(self.cfg.to_dict()),
             "world_size": self.dist.world_size,
         }
-        if hasattr(self.objective, "state_dict"):
+        if isinstance(self.objective, Stateful):
             state["objective"] = self.objective.state_dict()
         if self.precision.scaler is not None:
             state["scaler"] = self.precision.scaler.state_dict()
@@ -807,7 +807,7 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
             self.method.load_state_dict(state["method"])
-            if "objective" in state and hasattr(self.objective, "load_state_dict"):
+            if "objective" in state and isinstance(self.objective, Stateful):
                 self.objective.load_state_dict(state["objective"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, KeyError, ValueError) as err:
