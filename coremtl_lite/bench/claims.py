@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from coremtl_lite.bench.ood import summary_row
 from coremtl_lite.bench.report import HEADLINE
 
 
@@ -152,19 +153,6 @@ def flat_cost(rows: Sequence[dict[str, Any]], ours: str = "core_mtl", surgery: s
 
 
 # --------------------------------------------------------------------- out-of-distribution claims
-def _row(rows, suite, variant, domain, task, metric) -> dict[str, Any] | None:
-    for r in rows:
-        if (r["suite"], r["variant"], r["domain"], r["task"], r["metric"]) == (
-            suite,
-            variant,
-            domain,
-            task,
-            metric,
-        ):
-            return r
-    return None
-
-
 def welch_interval(a: dict[str, Any], b: dict[str, Any], level: float = 0.95) -> tuple[float, float] | None:
     """Welch's t interval of ``mean_a - mean_b`` from two rows' mean, std and n (None when a side has
     fewer than 2 values)."""
@@ -199,9 +187,9 @@ def beats_each_baseline(
 
     out = []
     for task, (metric, higher) in OOD_METRICS.items():
-        mine = _row(rows, suite, ours, domain, task, metric)
+        mine = summary_row(rows, suite, ours, domain, task, metric)
         for b in baselines:
-            other = _row(rows, suite, b, domain, task, metric)
+            other = summary_row(rows, suite, b, domain, task, metric)
             if mine is None or other is None:
                 continue
             sign = 1.0 if higher else -1.0
@@ -234,8 +222,8 @@ def gap_grows_with_severity(
     ):
         for task, (metric, higher) in OOD_METRICS.items():
             a, b = (
-                _row(rows, suite, variant, low, task, metric),
-                _row(rows, suite, variant, high, task, metric),
+                summary_row(rows, suite, variant, low, task, metric),
+                summary_row(rows, suite, variant, high, task, metric),
             )
             if a is None or b is None:
                 continue

@@ -21,6 +21,7 @@ __all__ = [
     "rho_curves",
     "robustness_table",
     "severity_curves",
+    "summary_row",
     "theorem24",
     "theorem24_figures",
 ]
@@ -29,17 +30,12 @@ __all__ = [
 OOD_METRICS = {"segmentation": ("mIoU", True), "depth": ("abs_err", False), "normal": ("mean", False)}
 
 
-def _cell(rows, suite, variant, domain, task, metric) -> dict[str, Any] | None:
-    for r in rows:
-        if (r["suite"], r["variant"], r["domain"], r["task"], r["metric"]) == (
-            suite,
-            variant,
-            domain,
-            task,
-            metric,
-        ):
-            return r
-    return None
+def summary_row(rows, suite, variant, domain, task, metric) -> dict[str, Any] | None:
+    """The summary row of (suite, variant, domain, task, metric), or None when the bench has none."""
+    key = (suite, variant, domain, task, metric)
+    return next(
+        (r for r in rows if (r["suite"], r["variant"], r["domain"], r["task"], r["metric"]) == key), None
+    )
 
 
 def severity_curves(
@@ -51,7 +47,7 @@ def severity_curves(
     for variant in dict.fromkeys(r["variant"] for r in rows if r["suite"] == suite):
         curve: dict[str, list[float]] = {"x": [], "mean": [], "std": []}
         for domain in SHIFT_DOMAINS:
-            r = _cell(rows, suite, variant, domain, task, metric)
+            r = summary_row(rows, suite, variant, domain, task, metric)
             if r is not None:
                 curve["x"].append(float(domain.partition(":")[2]))
                 curve["mean"].append(r["mean"])
@@ -101,10 +97,10 @@ def factor_table(
     header = ["variant", *(f"{d} {metric}" for d in domains)]
     body = []
     for variant in dict.fromkeys(r["variant"] for r in rows if r["suite"] == suite):
-        src = _cell(rows, suite, variant, "source", task, metric)
+        src = summary_row(rows, suite, variant, "source", task, metric)
         line = [variant]
         for d in domains:
-            r = _cell(rows, suite, variant, d, task, metric)
+            r = summary_row(rows, suite, variant, d, task, metric)
             if r is None:
                 line.append("–")
                 continue
