@@ -35,8 +35,9 @@ __all__ = [
 #: ShadedScenes v1 benchmark folder) is never read back as this one: bump it whenever
 #: ``coremtl_lite/data/scenes/`` changes what a scene looks like.
 SCENES_VERSION = 2
-#: the datasets rendered by the ShadedScenes generator (ShadedAttributes labels its scenes)
-SCENES_DATASETS = ("shaded_scenes", "shaded_attributes")
+#: the datasets rendered by the ShadedScenes generator (ShadedAttributes labels its scenes; ConfoundedScenes
+#: draws its objects with the same object factors)
+SCENES_DATASETS = ("shaded_scenes", "shaded_attributes", "confounded_scenes")
 
 #: config keys that do not change what a run computes, only where and how it reports: left out of :func:`run_key`
 #: (the device too: a run is the same experiment on any device, its numbers differ by rounding only)
