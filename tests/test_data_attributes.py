@@ -27,6 +27,7 @@ def _scene(objects, tilt=(0.1, -0.1)):
         "angle": torch.zeros(1, k),
         "ground_tilt": torch.tensor([tilt]),
         "ground_height": torch.zeros(1),
+        "ground_waves": torch.zeros(1, 2, 3),
     }
 
 

@@ -141,9 +141,10 @@ def test_normals_unit_and_consistent_with_depth_gradient():
     err = torch.maximum((ddx - nx / nz).abs(), (ddy - ny / nz).abs())[ok]
     assert ok.sum() > 1000
     assert err.median() < 0.02 and torch.quantile(err, 0.95) < 0.25
-    # ground pixels: exact plane
+    # ground pixels: the rolling ground is smooth, so central differences agree to O(step^2)
     ground = ok & (surf[:, 1:-1, 1:-1] == 5)
-    assert torch.allclose(ddx[ground], (nx / nz)[ground], atol=1e-3)
+    assert torch.allclose(ddx[ground], (nx / nz)[ground], atol=2e-3)
+    assert torch.allclose(ddy[ground], (ny / nz)[ground], atol=2e-3)
 
 
 def _object_colour_probe(domain: str, n_scenes: int = 240) -> float:

@@ -16,14 +16,15 @@ import torch
 from coremtl_lite.data import ShadedScenes
 from coremtl_lite.data.corruptions import plasma_fractal, plasma_fractals
 from coremtl_lite.data.scenes import CAMERA_HEIGHT, MAX_OBJECTS, noise_fields
-from coremtl_lite.data.scenes.geometry import geometry
+from coremtl_lite.data.scenes.geometry import CYLINDER_RADIUS, PYRAMID_INRADIUS, geometry
 from coremtl_lite.shading import linear_to_srgb, sh_basis
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _scene(objects, tilt=(0.0, 0.0), z0=0.0):
-    """Semantic factors of one scene from ``[(shape_id, x, y, size, height, angle), ...]``."""
+def _scene(objects, tilt=(0.0, 0.0), z0=0.0, waves=((0.0, 0.0, 0.0), (0.0, 0.0, 0.0))):
+    """Semantic factors of one scene from ``[(shape_id, x, y, size, height, angle), ...]`` (a flat
+    ground unless ``waves`` gives the ground's ``(direction, omega, phase)`` per wave)."""
     valid = torch.zeros(1, MAX_OBJECTS, dtype=torch.bool)
     shape = torch.full((1, MAX_OBJECTS), -1)
     pos, size, height, angle = (
@@ -45,6 +46,7 @@ def _scene(objects, tilt=(0.0, 0.0), z0=0.0):
         "angle": angle,
         "ground_tilt": torch.tensor([tilt]),
         "ground_height": torch.tensor([z0]),
+        "ground_waves": torch.tensor([waves]),
     }
 
 
@@ -71,29 +73,67 @@ def test_known_answer_hemisphere_on_a_flat_ground():
     assert (torch.sign(g["normal"][0, 0][rim]) == torch.sign(x[rim])).float().mean() > 0.99
 
 
-def test_known_answer_box_cylinder_occlusion_and_tilted_ground():
+def test_known_answer_box_lying_cylinder_occlusion_and_tilted_ground():
     n = 48
-    # a tall cylinder overlaps a low box: the taller surface is the visible one where they overlap
+    # a tall cylinder lying along x over a low box: the higher surface is the visible one where they overlap
     g = geometry(
-        _scene([(3, -0.2, 0.0, 0.4, 0.3, 0.0), (2, 0.2, 0.0, 0.4, 0.6, 0.0)], tilt=(0.1, -0.05), z0=0.02), n
+        _scene([(3, -0.2, 0.0, 0.4, 0.1, 0.0), (2, 0.2, 0.0, 0.4, 0.6, 0.0)], tilt=(0.1, -0.05), z0=0.02), n
     )
     x, y = _pixel_grid(n)
     box = (x + 0.2).abs().lt(0.32) & y.abs().lt(0.32)
-    cyl = (x - 0.2) ** 2 + y**2 < 0.16
+    w = CYLINDER_RADIUS * 0.4
+    cyl = (x - 0.2).abs().lt(0.4) & y.abs().lt(w)
+    core = (x - 0.2).abs().lt(0.35) & y.abs().lt(0.7 * w)  # where the tube is clearly above the box
     seg = g["segmentation"][0]
-    assert torch.equal(seg[cyl], torch.full_like(seg[cyl], 3))  # class 3 = cylinder (shape 2 + 1)
+    assert torch.equal(seg[core], torch.full_like(seg[core], 3))  # class 3 = cylinder (shape 2 + 1)
     assert torch.equal(seg[box & ~cyl], torch.full_like(seg[box & ~cyl], 4))  # box (shape 3 + 1)
     ground = ~box & ~cyl
     assert (seg[ground] == 0).all()
     plane = 0.1 * x - 0.05 * y + 0.02
     assert torch.allclose(g["depth"][0, 0][ground], CAMERA_HEIGHT - plane[ground], atol=1e-5)
-    # flat tops rest on the plane at their centre
-    assert torch.allclose(
-        g["depth"][0, 0][cyl], torch.tensor(CAMERA_HEIGHT - (0.6 + 0.1 * 0.2 + 0.02)), atol=1e-5
-    )
+    # the tube's height H sqrt(1 - y^2 / w^2) above the plane at its centre; its normal tilts across it
+    tube = 0.6 * (1 - (y / w) ** 2).clamp_min(1e-4).sqrt() + (0.1 * 0.2 + 0.02)
+    assert torch.allclose(g["depth"][0, 0][core], CAMERA_HEIGHT - tube[core], atol=1e-5)
+    assert (g["normal"][0, 0][core].abs() < 1e-6).all()  # no slope along its axis
+    assert (
+        torch.sign(g["normal"][0, 1][core & (y.abs() > 0.02)]) == torch.sign(y[core & (y.abs() > 0.02)])
+    ).all()
     nz = 1.0 / math.sqrt(1 + 0.1**2 + 0.05**2)
     expect = torch.tensor([-0.1 * nz, 0.05 * nz, nz])
     assert torch.allclose(g["normal"][0][:, ground], expect[:, None], atol=1e-6)
+
+
+def test_known_answer_three_sided_pyramid():
+    n, r, h = 64, 0.5, 0.6
+    g = geometry(_scene([(4, 0.0, 0.0, r, h, 0.0)]), n)
+    x, y = _pixel_grid(n)
+    a = PYRAMID_INRADIUS * r
+    facets = torch.tensor([[math.cos(t), math.sin(t)] for t in (0.0, 2 * math.pi / 3, 4 * math.pi / 3)])
+    m = torch.stack([f[0] * x + f[1] * y for f in facets]).max(0).values
+    inside = m < a
+    assert torch.equal(g["segmentation"][0], torch.where(inside, 5, 0))  # class 5 = pyramid
+    assert torch.allclose(
+        g["depth"][0, 0], CAMERA_HEIGHT - torch.where(inside, h * (1 - m / a), 0.0), atol=1e-5
+    )
+    # the facet facing +x has the gradient -H/a (1, 0): normal (H/a, 0, 1) / norm
+    east = inside & (x > 0.1) & (y.abs() < 0.02)
+    expect = torch.tensor([h / a, 0.0, 1.0]) / math.hypot(h / a, 1.0)
+    assert torch.allclose(g["normal"][0][:, east], expect[:, None], atol=1e-5)
+
+
+def test_rolling_ground_normals_follow_its_depth():
+    """The ground's analytic normal agrees with the finite differences of its depth label."""
+    n = 128
+    g = geometry(_scene([], tilt=(0.02, -0.01), waves=((0.3, 3.0, 1.0), (2.0, 4.0, 0.5))), n)
+    z = CAMERA_HEIGHT - g["depth"][0, 0]
+    step = 2.0 / n
+    dzdx = (z[1:-1, 2:] - z[1:-1, :-2]) / (2 * step)
+    dzdy = -(z[2:, 1:-1] - z[:-2, 1:-1]) / (2 * step)  # rows run down, y runs up
+    nrm = torch.stack([-dzdx, -dzdy, torch.ones_like(dzdx)])
+    nrm = nrm / nrm.norm(dim=0, keepdim=True)
+    assert torch.allclose(g["normal"][0][:, 1:-1, 1:-1], nrm, atol=2e-3)
+    tilt_deg = torch.rad2deg(torch.acos(g["normal"][0, 2].clamp(max=1.0)))
+    assert tilt_deg.max() > 10.0  # the waves are visible: the ground is not flat
 
 
 def test_mirroring_the_semantic_factors_mirrors_the_labels():
@@ -101,10 +141,12 @@ def test_mirroring_the_semantic_factors_mirrors_the_labels():
     s = ds.sample_semantic(range(64))
     m = dict(s)
     m["position"] = s["position"] * torch.tensor([-1.0, 1.0])
-    m["angle"] = torch.where(
-        s["valid"], math.pi / 2 - s["angle"], 0.0
-    )  # boxes and pyramids: 90-degree symmetric
+    # x -> -x maps an object at angle t to one at pi - t (every shape's footprint is symmetric about
+    # its own u axis) and a wave of direction t to one of direction pi - t
+    m["angle"] = torch.where(s["valid"], math.pi - s["angle"], 0.0)
     m["ground_tilt"] = s["ground_tilt"] * torch.tensor([-1.0, 1.0])
+    m["ground_waves"] = s["ground_waves"].clone()
+    m["ground_waves"][..., 0] = math.pi - s["ground_waves"][..., 0]
     a, b = ds.geometry(s), ds.geometry(m)
     same = a["segmentation"].flip(-1) == b["segmentation"]
     assert same.float().mean() > 0.995  # up to pixels on a footprint's edge

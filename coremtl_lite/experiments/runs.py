@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coremtl_lite.config import Config
+from coremtl_lite.data import scenes
 
 __all__ = [
     "IDENTITY_IGNORES",
@@ -30,11 +31,10 @@ __all__ = [
     "train_and_evaluate",
 ]
 
-#: the version of the ShadedScenes generator (its priors, renderer and labels). It is part of the identity of
-#: every run on a dataset of :data:`SCENES_DATASETS`, so a cache written with another generator (e.g. a
-#: ShadedScenes v1 benchmark folder) is never read back as this one: bump it whenever
-#: ``coremtl_lite/data/scenes/`` changes what a scene looks like.
-SCENES_VERSION = 2
+#: the version of the ShadedScenes generator (:data:`coremtl_lite.data.scenes.SCENES_VERSION`: its priors,
+#: renderer and labels). It is part of the identity of every run on a dataset of :data:`SCENES_DATASETS`, so a
+#: cache written with another generator (e.g. a ShadedScenes v2 benchmark folder) is never read back as this one
+SCENES_VERSION = scenes.SCENES_VERSION
 #: the datasets rendered by the ShadedScenes generator (ShadedAttributes labels its scenes; ConfoundedScenes
 #: draws its objects with the same object factors)
 SCENES_DATASETS = ("shaded_scenes", "shaded_attributes", "confounded_scenes")

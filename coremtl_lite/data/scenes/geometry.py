@@ -1,9 +1,10 @@
 """Geometry of a ShadedScenes scene: the semantic factors ``s`` and the labels they fix.
 
-The semantic factors are a tilted ground plane and 1-5 objects of 6 shape classes, each with a
-position, size, height and angle. Their law is the same in every domain (the shift of paper §2,
-Assumption 2.2, moves only the residual factors), so the labels of scene ``i`` -- segmentation,
-depth and normals -- are bit-identical in every domain for the same seed.
+The semantic factors are a rolling ground (a gently tilted plane plus two long sinusoidal waves) and
+1-5 objects of 6 shape classes, each with a position, size, height and angle. Their law is the same
+in every domain (the shift of paper §2, Assumption 2.2, moves only the residual factors), so the
+labels of scene ``i`` -- segmentation, depth and normals -- are bit-identical in every domain for the
+same seed.
 
 Camera. An orthographic camera looks straight down the ``-z`` axis from height
 :data:`CAMERA_HEIGHT`; the scene is a height field ``z(x, y)`` over ``[-1, 1]^2`` (``x`` to the right
@@ -11,13 +12,17 @@ along image columns, ``y`` up along image rows, so row 0 is ``y = +1``). Depth i
 ``CAMERA_HEIGHT - z`` and the unit normal is ``(-dz/dx, -dz/dy, 1) / norm`` from the analytic
 height-field gradient of the visible surface (``z`` towards the camera).
 
-Sizes. Objects are large (size factor 0.35-0.55 of the half-width, 11-18 pixels at 64 x 64; 3.4
-per scene on average, covering about 40 % of the image) and every class has its own proportions
-(:data:`SHAPE_SIZE_RANGES`, :data:`SHAPE_HEIGHT_RANGES`), so that a plain model can learn the classes
-from silhouette and shading, not only from colour. The ground plane is nearly flat: its tilt and height cannot be seen from
-straight above, so they are the labels' irreducible part and are kept small. Measured (cpu profile,
-vanilla EW, trained at rho = 0, seed 0): segmentation mIoU 0.26 on the source against 0.087 for the
-majority class -- shape is learnable at this budget, but far from solved.
+Shapes. Seen from straight above a shape shows only its footprint and its shading, so every class
+has a footprint or a relief of its own: a dome (hemisphere: a disc, smooth shading), a cone (a disc
+with a peak), a cylinder lying on its side (a long rectangle, shaded across), a box (a flat square),
+a three-sided pyramid (a triangle of three facets) and a torus (a ring). Objects are large (size
+factor 0.35-0.55 of the half-width, 11-18 pixels at 64 x 64; 3.4 per scene on average) and every
+class has its own proportions (:data:`SHAPE_SIZE_RANGES`, :data:`SHAPE_HEIGHT_RANGES`).
+
+Ground. The ground rolls (:data:`GROUND_WAVE_AMPLITUDE`, :data:`GROUND_WAVE_OMEGA`): its normals
+tilt by up to about 20 degrees, so that normals and depth are something a model must read from the
+image's shading, not a constant it can guess. Objects rest on the ground at their centre (on a
+slope, the ground may cut into the low side of a footprint).
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ import torch
 from coremtl_lite.data import _random
 
 CLASS_NAMES = ("ground", "hemisphere", "cone", "cylinder", "box", "pyramid", "torus")
+#: the version of the scene generator: runs and caches keyed by it are never read across versions
+#: (3: distinct footprints -- lying cylinder, three-sided pyramid -- and a rolling ground)
+SCENES_VERSION = 3
 NUM_CLASSES = len(CLASS_NAMES)
 SHAPES = CLASS_NAMES[1:]
 NUM_SHAPES = len(SHAPES)
@@ -48,13 +56,18 @@ SHAPE_HEIGHT_RANGES = ((0.35, 0.5), (0.6, 0.9), (0.25, 0.45), (0.3, 0.55), (0.5,
 SIZE_RANGE = (min(r[0] for r in SHAPE_SIZE_RANGES), max(r[1] for r in SHAPE_SIZE_RANGES))
 HEIGHT_RANGE = (min(r[0] for r in SHAPE_HEIGHT_RANGES), max(r[1] for r in SHAPE_HEIGHT_RANGES))
 POSITION_RANGE = 0.6  # object centres uniform in [-0.6, 0.6]^2
-# the ground plane z = a x + b y + c: slopes a, b uniform in [-GROUND_TILT, GROUND_TILT], c in
-# [-GROUND_HEIGHT, GROUND_HEIGHT]. Small, because a straight-down orthographic view cannot see them
-# (a plane under one light has one colour): they are the labels' irreducible part
-GROUND_TILT = 0.02
+# the ground z = a x + b y + c + sum_k A sin(omega_k (cos t_k x + sin t_k y) + phi_k), k = 1, 2:
+# slopes a, b uniform in [-GROUND_TILT, GROUND_TILT], c in [-GROUND_HEIGHT, GROUND_HEIGHT], wave
+# directions t_k and phases phi_k uniform on the circle, angular frequencies omega_k uniform in
+# GROUND_WAVE_OMEGA (0.4-0.75 periods across the image's width of 2). The tilt and height of a plane
+# cannot be seen from straight above (a plane under one light has one colour) and are kept small;
+# the waves can (their shading varies), with slopes of up to A * omega = 0.19 each
+GROUND_TILT = 0.03
 GROUND_HEIGHT = 0.02
+GROUND_WAVES = 2
+GROUND_WAVE_AMPLITUDE = 0.04
+GROUND_WAVE_OMEGA = (0.75 * math.pi, 1.5 * math.pi)
 MAX_SIZE = SIZE_RANGE[1]
-MAX_EXTENT = MAX_SIZE * math.sqrt(2.0)  # farthest footprint point from the centre (rotated pyramid corner)
 
 SEMANTIC_KEYS = (
     "num_objects",
@@ -66,18 +79,26 @@ SEMANTIC_KEYS = (
     "angle",
     "ground_tilt",
     "ground_height",
+    "ground_waves",
 )
 
+#: footprint proportions in units of the size ``r``: the lying cylinder is ``2 r`` long and
+#: ``2 * CYLINDER_RADIUS * r`` wide, the box ``2 * BOX_HALF_WIDTH * r`` wide, and the pyramid's
+#: triangle has inradius ``PYRAMID_INRADIUS * r`` (circumradius twice that)
+CYLINDER_RADIUS = 0.45
+BOX_HALF_WIDTH = 0.8
+PYRAMID_INRADIUS = 0.6
 #: farthest footprint point from the centre per shape, in units of the size ``r`` (a disc containing
 #: the footprint: the renderer only evaluates a shape on the pixels of its disc)
 FOOTPRINT_REACH = {
     "hemisphere": 1.0,
     "cone": 1.0,
-    "cylinder": 1.0,
+    "cylinder": math.hypot(1.0, CYLINDER_RADIUS),
     "torus": 1.0,
-    "box": 0.8 * math.sqrt(2.0),
-    "pyramid": math.sqrt(2.0),
+    "box": BOX_HALF_WIDTH * math.sqrt(2.0),
+    "pyramid": 2.0 * PYRAMID_INRADIUS,
 }
+MAX_EXTENT = MAX_SIZE * max(FOOTPRINT_REACH.values())  # farthest footprint point from a centre
 
 
 def object_factors(u: torch.Tensor, shape: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -90,7 +111,7 @@ def object_factors(u: torch.Tensor, shape: torch.Tensor) -> dict[str, torch.Tens
         "position": (u[..., 0:2] * 2.0 - 1.0) * POSITION_RANGE,
         "size": size_lo + (size_hi - size_lo) * u[..., 2],
         "height": height_lo + (height_hi - height_lo) * u[..., 3],
-        "angle": u[..., 4] * (math.pi / 2),
+        "angle": u[..., 4] * math.pi,
     }
 
 
@@ -119,7 +140,38 @@ def sample_semantic(seed: int, global_indices: torch.Tensor) -> dict[str, torch.
         "angle": obj["angle"] * vf,
         "ground_tilt": (u[:, 31:33] - 0.5) * GROUND_TILT * 2.0,
         "ground_height": (u[:, 33] - 0.5) * GROUND_HEIGHT * 2.0,
+        "ground_waves": ground_waves(u[:, 34 : 34 + 3 * GROUND_WAVES].view(b, GROUND_WAVES, 3)),
     }
+
+
+def ground_waves(u: torch.Tensor) -> torch.Tensor:
+    """The ground's waves ``(..., GROUND_WAVES, 3)`` -- direction, angular frequency, phase -- from
+    uniforms ``u`` of the same shape."""
+    lo, hi = GROUND_WAVE_OMEGA
+    return torch.stack([u[..., 0] * (2 * math.pi), lo + (hi - lo) * u[..., 1], u[..., 2] * (2 * math.pi)], -1)
+
+
+def ground_surface(
+    tilt: torch.Tensor, height: torch.Tensor, waves: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Height ``z`` of the rolling ground at ``(x, y)`` and its analytic gradient ``(dz/dx, dz/dy)``.
+
+    ``z = a x + b y + c + sum_k A sin(omega_k (cos t_k x + sin t_k y) + phi_k)`` with ``(a, b) =
+    tilt``, ``c = height`` and ``(t_k, omega_k, phi_k) = waves[..., k, :]``. The factors' leading
+    dims must broadcast against ``x`` and ``y``: ``tilt (..., 2)``, ``height (...)``, ``waves (...,
+    GROUND_WAVES, 3)``.
+    """
+    a, b = tilt[..., 0], tilt[..., 1]
+    shape = torch.broadcast_shapes(a.shape, x.shape, y.shape)
+    z, gx, gy = a * x + b * y + height, a.expand(shape).clone(), b.expand(shape).clone()
+    for k in range(waves.shape[-2]):
+        t, omega, phi = waves[..., k, 0], waves[..., k, 1], waves[..., k, 2]
+        ct, st = torch.cos(t), torch.sin(t)
+        arg = omega * (ct * x + st * y) + phi
+        z = z + GROUND_WAVE_AMPLITUDE * torch.sin(arg)
+        slope = GROUND_WAVE_AMPLITUDE * omega * torch.cos(arg)
+        gx, gy = gx + slope * ct, gy + slope * st
+    return z, gx, gy
 
 
 def surface_classes(shape: torch.Tensor) -> torch.Tensor:
@@ -144,7 +196,7 @@ def _shape_surface(
     """
     r, hgt = r[obj], hgt[obj]
     name = SHAPES[shape]
-    if name in ("hemisphere", "cone", "cylinder", "torus"):
+    if name in ("hemisphere", "cone", "torus"):
         rho2 = dx * dx + dy * dy
         rho = rho2.sqrt()
         if name == "hemisphere":  # h = H sqrt(1 - rho^2/r^2)
@@ -159,10 +211,6 @@ def _shape_surface(
             g = -hgt / (r * rho.clamp_min(1e-6))
             gx, gy = g * dx, g * dy
             inside = rho < r
-        elif name == "cylinder":  # flat top
-            h = hgt.expand_as(rho)
-            gx = gy = torch.zeros_like(rho)
-            inside = rho < r
         else:  # torus: elliptic tube of radius 0.35 r around a ring of radius 0.65 r
             ring, tube = 0.65 * r, 0.35 * r
             d = rho - ring
@@ -175,20 +223,30 @@ def _shape_surface(
         return torch.where(inside, h, -torch.inf), gx, gy
     c, s = torch.cos(ang)[obj], torch.sin(ang)[obj]
     u, v = c * dx + s * dy, -s * dx + c * dy  # object-frame coordinates
-    if name == "box":  # flat top, half-width 0.8 r
-        half = 0.8 * r
+    if name == "box":  # flat top, half-width BOX_HALF_WIDTH r
+        half = BOX_HALF_WIDTH * r
         h = hgt.expand_as(u)
         gx = gy = torch.zeros_like(u)
         inside = (u.abs() < half) & (v.abs() < half)
         return torch.where(inside, h, -torch.inf), gx, gy
-    # pyramid: h = H (1 - max(|u|, |v|)/r); the gradient points along the dominant axis
-    m = torch.maximum(u.abs(), v.abs())
-    h = hgt * (1.0 - m / r)
-    along_u = u.abs() >= v.abs()
-    gu = torch.where(along_u, -hgt / r * torch.sign(u), torch.zeros_like(u))
-    gv = torch.where(along_u, torch.zeros_like(v), -hgt / r * torch.sign(v))
+    if name == "cylinder":  # lying along u: an elliptic tube of half-width w, h = H sqrt(1 - v^2/w^2)
+        w = CYLINDER_RADIUS * r
+        q = v * v / (w * w)
+        root = (1.0 - q).clamp_min(1e-4).sqrt()
+        h = hgt * root
+        gu, gv = torch.zeros_like(u), -hgt * v / (w * w * root)
+        inside = (u.abs() < r) & (q < 1.0)
+    else:  # three-sided pyramid: h = H (1 - m / a), m = max_i f_i . (u, v) over its facets' normals f_i
+        a = PYRAMID_INRADIUS * r
+        facets = [(math.cos(t), math.sin(t)) for t in (0.0, 2 * math.pi / 3, 4 * math.pi / 3)]
+        proj = torch.stack([fu * u + fv * v for fu, fv in facets])  # (3, P)
+        m, which = proj.max(0)
+        f = torch.tensor(facets)[which]  # the facet under each pixel: the gradient is -H/a f
+        h = hgt * (1.0 - m / a)
+        gu, gv = -hgt / a * f[:, 0], -hgt / a * f[:, 1]
+        inside = m < a
     gx, gy = c * gu - s * gv, s * gu + c * gv  # back to the world frame
-    return torch.where(m < r, h, -torch.inf), gx, gy
+    return torch.where(inside, h, -torch.inf), gx, gy
 
 
 def check_semantic(semantic: dict[str, torch.Tensor]) -> None:
@@ -210,8 +268,8 @@ def check_semantic(semantic: dict[str, torch.Tensor]) -> None:
 def geometry(semantic: dict[str, torch.Tensor], n_pix: int) -> dict[str, torch.Tensor]:
     """Labels from the semantic factors alone: segmentation, depth, normal, and the visible surface.
 
-    The visible surface is the highest one (orthographic view from above): the ground plane
-    ``z = a x + b y + c`` or an object resting on it. Each object is evaluated on the image pixels of
+    The visible surface is the highest one (orthographic view from above): the rolling ground
+    (:func:`ground_surface`) or an object resting on it. Each object is evaluated on the image pixels of
     a fixed-size window around its centre that lie in a disc containing its footprint
     (:data:`FOOTPRINT_REACH`), and the objects are merged by a scatter-max into the canvas; ties
     between objects go to the highest slot.
@@ -229,13 +287,12 @@ def geometry(semantic: dict[str, torch.Tensor], n_pix: int) -> dict[str, torch.T
     # only the image pixels are ever written, so the canvas below is the image itself
     coord = -1.0 + (torch.arange(side, dtype=torch.float32) - pad + 0.5) * step
     vis = coord[pad : pad + n_pix]
-    tilt, z0 = semantic["ground_tilt"].float(), semantic["ground_height"].float()
+    tilt, z0, waves = (semantic[k].float() for k in ("ground_tilt", "ground_height", "ground_waves"))
     xg, yg = vis[None, None, :], -vis[None, :, None]  # column -> x, row -> y (up)
-    zcanvas = (tilt[:, 0, None, None] * xg + tilt[:, 1, None, None] * yg + z0[:, None, None]).reshape(-1)
-    ground_z = zcanvas
+    zg, gxg, gyg = ground_surface(tilt[:, None, None], z0[:, None, None], waves[:, None, None], xg, yg)
+    zcanvas = ground_z = zg.reshape(-1)
     npix = n_pix * n_pix
-    gx = tilt[:, 0, None].expand(b, npix).reshape(-1).clone()
-    gy = tilt[:, 1, None].expand(b, npix).reshape(-1).clone()
+    gx, gy = gxg.reshape(-1).clone(), gyg.reshape(-1).clone()
     tu = xg.expand(b, n_pix, n_pix).reshape(-1).clone()
     tv = yg.expand(b, n_pix, n_pix).reshape(-1).clone()
     surface = torch.full((b * npix,), GROUND, dtype=torch.long)
@@ -273,7 +330,7 @@ def geometry(semantic: dict[str, torch.Tensor], n_pix: int) -> dict[str, torch.T
             o = sel[o]
             parts.append((o, lin0[o] + wr * n_pix + wc, hs, gxs, gys, ddx, ddy))
         obj, lin, h, ogx, ogy, ddx, ddy = (torch.cat(t) for t in zip(*parts))
-        base = tilt[bi, 0] * pos[:, 0] + tilt[bi, 1] * pos[:, 1] + z0[bi]  # objects rest on the plane
+        base = ground_surface(tilt[bi], z0[bi], waves[bi], pos[:, 0], pos[:, 1])[0]  # rest on the ground
         z = base[obj] + h  # -inf outside the footprints: never wins below
         zcanvas = zcanvas.scatter_reduce(0, lin, z, reduce="amax")
         top = ((z == zcanvas[lin]) & (z > ground_z[lin])).nonzero().squeeze(1)
