@@ -307,7 +307,7 @@ def geometry(semantic: dict[str, torch.Tensor], n_pix: int) -> dict[str, torch.T
         centre = ((1.0 - pos[:, 1]) / step).floor().long(), ((pos[:, 0] + 1.0) / step).floor().long()
         base = tilt[bi, 0] * pos[:, 0] + tilt[bi, 1] * pos[:, 1] + z0[bi]  # objects rest on the plane
         cos_a, sin_a = torch.cos(ang), torch.sin(ang)
-        parts = []
+        parts, first = [], 0
         for s_id in range(NUM_SHAPES):
             sel = (shp == s_id).nonzero().squeeze(1)
             if not sel.numel():
@@ -315,27 +315,31 @@ def geometry(semantic: dict[str, torch.Tensor], n_pix: int) -> dict[str, torch.T
             o, pixel, dx, dy = _candidates(s_id, sel, centre, pos, size, n_pix)
             h, ogx, ogy = _shape_surface(s_id, dx, dy, size[sel], hgt[sel], ang[sel], obj=o)
             obj = sel.index_select(0, o)
-            parts.append((obj, bi.index_select(0, obj) * npix + pixel, base.index_select(0, obj) + h, ogx, ogy, dx, dy))
-        obj, lin, z, ogx, ogy, dx, dy = (torch.cat(t) for t in zip(*parts))
-        if len(z) > _CANDIDATE_MASK:
-            raise ValueError(f"geometry: {len(z)} candidate pixels exceed {_CANDIDATE_MASK}; render fewer scenes at once")
-        # texture coordinates of every candidate in its object's frame
-        c, sn = cos_a.index_select(0, obj), sin_a.index_select(0, obj)
-        otu, otv = c * dx + sn * dy, -sn * dx + c * dy
-        keys = _visibility_key(z, ki.index_select(0, obj), torch.arange(len(z)))
-        canvas = canvas.scatter_reduce(0, lin, keys, reduce="amax")
-        won = (canvas >> _SURFACE_SHIFT) & 7 != GROUND
-        winner = torch.where(won, canvas & _CANDIDATE_MASK, 0).view(b, n_pix, n_pix)
+            candidate = torch.arange(first, first + len(o))
+            first += len(o)
+            if first > _CANDIDATE_MASK:
+                raise ValueError(
+                    f"geometry: more than {_CANDIDATE_MASK} candidate pixels; render fewer scenes at once"
+                )
+            keys = _visibility_key(base.index_select(0, obj) + h, ki.index_select(0, obj), candidate)
+            canvas.scatter_reduce_(0, bi.index_select(0, obj) * npix + pixel, keys, reduce="amax")
+            # texture coordinates of every candidate in its object's frame
+            c, sn = cos_a.index_select(0, obj), sin_a.index_select(0, obj)
+            parts.append((ogx, ogy, c * dx + sn * dy, -sn * dx + c * dy))
+        ogx, ogy, otu, otv = (torch.cat(t) for t in zip(*parts))
+    surface = ((canvas >> _SURFACE_SHIFT) & 7).view(b, n_pix, n_pix)
+    if len(bi):
+        won = surface != GROUND  # pixels where an object is visible, and the candidate that won them
+        winner = torch.where(won, canvas.view(b, n_pix, n_pix) & _CANDIDATE_MASK, 0).view(-1)
 
         def visible(on_object: torch.Tensor, on_ground: torch.Tensor) -> torch.Tensor:
-            return torch.where(won.view(b, n_pix, n_pix), on_object.index_select(0, winner.view(-1)).view_as(winner), on_ground)
+            return torch.where(won, on_object.index_select(0, winner).view(b, n_pix, n_pix), on_ground)
 
         gx, gy, tu, tv = visible(ogx, gx), visible(ogy, gy), visible(otu, tu), visible(otv, tv)
     gx, gy = gx.expand(b, n_pix, n_pix), gy.expand(b, n_pix, n_pix)
     tu, tv = tu.expand(b, n_pix, n_pix), tv.expand(b, n_pix, n_pix)
     inv = torch.rsqrt(gx * gx + gy * gy + 1.0)  # n = (-z_x, -z_y, 1) / |.|
     normal = torch.stack([-gx * inv, -gy * inv, inv], 1)
-    surface = ((canvas >> _SURFACE_SHIFT) & 7).view(b, n_pix, n_pix)
     seg = torch.gather(surface_classes(shape), 1, surface.view(b, -1)).view(b, n_pix, n_pix)
     return {
         "segmentation": seg,
