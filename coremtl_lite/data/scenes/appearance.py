@@ -157,11 +157,12 @@ def noise_fields(noise_seed: torch.Tensor, height: int, width: int) -> torch.Ten
     idx = key % NOISE_BANK_SIZE
     di, dj = (key >> 6) % height, (key >> 16) % width
     sign = 1.0 - 2.0 * ((key >> 31) & 1).float()
-    # one gather: field b, channel c, pixel (i, j) is bank[idx_b, c, di_b + i, dj_b + j]
-    c, i, j = torch.arange(3), torch.arange(height), torch.arange(width)
-    within = ((c[:, None, None] * 2 * height + i[:, None]) * 2 * width + j).view(-1)  # offsets in one bank image
-    start = (idx * 3 * 2 * height + di) * 2 * width + dj
-    out = bank.view(-1).index_select(0, (start[:, None] + within).view(-1)).view(len(key), 3, height, width)
+    if not len(key):
+        return torch.empty(0, 3, height, width)
+    # one contiguous H x W slice per scene (measured: faster than a single element-wise gather)
+    out = torch.stack(
+        [bank[k, :, i : i + height, j : j + width] for k, i, j in zip(idx.tolist(), di.tolist(), dj.tolist())]
+    )
     return out * sign[:, None, None, None]
 
 

@@ -250,19 +250,21 @@ def _candidates(
     step = 2.0 / n_pix
     reach = FOOTPRINT_REACH[SHAPES[s_id]] * size[sel] + 2.0 * step
     half = int(math.ceil(float(reach.max()) / step)) + 1  # the window's half-width in pixels
+    win = 2 * half + 1
     off = torch.arange(-half, half + 1)
     rows, cols = centre[0][sel, None] + off, centre[1][sel, None] + off  # (n, win) image rows/columns
-    # pixel centres: x = -1 + (col + 0.5) step to the right, y = 1 - (row + 0.5) step up
+    # pixel centres: x = -1 + (col + 0.5) step to the right, y = 1 - (row + 0.5) step up; rows and
+    # columns outside the image get an infinite offset, which puts them outside every disc
     dxw = (-1.0 + (cols.float() + 0.5) * step) - pos[sel, 0, None]
     dyw = -(-1.0 + (rows.float() + 0.5) * step) - pos[sel, 1, None]
+    dxw = torch.where((cols >= 0) & (cols < n_pix), dxw, torch.inf)
+    dyw = torch.where((rows >= 0) & (rows < n_pix), dyw, torch.inf)
     inside = (dxw * dxw)[:, None, :] + (dyw * dyw)[:, :, None] <= (reach * reach)[:, None, None]
-    in_image = ((rows >= 0) & (rows < n_pix))[:, :, None] & ((cols >= 0) & (cols < n_pix))[:, None, :]
-    o, wr, wc = (inside & in_image).nonzero().unbind(1)
-    win = 2 * half + 1
+    o, wr, wc = inside.nonzero().unbind(1)
     dx = dxw.view(-1).index_select(0, o * win + wc)
     dy = dyw.view(-1).index_select(0, o * win + wr)
-    pixel = rows.view(-1).index_select(0, o * win + wr) * n_pix + cols.view(-1).index_select(0, o * win + wc)
-    return o, pixel, dx, dy
+    corner = (rows[:, 0] * n_pix + cols[:, 0]).index_select(0, o)  # the window's top-left pixel
+    return o, corner + wr * n_pix + wc, dx, dy
 
 
 def geometry(semantic: dict[str, torch.Tensor], n_pix: int) -> dict[str, torch.Tensor]:
