@@ -212,7 +212,9 @@ _SURFACE_SHIFT, _HEIGHT_SHIFT = 28, 31
 _CANDIDATE_MASK = (1 << _SURFACE_SHIFT) - 1
 
 
-def _visibility_key(z: torch.Tensor, surface: torch.Tensor | int, candidate: torch.Tensor | int) -> torch.Tensor:
+def _visibility_key(
+    z: torch.Tensor, surface: torch.Tensor | int, candidate: torch.Tensor | int
+) -> torch.Tensor:
     """One int64 per (pixel, surface) whose integer order is the order "higher ``z``, then higher
     ``surface`` index": the visible surface of a pixel is its largest key.
 
