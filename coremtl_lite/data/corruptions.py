@@ -66,8 +66,10 @@ def gaussian_noise(x: torch.Tensor, severity: int = 1, seeds=None, generator=Non
     c = GAUSSIAN_NOISE[_check_severity(severity) - 1]
     xb, single = _as_batch(x)
     gens = _generators(seeds, generator, len(xb))
-    noise = torch.stack([torch.randn(xb.shape[1:], generator=g) for g in gens]).to(xb)
-    out = (xb + c * noise).clamp(0.0, 1.0)
+    noise = torch.empty(xb.shape)
+    for b, g in enumerate(gens):
+        torch.randn(xb.shape[1:], generator=g, out=noise[b])
+    out = (xb + c * noise.to(xb)).clamp(0.0, 1.0)
     return out[0] if single else out
 
 
@@ -107,20 +109,33 @@ def disk_kernel(radius: int, alias_blur: float) -> torch.Tensor:
     return out[0, 0].float()
 
 
+def _crop_zero_border(kernel: torch.Tensor) -> torch.Tensor:
+    """``kernel`` without the rings of exact zeros around it (taps that add nothing)."""
+    k = kernel.shape[-1]
+    nonzero = kernel != 0
+    rows, cols = nonzero.any(1).nonzero().squeeze(1), nonzero.any(0).nonzero().squeeze(1)
+    ring = min(int(rows.min()), int(cols.min()), k - 1 - int(rows.max()), k - 1 - int(cols.max()))
+    return kernel[ring : k - ring, ring : k - ring]
+
+
 def defocus_blur(x: torch.Tensor, severity: int = 1, **_: object) -> torch.Tensor:
-    """Convolution with an anti-aliased disk (radius 3, 4, 6, 8, 10 px), reflect-101 border (ImageNet-C)."""
+    """Convolution with an anti-aliased disk (radius 3, 4, 6, 8, 10 px), reflect-101 border (ImageNet-C).
+
+    The reflect padding is the reference's (half the disk grid); the convolution skips the kernel's
+    all-zero outer rings and runs channels-last, both of which leave every output value unchanged.
+    """
     radius, alias = DEFOCUS_BLUR[_check_severity(severity) - 1]
     xb, single = _as_batch(x)
-    kernel = disk_kernel(radius, alias).to(xb)
-    k = kernel.shape[-1]
-    p = k // 2
+    p = disk_kernel(radius, alias).shape[-1] // 2
     if min(xb.shape[-2:]) <= p:
         raise ValueError(
             f"defocus_blur severity {severity} needs images larger than {p} px, got {tuple(xb.shape)}"
         )
+    kernel = _crop_zero_border(disk_kernel(radius, alias)).to(xb)
+    k = kernel.shape[-1]
     c = xb.shape[1]
-    padded = F.pad(xb, (p, p, p, p), mode="reflect")
-    out = F.conv2d(padded, kernel.expand(c, 1, k, k), groups=c).clamp(0.0, 1.0)
+    padded = F.pad(xb, (k // 2,) * 4, mode="reflect").contiguous(memory_format=torch.channels_last)
+    out = F.conv2d(padded, kernel.expand(c, 1, k, k).contiguous(), groups=c).clamp_(0.0, 1.0).contiguous()
     return out[0] if single else out
 
 
@@ -141,11 +156,9 @@ def plasma_fractals(mapsize: int, wibbledecay: float, generators: list[torch.Gen
         raise ValueError(f"plasma_fractal mapsize must be a power of two, got {mapsize}")
     n = len(generators)
     draws = _plasma_draws(mapsize)
-    u = (
-        torch.stack([torch.rand(draws, generator=g, dtype=torch.float64) for g in generators])
-        if n
-        else torch.zeros(0, draws, dtype=torch.float64)
-    )
+    u = torch.empty(n, draws, dtype=torch.float64)
+    for b, g in enumerate(generators):
+        torch.rand(draws, generator=g, dtype=torch.float64, out=u[b])
     m = torch.zeros(n, mapsize, mapsize, dtype=torch.float64)
     step, wibble, used = mapsize, 100.0, 0
 

@@ -265,95 +265,149 @@ def check_semantic(semantic: dict[str, torch.Tensor]) -> None:
             raise ValueError(f"semantic['shape'] must be in 0..{NUM_SHAPES - 1} for valid objects")
 
 
+#: bit layout of the visibility keys of :func:`geometry`: height (32 bits), surface (3), candidate (28)
+_SURFACE_SHIFT, _HEIGHT_SHIFT = 28, 31
+_CANDIDATE_MASK = (1 << _SURFACE_SHIFT) - 1
+
+
+def _visibility_key(
+    z: torch.Tensor, surface: torch.Tensor | int, candidate: torch.Tensor | int
+) -> torch.Tensor:
+    """One int64 per (pixel, surface) whose integer order is the order "higher ``z``, then higher
+    ``surface`` index": the visible surface of a pixel is its largest key.
+
+    The float32 height is mapped to an int32 of the same order (negative floats have their
+    magnitude bits flipped), then packed above the surface index (0-4 objects, 5 the ground, so the
+    ground wins a tie) and the index of the candidate pixel it came from.
+    """
+    bits = (z + 0.0).view(torch.int32)  # + 0.0: -0.0 and 0.0 are equal heights, give them one key
+    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    return (ordered.long() << _HEIGHT_SHIFT) | (surface << _SURFACE_SHIFT) | candidate
+
+
+def _key_height(key: torch.Tensor) -> torch.Tensor:
+    """The float32 height packed in visibility keys (the inverse of :func:`_visibility_key`'s map)."""
+    ordered = (key >> _HEIGHT_SHIFT).int()
+    return (ordered ^ ((ordered >> 31) & 0x7FFFFFFF)).view(torch.float32)
+
+
+def _candidates(
+    s_id: int,
+    sel: torch.Tensor,
+    centre: tuple[torch.Tensor, torch.Tensor],
+    pos: torch.Tensor,
+    size: torch.Tensor,
+    n_pix: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The candidate pixels of objects ``sel`` (all of class ``s_id``): the image pixels in a disc
+    that contains the footprint (:data:`FOOTPRINT_REACH` times the size, plus a 2-pixel margin).
+
+    Each object is looked at through a square window around its centre pixel, as large as the
+    largest disc of the class; the window pixels inside the object's disc and inside the image are
+    the candidates. Returns, per candidate, the object (index into ``sel``), the image pixel
+    (``row * n_pix + col``) and the offsets ``dx, dy`` of the pixel centre from the object centre.
+    """
+    step = 2.0 / n_pix
+    reach = FOOTPRINT_REACH[SHAPES[s_id]] * size[sel] + 2.0 * step
+    half = int(math.ceil(float(reach.max()) / step)) + 1  # the window's half-width in pixels
+    win = 2 * half + 1
+    off = torch.arange(-half, half + 1)
+    rows, cols = centre[0][sel, None] + off, centre[1][sel, None] + off  # (n, win) image rows/columns
+    # pixel centres: x = -1 + (col + 0.5) step to the right, y = 1 - (row + 0.5) step up; rows and
+    # columns outside the image get an infinite offset, which puts them outside every disc
+    dxw = (-1.0 + (cols.float() + 0.5) * step) - pos[sel, 0, None]
+    dyw = -(-1.0 + (rows.float() + 0.5) * step) - pos[sel, 1, None]
+    dxw = torch.where((cols >= 0) & (cols < n_pix), dxw, torch.inf)
+    dyw = torch.where((rows >= 0) & (rows < n_pix), dyw, torch.inf)
+    inside = (dxw * dxw)[:, None, :] + (dyw * dyw)[:, :, None] <= (reach * reach)[:, None, None]
+    o, wr, wc = inside.nonzero().unbind(1)
+    dx = dxw.view(-1).index_select(0, o * win + wc)
+    dy = dyw.view(-1).index_select(0, o * win + wr)
+    corner = (rows[:, 0] * n_pix + cols[:, 0]).index_select(0, o)  # the window's top-left pixel
+    return o, corner + wr * n_pix + wc, dx, dy
+
+
 def geometry(semantic: dict[str, torch.Tensor], n_pix: int) -> dict[str, torch.Tensor]:
     """Labels from the semantic factors alone: segmentation, depth, normal, and the visible surface.
 
-    The visible surface is the highest one (orthographic view from above): the rolling ground
-    (:func:`ground_surface`) or an object resting on it. Each object is evaluated on the image pixels of
-    a fixed-size window around its centre that lie in a disc containing its footprint
-    (:data:`FOOTPRINT_REACH`), and the objects are merged by a scatter-max into the canvas; ties
-    between objects go to the highest slot.
+    The visible surface of a pixel is the highest one (orthographic view from above): the rolling
+    ground (:func:`ground_surface`) or an object resting on it (its base at the ground's height under
+    its centre). The algorithm, all scenes of the batch at once:
+
+    1. every object is evaluated on its *candidate* pixels only, the image pixels in a disc that
+       contains its footprint (:func:`_candidates`), one call of the shape's height function per
+       shape class; outside the footprint the height is ``-inf``;
+    2. every (pixel, surface) pair gets a visibility key ordered by height, then by surface index
+       (:func:`_visibility_key`), and one scatter-max per pixel over the ground and the candidates
+       finds the visible surface: the higher surface wins; a tie between objects goes to the
+       highest slot, a tie with the ground to the ground;
+    3. the depth is read off the winning key, and the gradient and texture coordinates of the
+       winning candidate are gathered (the ground's where it won).
 
     Returns ``segmentation (B,H,W)``, ``depth (B,1,H,W)``, ``normal (B,3,H,W)``, ``surface (B,H,W)``
     (0-4: object slot, 5: ground) and texture coordinates ``tex_uv (B,2,H,W)`` in the surface frame.
     """
     check_semantic(semantic)
     b = semantic["valid"].shape[0]
-    half = int(math.ceil(MAX_EXTENT * n_pix / 2.0)) + 1  # window half-width in pixels
-    win, pad = 2 * half + 1, half + 1
-    side = n_pix + 2 * pad
     step = 2.0 / n_pix
-    # pixel-centre coordinates on a canvas padded by `pad` pixels (windows may overhang the image);
-    # only the image pixels are ever written, so the canvas below is the image itself
-    coord = -1.0 + (torch.arange(side, dtype=torch.float32) - pad + 0.5) * step
-    vis = coord[pad : pad + n_pix]
-    tilt, z0, waves = (semantic[k].float() for k in ("ground_tilt", "ground_height", "ground_waves"))
-    xg, yg = vis[None, None, :], -vis[None, :, None]  # column -> x, row -> y (up)
-    zg, gxg, gyg = ground_surface(tilt[:, None, None], z0[:, None, None], waves[:, None, None], xg, yg)
-    zcanvas = ground_z = zg.reshape(-1)
     npix = n_pix * n_pix
-    gx, gy = gxg.reshape(-1).clone(), gyg.reshape(-1).clone()
-    tu = xg.expand(b, n_pix, n_pix).reshape(-1).clone()
-    tv = yg.expand(b, n_pix, n_pix).reshape(-1).clone()
-    surface = torch.full((b * npix,), GROUND, dtype=torch.long)
+    # the rolling ground at the pixel centres (column -> x, row -> y up)
+    vis = -1.0 + (torch.arange(n_pix, dtype=torch.float32) + 0.5) * step
+    tilt, z0, waves = (semantic[k].float() for k in ("ground_tilt", "ground_height", "ground_waves"))
+    xg, yg = vis[None, None, :], -vis[None, :, None]
+    ground, gx, gy = ground_surface(tilt[:, None, None], z0[:, None, None], waves[:, None, None], xg, yg)
+    canvas = _visibility_key(
+        ground.reshape(-1), GROUND, 0
+    )  # (B*H*W,): the ground everywhere, then the objects
+    tu, tv = xg, yg
 
     valid, shape = semantic["valid"].bool(), semantic["shape"].long()
-    bi, ki = valid.nonzero(as_tuple=True)
+    bi, ki = valid.nonzero(as_tuple=True)  # the objects, scene by scene
     if len(bi):
         pos = semantic["position"].float()[bi, ki]
         size, hgt, ang = (semantic[k].float()[bi, ki] for k in ("size", "height", "angle"))
         shp = shape[bi, ki]
-        # window origin on the padded canvas: centre pixel - half
-        ci = ((1.0 - pos[:, 1]) / step).floor().long() + pad - half  # row of the window's top
-        cj = ((pos[:, 0] + 1.0) / step).floor().long() + pad - half
-        off = torch.arange(win)
-        rows, cols = ci[:, None] + off, cj[:, None] + off  # (N, win) padded-canvas indices
-        dxw = coord[cols] - pos[:, 0, None]  # (N, win): x offset of each window column
-        dyw = -coord[rows] - pos[:, 1, None]  # (N, win): y offset of each window row
-        row_in = (rows >= pad) & (rows < pad + n_pix)
-        col_in = (cols >= pad) & (cols < pad + n_pix)
-        lin0 = (bi * n_pix + ci - pad) * n_pix + cj - pad  # image pixel of each window's (0, 0)
-        parts = []
+        centre = ((1.0 - pos[:, 1]) / step).floor().long(), ((pos[:, 0] + 1.0) / step).floor().long()
+        base = ground_surface(tilt[bi], z0[bi], waves[bi], pos[:, 0], pos[:, 1])[0]  # rest on the ground
+        cos_a, sin_a = torch.cos(ang), torch.sin(ang)
+        parts, first = [], 0
         for s_id in range(NUM_SHAPES):
             sel = (shp == s_id).nonzero().squeeze(1)
             if not sel.numel():
                 continue
-            # candidate pixels: in the image and in a disc that contains the footprint (2 px margin);
-            # the shape itself sets h = -inf on the candidates outside its footprint
-            reach = FOOTPRINT_REACH[SHAPES[s_id]] * size[sel] + 2.0 * step
-            dxs, dys = dxw[sel], dyw[sel]
-            near = (dxs * dxs)[:, None, :] + (dys * dys)[:, :, None] <= (reach * reach)[:, None, None]
-            cand = (near & row_in[sel][:, :, None] & col_in[sel][:, None, :]).view(-1).nonzero().squeeze(1)
-            o, wr, wc = cand // (win * win), cand // win % win, cand % win
-            ddx, ddy = dxs.view(-1)[o * win + wc], dys.view(-1)[o * win + wr]
-            hs, gxs, gys = _shape_surface(s_id, ddx, ddy, size[sel], hgt[sel], ang[sel], obj=o)
-            o = sel[o]
-            parts.append((o, lin0[o] + wr * n_pix + wc, hs, gxs, gys, ddx, ddy))
-        obj, lin, h, ogx, ogy, ddx, ddy = (torch.cat(t) for t in zip(*parts))
-        base = ground_surface(tilt[bi], z0[bi], waves[bi], pos[:, 0], pos[:, 1])[0]  # rest on the ground
-        z = base[obj] + h  # -inf outside the footprints: never wins below
-        zcanvas = zcanvas.scatter_reduce(0, lin, z, reduce="amax")
-        top = ((z == zcanvas[lin]) & (z > ground_z[lin])).nonzero().squeeze(1)
-        lin, obj = lin[top], obj[top]
-        # ties between objects go to the highest slot, deterministically
-        slot = torch.full_like(surface, -1).scatter_reduce(0, lin, ki[obj], reduce="amax")
-        wins = ki[obj] == slot[lin]
-        final, lin_f, obj_f = top[wins], lin[wins], obj[wins]
-        surface[lin_f] = ki[obj_f]
-        gx[lin_f], gy[lin_f] = ogx[final], ogy[final]
-        c, sn = torch.cos(ang)[obj_f], torch.sin(ang)[obj_f]
-        ddx, ddy = ddx[final], ddy[final]
-        tu[lin_f], tv[lin_f] = c * ddx + sn * ddy, -sn * ddx + c * ddy
+            o, pixel, dx, dy = _candidates(s_id, sel, centre, pos, size, n_pix)
+            h, ogx, ogy = _shape_surface(s_id, dx, dy, size[sel], hgt[sel], ang[sel], obj=o)
+            obj = sel.index_select(0, o)
+            candidate = torch.arange(first, first + len(o))
+            first += len(o)
+            if first > _CANDIDATE_MASK:
+                raise ValueError(
+                    f"geometry: more than {_CANDIDATE_MASK} candidate pixels; render fewer scenes at once"
+                )
+            keys = _visibility_key(base.index_select(0, obj) + h, ki.index_select(0, obj), candidate)
+            canvas.scatter_reduce_(0, bi.index_select(0, obj) * npix + pixel, keys, reduce="amax")
+            # texture coordinates of every candidate in its object's frame
+            c, sn = cos_a.index_select(0, obj), sin_a.index_select(0, obj)
+            parts.append((ogx, ogy, c * dx + sn * dy, -sn * dx + c * dy))
+        ogx, ogy, otu, otv = (torch.cat(t) for t in zip(*parts))
+    surface = ((canvas >> _SURFACE_SHIFT) & 7).view(b, n_pix, n_pix)
+    if len(bi):
+        won = surface != GROUND  # pixels where an object is visible, and the candidate that won them
+        winner = torch.where(won, canvas.view(b, n_pix, n_pix) & _CANDIDATE_MASK, 0).view(-1)
 
-    gx, gy = gx.view(b, n_pix, n_pix), gy.view(b, n_pix, n_pix)
+        def visible(on_object: torch.Tensor, on_ground: torch.Tensor) -> torch.Tensor:
+            return torch.where(won, on_object.index_select(0, winner).view(b, n_pix, n_pix), on_ground)
+
+        gx, gy, tu, tv = visible(ogx, gx), visible(ogy, gy), visible(otu, tu), visible(otv, tv)
+    gx, gy = gx.expand(b, n_pix, n_pix), gy.expand(b, n_pix, n_pix)
+    tu, tv = tu.expand(b, n_pix, n_pix), tv.expand(b, n_pix, n_pix)
     inv = torch.rsqrt(gx * gx + gy * gy + 1.0)  # n = (-z_x, -z_y, 1) / |.|
     normal = torch.stack([-gx * inv, -gy * inv, inv], 1)
-    surface = surface.view(b, n_pix, n_pix)
     seg = torch.gather(surface_classes(shape), 1, surface.view(b, -1)).view(b, n_pix, n_pix)
     return {
         "segmentation": seg,
-        "depth": (CAMERA_HEIGHT - zcanvas.view(b, n_pix, n_pix))[:, None].contiguous(),
+        "depth": (CAMERA_HEIGHT - _key_height(canvas).view(b, n_pix, n_pix))[:, None].contiguous(),
         "normal": normal,
         "surface": surface,
-        "tex_uv": torch.stack([tu.view(b, n_pix, n_pix), tv.view(b, n_pix, n_pix)], 1),
+        "tex_uv": torch.stack([tu, tv], 1),
     }
