@@ -9,7 +9,7 @@ residual ones, not the other way round.
 Targets (:func:`factor_targets`):
 
 * semantic -- the pixel share of each class (from the segmentation label), the number of objects,
-  the ground plane's tilt (2) and height, the mean depth;
+  the ground's planar tilt (2) and height, the mean depth;
 * residual -- the light direction (3), colour temperature, intensity, ambient level, exposure, the
   ground's albedo (linear RGB) and the mean albedo of the objects present.
 

@@ -48,8 +48,8 @@ CAMERA_HEIGHT = 3.0
 #: P(number of objects = 1, 2, 3, 4, 5): 3.4 on average
 NUM_OBJECTS_PROBS = (0.1, 0.15, 0.25, 0.25, 0.25)
 #: per shape class (in :data:`SHAPES` order), the uniform ranges of the size factor r (footprint radius
-#: or half-diagonal scale) and of the height: every class has its own proportions -- a tall cone, a
-#: flat torus, a low cylinder -- as object classes do in street scenes, which makes them learnable
+#: or half-length) and of the height: every class has its own proportions -- a tall cone, a flat
+#: torus, a long lying cylinder -- as object classes do in street scenes, which makes them learnable
 #: from their silhouette and shading alone
 SHAPE_SIZE_RANGES = ((0.4, 0.55), (0.35, 0.5), (0.35, 0.5), (0.4, 0.55), (0.4, 0.55), (0.45, 0.55))
 SHAPE_HEIGHT_RANGES = ((0.35, 0.5), (0.6, 0.9), (0.25, 0.45), (0.3, 0.55), (0.5, 0.8), (0.15, 0.3))
