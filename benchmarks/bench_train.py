@@ -5,12 +5,14 @@ CFA at probability ``loss.cfa_prob`` -- active from the first step here), each i
 (so that its peak memory is its own), it prints:
 
 * ``step img/s``: one ``Trainer.train_step`` (forward + objective + method.backward + clip + AdamW)
-  on one batch already in memory, the mean over ``--steps`` steps after ``--warmup`` steps (a mean,
+  on batches already in memory -- the loop's first ``--warmup + --steps`` batches, a different one
+  each step, as in the loop -- the mean over ``--steps`` steps after ``--warmup`` steps (a mean,
   like the loop's: CORE-MTL draws CFA on about half of its steps, so its step times have two modes
   and a median would pick one of them);
-* ``loop img/s``: a ``Trainer.fit`` epoch of ``--steps`` steps, data included, on a warm trainer (its
-  second epoch; the first pays one-off costs -- allocator, kernel selection -- and is printed apart
-  as ``cold``). ``loop / step`` is the share of the step's throughput that the loop keeps;
+* ``loop img/s``: ``Trainer.fit`` epochs of ``--steps`` steps, data included, on a warm trainer (its
+  second and third epochs together, :data:`WARM_EPOCHS`; the first pays one-off costs -- allocator,
+  kernel selection -- and is printed apart as ``cold``). ``loop / step`` is the share of the step's
+  throughput that the loop keeps;
 * ``GFLOP/s``: the mean FLOPs of a step (``torch.utils.flop_counter`` over ``--steps`` more steps) over
   the mean step time, and its share of a large fp32 matmul's GFLOP/s measured in the same run (the
   machine's ceiling);
@@ -33,6 +35,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import os
 import resource
@@ -58,6 +62,8 @@ RECIPES = {
 GOAL_LOOP = 0.90
 GOAL_MATMUL = {"EW": 0.50, "CORE-MTL": 0.45}
 GOAL_CORE_OVER_EW = 1.4
+#: warm epochs the loop is timed over (``--steps`` steps each): 2 x 10 steps of EW last about a second
+WARM_EPOCHS = 2
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -90,13 +96,13 @@ def recipe_config(name: str, profile: str, overrides: list[str], steps: int, out
     )
 
 
-def loop_rates(cfg, **trainer_kwargs) -> tuple[float, float]:
-    """img/s of a fresh trainer's first (cold) and second (warm) ``fit`` epoch."""
+def loop_rates(cfg, warm_epochs: int = WARM_EPOCHS, **trainer_kwargs) -> tuple[float, float]:
+    """img/s of a fresh trainer's first (cold) ``fit`` epoch and of its next ``warm_epochs`` epochs together."""
     trainer = Trainer(cfg, **trainer_kwargs)
     bs = cfg.data.batch_size
     cold = _timed(lambda: trainer.fit(stop_at_epoch=1))
     first = trainer.step
-    warm = _timed(lambda: trainer.fit(stop_at_epoch=2))
+    warm = _timed(lambda: trainer.fit(stop_at_epoch=1 + warm_epochs))
     return first * bs / cold, (trainer.step - first) * bs / warm
 
 
@@ -123,16 +129,17 @@ def bench(name: str, profile: str, overrides: list[str], steps: int, warmup: int
         row["ahead_ips"] = loop_rates(cfg, cache_bytes=0, prefetch=2)[1]
         row["inline_ips"] = loop_rates(cfg, cache_bytes=0, prefetch=0)[1]
     trainer = Trainer(cfg)
-    batch = to_device(
-        trainer.splits.train.get_batch(list(range(cfg.data.batch_size))),
-        trainer.device,
-        trainer.channels_last,
-    )
+    # the loop's own first batches (scenes cached), a different one each step as in the loop; the same
+    # batch over and over would time the step on data it has just seen
+    batches = [
+        to_device(b, trainer.device, trainer.channels_last)
+        for b in itertools.islice(itertools.cycle(trainer.train_loader), warmup + steps)
+    ]
     trainer.model.train()
-    times = [_timed(lambda: trainer.train_step(batch, epoch=0)) for _ in range(warmup + steps)][warmup:]
+    times = [_timed(functools.partial(trainer.train_step, b, epoch=0)) for b in batches][warmup:]
     with FlopCounterMode(display=False) as counter:  # as many steps again: CFA on about as many of them
-        for _ in range(steps):
-            trainer.train_step(batch, epoch=0)
+        for b in batches[warmup:]:
+            trainer.train_step(b, epoch=0)
     step, flops = statistics.fmean(times), counter.get_total_flops() / steps
     bs = cfg.data.batch_size
     row.update(

@@ -7,7 +7,14 @@ import torch
 
 from coremtl_lite import get_config
 from coremtl_lite.models import MODEL_BUILDERS, build_model, encoders
-from coremtl_lite.models.blocks import l2_normalise
+from coremtl_lite.models.blocks import (
+    BilinearUpsample,
+    ConvBNReLU,
+    DilatedDepthwiseConv2d,
+    bilinear_matrix,
+    l2_normalise,
+    upsample_to,
+)
 from coremtl_lite.shading import SH_C0, SH_C1, SH_C3, linear_to_srgb, sh_shading
 from coremtl_lite.tasks import tasks_from_info
 
@@ -273,3 +280,54 @@ def test_mtcrl_builds_from_the_config_and_takes_vector_inputs():
     assert not torch.equal(first, build_model(cfg, tasks, input_shape=(7,)).experts.first.weight)
     with pytest.raises(ValueError, match="needs images"):
         build_model(_cfg(), tasks, input_shape=(7,))
+
+
+# ------------------------------------------------------------------ the step's fast formulations (blocks)
+@pytest.mark.parametrize(
+    "shape,size",
+    [((2, 7, 16, 16), (64, 64)), ((3, 2, 5, 7), (11, 4)), ((1, 3, 8, 8), (16, 16)), ((2, 1, 9, 6), (9, 13))],
+)
+def test_upsample_to_is_bilinear_interpolation_values_and_gradients(shape, size):
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(*shape[:2], *size, dtype=torch.float64)
+    ref = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    out = upsample_to(x, size)
+    assert out.shape == ref.shape
+    assert torch.allclose(out, ref, atol=1e-12, rtol=0)
+    (gx,) = torch.autograd.grad(out, x, g)
+    (gref,) = torch.autograd.grad(ref, x, g)
+    assert torch.allclose(gx, gref, atol=1e-12, rtol=0)
+
+
+def test_upsample_to_float32_close_noop_and_errors():
+    x = torch.randn(4, 3, 16, 16)
+    ref = torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False)
+    assert (upsample_to(x, (64, 64)) - ref).abs().max() < 1e-5
+    assert upsample_to(x, (16, 16)) is x
+    up = BilinearUpsample(2)
+    ref2 = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    assert (up(x) - ref2).abs().max() < 1e-5
+    m = bilinear_matrix(4, 8)
+    assert m.shape == (8, 4) and torch.allclose(m.sum(dim=1), torch.ones(8))
+    with pytest.raises(ValueError, match="upsample_to needs an"):
+        upsample_to(torch.randn(3, 16, 16), (32, 32))
+
+
+def test_dilated_depthwise_conv_is_the_plain_convolution():
+    torch.manual_seed(0)
+    block = ConvBNReLU(6, 6, 3, dilation=2, groups=6)
+    conv = block[0]
+    assert isinstance(conv, DilatedDepthwiseConv2d)
+    assert not isinstance(ConvBNReLU(6, 6, 3, groups=6)[0], DilatedDepthwiseConv2d)  # dilation 1: plain
+    assert list(dict(conv.named_parameters())) == ["weight"]  # the state dict of nn.Conv2d(bias=False)
+    x = torch.randn(4, 6, 8, 8, requires_grad=True)
+    g = torch.randn(4, 6, 8, 8)
+    out = conv(x)
+    ref = torch.nn.Conv2d.forward(conv, x)
+    assert out.is_contiguous() and torch.equal(out, ref)  # forward values identical
+    gx, gw = torch.autograd.grad(out, (x, conv.weight), g)
+    rx, rw = torch.autograd.grad(ref, (x, conv.weight), g)
+    assert torch.allclose(gx, rx, atol=1e-5) and torch.allclose(gw, rw, atol=1e-5)
+    with pytest.raises(ValueError, match="dilation >= 2"):
+        DilatedDepthwiseConv2d(6, 3, 1, 1, 1)

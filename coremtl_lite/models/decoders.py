@@ -41,7 +41,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from coremtl_lite.models.blocks import ConvBNReLU, DSConv, FiLM, l2_normalise, upsample_to
+from coremtl_lite.models.blocks import (
+    BilinearUpsample,
+    ConvBNReLU,
+    DSConv,
+    FiLM,
+    l2_normalise,
+    upsample_to,
+)
 from coremtl_lite.shading import NUM_SH, SH_C0, SH_C1, linear_to_srgb, sh_shading, srgb_to_linear
 
 __all__ = ["GenericDecoder", "PhysicsDecoder", "build_decoder"]
@@ -71,7 +78,7 @@ class PhysicsDecoder(nn.Module):
         self.c_s, self.c_p, self.regions, self.render_stride = c_s, c_p, regions, int(render_stride)
         self.trunk = nn.Sequential(
             ConvBNReLU(c_s, channels, 1),
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            BilinearUpsample(2),
             DSConv(channels, channels),
         )
         self.normal = nn.Conv2d(channels, 3, 1)  # N from z_s
@@ -122,7 +129,7 @@ class _ResUpBlock(nn.Module):
         self.adain = FiLM(c_p, channels, normalise=True)
 
     def forward(self, x: Tensor, z_p: Tensor) -> Tensor:
-        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        x = upsample_to(x, (2 * x.shape[-2], 2 * x.shape[-1]))
         return x + F.relu(self.adain(self.conv(x), z_p))
 
 
