@@ -159,7 +159,8 @@ def _parser() -> argparse.ArgumentParser:
         "ablation, grounding, lambda-ind, lambda-cfa, ood-severity, ood-rho). Every variant is trained per "
         "seed with the one training loop, selected on validation and evaluated on "
         "the test split; finished runs are read back, so an interrupted bench "
-        "resumes. Writes results.json, results.csv, report.html and metadata.json.",
+        "resumes. Writes results.json, results.csv, report.html and metadata.json; with "
+        "--finished-only it trains nothing and writes them from the finished runs, saying which are missing.",
     )
     b.add_argument(
         "--suites",
@@ -175,6 +176,12 @@ def _parser() -> argparse.ArgumentParser:
         "ew,uw,dwa,rlw,mgda,pcgrad,cagrad,nash_mtl,upgrad)",
     )
     b.add_argument("--out", type=Path, default=Path("runs/bench"), help="output folder (default: runs/bench)")
+    b.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="train nothing: write the results from the runs already finished under --out and list the "
+        "missing ones (pass the same --suites, --seeds and overrides as the run being reported on)",
+    )
     b.add_argument(
         "overrides",
         nargs="*",
@@ -465,9 +472,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     profile = args.profile or active_profile()
     _label(profile)
     rows = run_bench(
-        suites, profile=profile, seeds=seeds, out_dir=args.out, baselines=methods, overrides=args.overrides
+        suites,
+        profile=profile,
+        seeds=seeds,
+        out_dir=args.out,
+        baselines=methods,
+        overrides=args.overrides,
+        finished_only=args.finished_only,
     )
-    from coremtl_lite.bench.report import headline_metrics
+    from coremtl_lite.bench.report import completeness, headline_metrics
 
     for suite in suites:
         sel = [r for r in rows if r["suite"] == suite]
@@ -477,6 +490,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _label(profile)
     extra = ", ood_study.json" if (args.out / "ood_study.json").is_file() and "ood-severity" in suites else ""
     _say(f"\nwrote {args.out}/results.json, results.csv, report.html, metadata.json{extra}")
+    note = completeness(json.loads((args.out / "metadata.json").read_text()))
+    if note is not None:
+        _say(f"\n{note}")
     return 0
 
 

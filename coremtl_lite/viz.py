@@ -574,6 +574,7 @@ def band_curves(
         fig.add_scatter(
             x=np.concatenate([x, x[::-1]]),
             y=np.concatenate([mean + std, (mean - std)[::-1]]),
+            mode="lines",  # the outline only: plotly's default adds a marker at every corner
             fill="toself",
             fillcolor=_rgba(colour, 0.2),
             line=dict(width=0),

@@ -388,3 +388,50 @@ def test_a_stored_run_without_the_probes_is_trained_again_once(tmp_path):
     assert set(records[0]["results"]) == {*run.domains, "shift:0.1"}
     execute([run, bare, wider], tmp_path, run_fn=_fake_run_fn(calls), progress=False)
     assert len(calls) == 3
+
+
+def test_finished_only_reports_the_finished_runs_and_names_the_missing_ones(tmp_path):
+    calls = []
+    kw = dict(profile="ci", seeds=(0, 1), out_dir=tmp_path, progress=False)
+    run_bench(["ood-severity"], run_fn=_fake_run_fn(calls), **kw)
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["complete"] is True and meta["missing_runs"] == [] and meta["runs_planned"] == 16
+    gone = next(r for r in plan_runs(build_suites()["ood-severity"], "ci", (0, 1)) if r.variant.name == "ew")
+    assert gone.seed == 0
+    (tmp_path / "runs" / f"{gone.key}.json").unlink()
+    n_before = len(calls)
+    rows = run_bench(["ood-severity"], run_fn=_fake_run_fn(calls), finished_only=True, **kw)
+    assert len(calls) == n_before  # nothing trained
+    assert not (tmp_path / "runs" / f"{gone.key}.json").exists()
+    n = {(r["variant"], r["domain"], r["task"], r["metric"]): r["n"] for r in rows}
+    assert n[("ew", "shift:1", "segmentation", "mIoU")] == 1  # one seed left
+    assert n[("uw", "shift:1", "segmentation", "mIoU")] == 2
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["complete"] is False and meta["finished_only"] is True and meta["runs_planned"] == 16
+    assert meta["missing_runs"] == [
+        {"suite": "ood-severity", "variant": "ew", "seed": 0, "task": None, "key": gone.key}
+    ]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == json.loads(json.dumps(rows))
+    study = json.loads((tmp_path / "ood_study.json").read_text())
+    ew_points = {(p["method"], p["seed"]) for p in study["theorem24"]["points"] if p["method"] == "ew"}
+    assert ew_points == {("ew", 1)}
+    page = (tmp_path / "report.html").read_text()
+    assert "incomplete results: 15 of 16 runs finished; missing: ood-severity/ew seed 0" in page
+    # nothing finished: every planned run is missing, and no study is left behind
+    empty = tmp_path / "empty"
+    kw["out_dir"] = empty
+    rows = run_bench(["ood-severity"], run_fn=_fake_run_fn(calls), finished_only=True, **kw)
+    meta = json.loads((empty / "metadata.json").read_text())
+    assert rows == [] and len(meta["missing_runs"]) == 16 and not (empty / "ood_study.json").exists()
+
+
+def test_the_bench_command_says_when_its_results_are_incomplete(tmp_path, capsys):
+    from coremtl_lite.cli import main
+
+    argv = ["bench", "--suites", "ood-severity", "--profile", "ci", "--seeds", "0", "--out", str(tmp_path)]
+    assert main([*argv, "--finished-only", "train.progress=false"]) == 0
+    out = capsys.readouterr().out
+    assert "incomplete results: 0 of 8 runs finished; missing: ood-severity/ew seed 0" in out
+    assert "ood-severity/core_mtl seed 0" in out and "more" not in out  # all 8 named
+    assert not (tmp_path / "runs" / "checkpoints").exists() and list((tmp_path / "runs").iterdir()) == []

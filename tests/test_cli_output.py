@@ -39,7 +39,7 @@ def test_tutorials_command_copies_the_notebooks(tmp_path, capsys):
     dest = tmp_path / "course"
     assert main(["tutorials", str(dest)]) == 0
     names = {p.name for p in dest.glob("*.ipynb")}
-    assert {"01_scm_theory.ipynb", "06_benchmarks.ipynb"} <= names
+    assert {"01_scm_theory.ipynb", "06_benchmarks.ipynb", "08_ood_dials.ipynb"} <= names
     assert (dest / "assignments" / "README.md").is_file()
     assert len(list((dest / "assignments" / "student").glob("*.ipynb"))) == 4
     assert "copied" in capsys.readouterr().out

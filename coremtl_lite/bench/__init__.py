@@ -15,6 +15,7 @@ from coremtl_lite.bench.report import pivot, write_html
 from coremtl_lite.bench.runner import (
     RunFn,
     execute,
+    missing_runs,
     plan_runs,
     run_metadata,
     summarise,
@@ -50,12 +51,19 @@ def run_bench(
     overrides: Sequence[str] = (),
     run_fn: RunFn = train_and_record,
     progress: bool = True,
+    finished_only: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the named suites (finished runs are read back, not retrained) and write
     ``<out_dir>/results.json``, ``results.csv``, ``report.html`` and ``metadata.json``; with the
     ``ood-severity`` suite also ``ood_study.json`` (:func:`coremtl_lite.bench.ood.ood_study`: every
     run's OOD gap, L_leak and W1 per severity, the bound's slope and the correlations, and the
     robustness-ratio table).
+
+    With ``finished_only`` nothing is trained: the same files are written from the runs already
+    finished under ``out_dir`` (a benchmark spread over sessions, reported part way). The metadata
+    always says how complete the results are: ``runs_planned`` (how many runs the suites need),
+    ``missing_runs`` (each one not finished: suite, variant, seed, task, key) and ``complete``; each
+    row's ``n`` is the number of seeds its mean is over.
 
     Returns the summary rows (suite, variant, domain, task, metric, mean, std, n).
     """
@@ -72,10 +80,14 @@ def run_bench(
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     probed: list[dict[str, Any]] = []  # the records holding probe numbers (Theorem 2.4's)
+    missing: list[dict[str, Any]] = []  # the planned runs not finished (finished_only)
+    planned = 0
     for name in suites:
         suite = available[name]
         runs = plan_runs(suite, profile, seeds, overrides, out_root=out)
-        records = execute(runs, out, run_fn=run_fn, progress=progress)
+        records = execute(runs, out, run_fn=run_fn, progress=progress, finished_only=finished_only)
+        planned += len(runs)
+        missing += missing_runs(runs, records)
         widest = max(runs, key=lambda r: len(r.cfg.data.tasks)).cfg.data
         task_info = build_splits(widest, seed=0).train.task_info
         tasks = tasks_from_info(task_info, sorted({t for r in runs for t in r.cfg.data.tasks}))
@@ -88,11 +100,17 @@ def run_bench(
         "seeds": list(seeds),
         "overrides": list(overrides),
         "seconds": round(time.perf_counter() - start, 1),
+        "finished_only": finished_only,
+        "runs_planned": planned,
+        "missing_runs": missing,
+        "complete": not missing,
     }
     write_rows(rows, out, "results")
     (out / "metadata.json").write_text(json.dumps(meta, indent=1))
     study = ood_study(probed) if probed else None
     if study is not None:
         (out / "ood_study.json").write_text(json.dumps(study, indent=1))
+    else:  # the folder's files describe this call only
+        (out / "ood_study.json").unlink(missing_ok=True)
     write_html(rows, meta, out / "report.html", study)
     return rows

@@ -143,6 +143,25 @@ def ood_sections(
     return out
 
 
+def completeness(meta: dict[str, Any], show: int = 8) -> str | None:
+    """One plain sentence when the results are incomplete ("12 of 24 runs finished; missing: ..."),
+    naming the first ``show`` missing runs; None when every planned run is in them (or the metadata
+    predates the check)."""
+    missing = meta.get("missing_runs") or []
+    if meta.get("complete", True) and not missing:
+        return None
+    planned = meta.get("runs_planned", len(missing))
+    names = [
+        f"{m['suite']}/{m['variant']} seed {m['seed']}" + (f" ({m['task']})" if m.get("task") else "")
+        for m in missing
+    ]
+    more = f" and {len(names) - show} more" if len(names) > show else ""
+    return (
+        f"incomplete results: {planned - len(missing)} of {planned} runs finished; "
+        f"missing: {', '.join(names[:show])}{more}"
+    )
+
+
 #: the suites drawn by :func:`ood_sections`
 OOD_SUITES = ("ood-severity", "ood-rho")
 
@@ -154,7 +173,8 @@ def write_html(
     study: dict[str, Any] | None = None,
 ) -> Path:
     """One self-contained HTML page: metadata, per suite a table per domain and a figure (the
-    out-of-distribution suites: :func:`ood_sections`, with the study's numbers ``study``).
+    out-of-distribution suites: :func:`ood_sections`, with the study's numbers ``study``). Incomplete
+    results (:func:`completeness`) are said first, with every missing run.
 
     plotly.js is embedded once in the page head (no CDN: the page works offline); the tables are HTML,
     as tall as their rows, styled like the demo report (:data:`coremtl_lite.report.REPORT_CSS`).
@@ -162,9 +182,12 @@ def write_html(
     from coremtl_lite.report import figure_html, html_page, html_table
 
     path = Path(path)
-    body = [
-        "<h2>Run metadata</h2><pre>" + html.escape("\n".join(f"{k}: {v}" for k, v in meta.items())) + "</pre>"
-    ]
+    shown = {k: v for k, v in meta.items() if k != "missing_runs"}  # the missing runs: the note below
+    lines = "\n".join(f"{k}: {v}" for k, v in shown.items())
+    body = ["<h2>Run metadata</h2><pre>" + html.escape(lines) + "</pre>"]
+    note = completeness(meta, show=len(meta.get("missing_runs") or []))
+    if note is not None:
+        body.insert(0, f"<p style='color:#b00020'><strong>{html.escape(note)}</strong></p>")
     for suite in dict.fromkeys(r["suite"] for r in rows):
         sel = [r for r in rows if r["suite"] == suite]
         body.append(f"<h2>suite {html.escape(suite)}</h2>")

@@ -9,7 +9,9 @@ split only, then evaluates the test split of every domain of the suite
 (:func:`coremtl_lite.experiments.train_and_evaluate`). A finished run is stored under
 ``<out>/runs/<key>.json`` (``key`` = :func:`coremtl_lite.experiments.run_key`, the hash of the resolved
 configuration, seed included) and skipped when the suite runs again, so an interrupted benchmark
-resumes where it stopped. Means and standard deviations over seeds are
+resumes where it stopped; with ``finished_only`` nothing is trained at all: the runs not finished yet
+are left out and listed (:func:`missing_runs`), so a benchmark spread over sessions can be reported on
+at any point. Means and standard deviations over seeds are
 :func:`coremtl_lite.experiments.mean_std`; Delta m% is :func:`coremtl_lite.metrics.delta_m`.
 
 A suite may also ask for *probes* (:data:`PROBES`): measurements of the trained model itself, taken
@@ -153,9 +155,15 @@ def plan_runs(
 
 
 def execute(
-    runs: Sequence[Run], out_dir: str | os.PathLike, run_fn: RunFn = train_and_record, progress: bool = True
+    runs: Sequence[Run],
+    out_dir: str | os.PathLike,
+    run_fn: RunFn = train_and_record,
+    progress: bool = True,
+    finished_only: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run (or read back) every run; return their records in order."""
+    """Run (or read back) every run; return their records in order. With ``finished_only`` nothing is
+    trained: a run whose stored record is missing, or lacks a domain or probe it needs, is left out
+    (:func:`missing_runs` lists them)."""
     from tqdm.auto import tqdm
 
     store = Path(out_dir) / "runs"
@@ -173,6 +181,8 @@ def execute(
             or not set(run.domains) <= set(record["results"])
             or not set(run.probes) <= set(record)
         )
+        if stale and finished_only:
+            continue
         if stale:
             # a run shared by suites is trained again for everything its stored record already held too
             # (its domains and probes), so the suites sharing it never take turns retraining it
@@ -185,9 +195,27 @@ def execute(
         assert record is not None  # read back or trained just now
         # a shared run is labelled by the suite and variant that read it now
         records.append(
-            {**record, "suite": run.suite, "variant": run.variant.name, "seed": run.seed, "task": run.task}
+            {
+                **record,
+                "key": run.key,
+                "suite": run.suite,
+                "variant": run.variant.name,
+                "seed": run.seed,
+                "task": run.task,
+            }
         )
     return records
+
+
+def missing_runs(runs: Sequence[Run], records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs of ``runs`` that have no record in ``records`` (what :func:`execute` with
+    ``finished_only`` left out), as ``{"suite", "variant", "seed", "task", "key"}``."""
+    done = {(r["suite"], r["key"]) for r in records}
+    return [
+        {"suite": r.suite, "variant": r.variant.name, "seed": r.seed, "task": r.task, "key": r.key}
+        for r in runs
+        if (r.suite, r.key) not in done
+    ]
 
 
 # ------------------------------------------------------------------------------------- aggregation
