@@ -203,7 +203,7 @@ def build_suites(baselines: tuple[str, ...] = DEFAULT_BASELINES) -> dict[str, Su
             OOD_METHODS,
             scenes,
             OOD_EVAL_DOMAINS,
-            ("source", *SHIFT_DOMAINS, *FACTOR_DOMAINS),
+            ("source", "target", *SHIFT_DOMAINS, *FACTOR_DOMAINS),
             probes=("ood_bound", "robustness"),
         ),
         Suite(
