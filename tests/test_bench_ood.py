@@ -67,7 +67,7 @@ def test_the_ood_suites_plan_methods_x_seeds_x_domains():
     sev = suites["ood-severity"]
     runs = plan_runs(sev, "ci", (0, 1, 2))
     assert [v.name for v in sev.variants] == METHODS and len(runs) == 8 * 3
-    assert sev.report_domains == ("source", *SHIFT_DOMAINS, *FACTOR_DOMAINS)
+    assert sev.report_domains == ("source", "target", *SHIFT_DOMAINS, *FACTOR_DOMAINS)
     assert set(build_suites()["sim2real"].eval_domains) <= set(sev.eval_domains)  # its runs serve sim2real
     assert SHIFT_DOMAINS == ("shift:0", "shift:0.25", "shift:0.5", "shift:0.75", "shift:1")
     assert all(r.probes == ("ood_bound", "robustness") for r in runs)
@@ -350,7 +350,7 @@ def test_the_ood_severity_suite_end_to_end_with_a_fake_run(tmp_path):
         progress=False,
     )
     assert len(calls) == 16 and all(c[2] == ("ood_bound", "robustness") for c in calls)
-    assert {r["domain"] for r in rows} == {"source", *SHIFT_DOMAINS, *FACTOR_DOMAINS}  # the reported domains
+    assert {r["domain"] for r in rows} == {"source", "target", *SHIFT_DOMAINS, *FACTOR_DOMAINS}  # the reported domains
     assert rows[0]["variant"] == "trivial"
     study = json.loads((tmp_path / "ood_study.json").read_text())
     assert len(study["theorem24"]["points"]) == 16 * len(OOD_SEVERITIES) * 3
