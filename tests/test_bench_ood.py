@@ -350,7 +350,12 @@ def test_the_ood_severity_suite_end_to_end_with_a_fake_run(tmp_path):
         progress=False,
     )
     assert len(calls) == 16 and all(c[2] == ("ood_bound", "robustness") for c in calls)
-    assert {r["domain"] for r in rows} == {"source", "target", *SHIFT_DOMAINS, *FACTOR_DOMAINS}  # the reported domains
+    assert {r["domain"] for r in rows} == {
+        "source",
+        "target",
+        *SHIFT_DOMAINS,
+        *FACTOR_DOMAINS,
+    }  # the reported domains
     assert rows[0]["variant"] == "trivial"
     study = json.loads((tmp_path / "ood_study.json").read_text())
     assert len(study["theorem24"]["points"]) == 16 * len(OOD_SEVERITIES) * 3
