@@ -39,7 +39,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
@@ -127,15 +126,17 @@ class SegmentationMeter(Meter):
         if pred.dim() == 4:
             if pred.shape[1] != k:
                 raise ValueError(f"SegmentationMeter: logits must have {k} channels, got {tuple(pred.shape)}")
-            pred = pred.argmax(dim=1)
+            # argmax over the channels of a channels-last copy: the same labels (first maximum on ties), and
+            # several times faster on CPU than a strided reduction over dim 1 of an NCHW map
+            pred = pred.contiguous(memory_format=torch.channels_last).argmax(dim=1)
         if pred.shape != target.shape:
             raise ValueError(
                 f"SegmentationMeter: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ"
             )
         pred, target = pred.reshape(-1).long().cpu(), target.reshape(-1).long().cpu()
         valid = (target >= 0) & (target < k)
-        idx = k * target[valid] + pred[valid]
-        self._state += torch.bincount(idx, minlength=k * k).to(torch.float64)
+        idx = torch.where(valid, k * target + pred, k * k)  # void pixels go to one extra bin, dropped below
+        self._state += torch.bincount(idx, minlength=k * k + 1)[: k * k].to(torch.float64)
 
     def compute(self) -> dict[str, float]:
         h = self.confusion()
@@ -164,10 +165,9 @@ class DepthMeter(Meter):
             )
         pred, target = pred.detach().double().cpu(), target.detach().double().cpu()
         mask = target != 0
-        err = (pred - target).abs()[mask]
-        self._state += torch.stack(
-            [err.sum(), (err / target[mask]).sum(), torch.tensor(float(mask.sum()), dtype=torch.float64)]
-        )
+        err = torch.where(mask, (pred - target).abs(), 0.0)
+        rel = err / torch.where(mask, target, 1.0)
+        self._state += torch.stack([err.sum(), rel.sum(), mask.sum().double()])
 
     def compute(self) -> dict[str, float]:
         s_abs, s_rel, n = self._state.tolist()
@@ -193,7 +193,10 @@ class NormalMeter(Meter):
                 f"NormalMeter: expects (B, 3, H, W) prediction and target, got {tuple(pred.shape)} "
                 f"and {tuple(target.shape)}"
             )
-        pred = F.normalize(pred.detach().double().cpu(), dim=1, eps=1e-12)
+        pred = pred.detach().double().cpu()
+        # pred / max(||pred||, 1e-12) as F.normalize, with the norm written as a sum of squares over the
+        # three channels (F.normalize's vector norm over dim 1 of an NCHW map is ~100x slower on CPU)
+        pred = pred / pred.pow(2).sum(dim=1, keepdim=True).sqrt().clamp_min(1e-12)
         target = target.detach().double().cpu()
         mask = target.abs().sum(dim=1) > 0
         cos = (pred * target).sum(dim=1)[mask].clamp(-1.0, 1.0)

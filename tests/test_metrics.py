@@ -55,6 +55,21 @@ def test_segmentation_matches_libmtl_when_all_classes_present():
     assert m.compute()["pix_acc"] == pytest.approx(float(torch.diag(h).sum() / h.sum()))
 
 
+def test_segmentation_ties_and_memory_layout():
+    # equal logits: the first class wins (torch.argmax), whatever the memory layout of the logits
+    logits = torch.zeros(2, 4, 3, 3)
+    logits[:, 2] = 1.0
+    logits[:, 3] = 1.0  # tie between classes 2 and 3 -> 2
+    logits[0, :, 0, 0] = 0.0  # all equal -> class 0
+    gt = torch.full((2, 3, 3), 2)
+    gt[0, 0, 0] = 0
+    for layout in (torch.contiguous_format, torch.channels_last):
+        m = SegmentationMeter(4)
+        m.update(logits.contiguous(memory_format=layout), gt)
+        assert m.compute()["pix_acc"] == 1.0
+        assert m.compute()["mIoU"] == 1.0
+
+
 def test_depth_over_valid_pixels():
     gt = torch.tensor([[[[2.0, 0.0], [4.0, 1.0]]]])
     pred = torch.tensor([[[[3.0, 9.0], [4.0, 0.5]]]])
@@ -93,6 +108,24 @@ def test_normal_median_close_to_exact_on_random_data():
     m.update(pred, gt)
     ang = torch.rad2deg(torch.acos((torch.nn.functional.normalize(pred, dim=1) * gt).sum(1).clamp(-1, 1)))
     assert m.compute()["median"] == pytest.approx(float(np.median(ang.numpy())), abs=0.02)
+
+
+def test_normals_zero_prediction_and_layout_match_f_normalize():
+    # a zero prediction is left as zero (F.normalize's eps): 90 degrees to any unit normal
+    g = torch.Generator().manual_seed(3)
+    pred = torch.randn(3, 3, 8, 8, generator=g)
+    pred[0, :, 0, 0] = 0.0
+    gt = torch.nn.functional.normalize(torch.randn(3, 3, 8, 8, generator=g), dim=1)
+    ref = torch.rad2deg(
+        torch.acos((torch.nn.functional.normalize(pred.double(), dim=1) * gt.double()).sum(1).clamp(-1, 1))
+    )
+    for layout in (torch.contiguous_format, torch.channels_last):
+        m = NormalMeter()
+        m.update(pred.contiguous(memory_format=layout), gt)
+        assert m.compute()["mean"] == pytest.approx(float(ref.mean()), rel=1e-12)
+    m = NormalMeter()
+    m.update(pred[:1, :, :1, :1], gt[:1, :, :1, :1])
+    assert m.compute()["mean"] == pytest.approx(90.0)
 
 
 def test_state_is_summable():
