@@ -157,6 +157,12 @@ def test_every_suite_runs_end_to_end_in_the_ci_profile_and_resumes(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
     meta = json.loads((tmp_path / "metadata.json").read_text())
     assert meta["profile"] == "ci" and "torch" in meta and "git_commit" in meta
+    # every run record names the commit that trained it, and the metadata counts the runs per commit
+    stored = [json.loads(f.read_text()) for f in (tmp_path / "runs").glob("*.json")]
+    assert stored and {r["git_commit"] for r in stored} == {meta["git_commit"]}
+    assert set(meta["run_commits"]) == {meta["git_commit"]} and sum(meta["run_commits"].values()) >= len(
+        stored
+    )
     # shared runs are trained once, and a second call trains nothing: every run is read back
     n_first = len(calls)
     run_bench(

@@ -63,7 +63,9 @@ def run_bench(
     finished under ``out_dir`` (a benchmark spread over sessions, reported part way). The metadata
     always says how complete the results are: ``runs_planned`` (how many runs the suites need),
     ``missing_runs`` (each one not finished: suite, variant, seed, task, key) and ``complete``; each
-    row's ``n`` is the number of seeds its mean is over.
+    row's ``n`` is the number of seeds its mean is over. ``run_commits`` counts the runs reported per
+    commit that trained them (a resumed benchmark may span commits; ``"unrecorded"``: a run stored
+    before its record held its commit).
 
     Returns the summary rows (suite, variant, domain, task, metric, mean, std, n).
     """
@@ -82,12 +84,16 @@ def run_bench(
     probed: list[dict[str, Any]] = []  # the records holding probe numbers (Theorem 2.4's)
     missing: list[dict[str, Any]] = []  # the planned runs not finished (finished_only)
     planned = 0
+    commits: dict[str, int] = {}  # the commits that trained the runs reported, with how many runs each
     for name in suites:
         suite = available[name]
         runs = plan_runs(suite, profile, seeds, overrides, out_root=out)
         records = execute(runs, out, run_fn=run_fn, progress=progress, finished_only=finished_only)
         planned += len(runs)
         missing += missing_runs(runs, records)
+        for rec in records:
+            c = rec.get("git_commit", "unrecorded")  # runs stored before records held their commit
+            commits[c] = commits.get(c, 0) + 1
         widest = max(runs, key=lambda r: len(r.cfg.data.tasks)).cfg.data
         task_info = build_splits(widest, seed=0).train.task_info
         tasks = tasks_from_info(task_info, sorted({t for r in runs for t in r.cfg.data.tasks}))
@@ -104,6 +110,7 @@ def run_bench(
         "runs_planned": planned,
         "missing_runs": missing,
         "complete": not missing,
+        "run_commits": commits,
     }
     write_rows(rows, out, "results")
     (out / "metadata.json").write_text(json.dumps(meta, indent=1))

@@ -190,7 +190,8 @@ def execute(
             probes = tuple(dict.fromkeys([*run.probes, *(p for p in PROBES if p in (record or {}))]))
             extra = {"probes": probes} if probes else {}
             outcome = run_fn(run.cfg, domains, **extra)
-            record = {"key": run.key, "config": run.cfg.to_dict(), **outcome}
+            # the code that trained it: runs of one benchmark folder may span several commits (it resumes)
+            record = {"key": run.key, "config": run.cfg.to_dict(), "git_commit": git_commit(), **outcome}
             _write_json_atomic(path, record)
         assert record is not None  # read back or trained just now
         # a shared run is labelled by the suite and variant that read it now
@@ -330,6 +331,21 @@ def summarise(
 
 
 # -------------------------------------------------------------------------------------- metadata
+def git_commit() -> str:
+    """The commit of the package's own checkout (``"unknown"`` outside git), stored with every run."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out or "unknown"
+
+
 def run_metadata(profile: str) -> dict[str, Any]:
     """Package versions, device, profile and git commit of a benchmark run."""
     import numpy
@@ -337,19 +353,7 @@ def run_metadata(profile: str) -> dict[str, Any]:
 
     import coremtl_lite
 
-    try:
-        commit = (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                cwd=Path(__file__).resolve().parent,
-            ).stdout.strip()
-            or "unknown"
-        )
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
+    commit = git_commit()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
     return {
         "profile": profile,
