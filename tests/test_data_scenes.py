@@ -261,3 +261,11 @@ def test_build_splits_disjoint_and_domains():
     ranges = [range(d.offset, d.offset + len(d)) for d in (sp.train, sp.val, sp.test["source"])]
     assert all(set(a).isdisjoint(b) for i, a in enumerate(ranges) for b in ranges[i + 1 :])
     assert sp.train.size == cfg.data.image_size and len(sp.train) == cfg.data.train_size
+
+
+def test_repr_says_which_law_the_domain_draws():
+    # the dataset's rho is the source's; the target draws without the shortcut, at the dataset's severity
+    t = repr(ShadedScenes(domain="target", size=16, length=4, rho=0.5, severity=0.25))
+    assert "rho=0.5, severity=0.25)" in t and "[draws: rho 0 " in t and "colour 0.25" in t
+    s = repr(ShadedScenes(domain="only:lighting", size=16, length=4, rho=0.9))
+    assert "[draws: rho 0.9 (class-keyed colour kept with p 0.9); shift colour 0, texture 0, lighting 1" in s

@@ -12,6 +12,7 @@ from coremtl_lite.experiments import (
     STL,
     baseline,
     expand,
+    format_mean_std,
     format_table,
     mean_rows,
     mean_std,
@@ -67,6 +68,12 @@ def test_run_key_names_what_a_run_computes():
     assert run_key(cfg) == run_key(same) and len(run_key(cfg)) == 16
     assert run_key(cfg) != run_key(apply_overrides(cfg, ["train.seed=1"]))
     assert run_key(cfg) != run_key(recipe_config("ew", "ci"))
+
+
+def test_format_mean_std_never_shows_a_spread_of_one_seed():
+    assert format_mean_std(0.54321, 0.0123, 3) == "0.5432 ± 0.012"
+    assert format_mean_std(0.54321, 0.0, 1) == "0.5432 (1 seed)"
+    assert format_mean_std(2.5, 0.7071, 2, digits=3) == "2.5 ± 0.71"
 
 
 def test_mean_std_is_the_sample_estimate():

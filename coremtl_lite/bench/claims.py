@@ -20,6 +20,7 @@ from typing import Any
 
 from coremtl_lite.bench.ood import summary_row
 from coremtl_lite.bench.report import HEADLINE
+from coremtl_lite.experiments.aggregate import format_mean_std
 
 
 @dataclass(frozen=True)
@@ -200,8 +201,9 @@ def beats_each_baseline(
             out.append(
                 Claim(
                     f"{ours} beats {b} on {suite} {domain} {task} {metric}",
-                    f"{ours} {mine['mean']:.4g} ± {mine['std']:.2g} vs {b} {other['mean']:.4g} ± "
-                    f"{other['std']:.2g} (n = {mine['n']}, {other['n']} seeds)",
+                    f"{ours} {format_mean_std(mine['mean'], mine['std'], mine['n'])} vs {b} "
+                    f"{format_mean_std(other['mean'], other['std'], other['n'])} "
+                    f"(n = {mine['n']}, {other['n']} seeds)",
                     _verdict(iv),
                     iv,
                 )

@@ -12,7 +12,7 @@ from typing import Any
 
 from coremtl_lite.bench.suites import FACTOR_DOMAINS, SHIFT_DOMAINS, split_rho
 from coremtl_lite.diagnostics.ood_bound import bound_fit, correlations
-from coremtl_lite.experiments.aggregate import mean_std
+from coremtl_lite.experiments.aggregate import format_mean_std, mean_std
 
 __all__ = [
     "OOD_METRICS",
@@ -104,7 +104,7 @@ def factor_table(
             if r is None:
                 line.append("–")
                 continue
-            text = f"{r['mean']:.4g} ± {r['std']:.2g}"
+            text = format_mean_std(r["mean"], r["std"], r["n"])
             line.append(text if d == "source" or src is None else f"{text} ({r['mean'] - src['mean']:+.3g})")
         if len(line) > 1 and any(c != "–" for c in line[1:]):
             body.append(line)
@@ -185,8 +185,7 @@ def robustness_table(
     order = sorted(by, key=lambda v: "dual stream" not in by[v][0]["streams"])
 
     def cell(vals: list[float]) -> str:
-        m, s = mean_std(vals)
-        return f"{m:.3g} ± {s:.2g}"
+        return format_mean_std(*mean_std(vals), len(vals), digits=3)
 
     header = ["variant", "streams compared", "ratio, colour jitter", "ratio, source -> target", "seeds"]
     body = [

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from coremtl_lite.experiments.aggregate import format_mean_std
+
 #: the headline metric of each task (direction: True when higher is better)
 HEADLINE = {
     "segmentation": ("mIoU", True),
@@ -43,7 +45,7 @@ def pivot(
         line = [v]
         for t, m in metrics:
             r = cell.get((v, t, m))
-            line.append("–" if r is None else f"{r['mean']:.4g} ± {r['std']:.2g}")
+            line.append("–" if r is None else format_mean_std(r["mean"], r["std"], r["n"]))
         body.append(line)
     return header, body
 

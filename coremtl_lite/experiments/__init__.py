@@ -5,14 +5,14 @@ named, averaged over seeds and printed.
   method, the ablation steps, soft grounding, single-task learning expanded per task);
 * :mod:`~coremtl_lite.experiments.runs` -- :func:`train_and_evaluate` (a config -> a trained model and
   its test metrics beside the trivial predictors') and :func:`run_key`, the one run identity;
-* :mod:`~coremtl_lite.experiments.aggregate` -- mean and sample standard deviation over seeds;
+* :mod:`~coremtl_lite.experiments.aggregate` -- mean and sample standard deviation over seeds, and their one cell format;
 * :mod:`~coremtl_lite.experiments.tables` -- the one table formatter (markdown or plain text).
 
 The demo (``coremtl-lite demo``), the benchmark suites, the tutorials' shared runs and MT-CRL's
 spurious-correlation study are built on these.
 """
 
-from coremtl_lite.experiments.aggregate import mean_rows, mean_std
+from coremtl_lite.experiments.aggregate import format_mean_std, mean_rows, mean_std
 from coremtl_lite.experiments.recipes import (
     ABLATION,
     CORE,
@@ -47,6 +47,7 @@ __all__ = [
     "expand",
     "format_table",
     "mean_rows",
+    "format_mean_std",
     "mean_std",
     "recipe",
     "recipe_config",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-__all__ = ["mean_rows", "mean_std"]
+__all__ = ["format_mean_std", "mean_rows", "mean_std"]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -16,6 +16,14 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     mean = sum(values) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
     return mean, std
+
+
+def format_mean_std(mean: float, std: float, n: int, digits: int = 4) -> str:
+    """A cell ``"mean ± std"`` (``digits`` significant digits, two for the std); one value has no spread
+    to show, so it reads ``"mean (1 seed)"`` rather than a misleading ``± 0``."""
+    if n == 1:
+        return f"{mean:.{digits}g} (1 seed)"
+    return f"{mean:.{digits}g} ± {std:.2g}"
 
 
 def mean_rows(rows: Sequence[Mapping[str, float]], with_std: bool = False) -> dict[str, float]:

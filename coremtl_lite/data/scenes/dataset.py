@@ -65,9 +65,15 @@ class ShadedScenes:
         return self.length
 
     def __repr__(self) -> str:
+        # the constructor's arguments, then the law this domain actually draws from: ``rho`` and
+        # ``severity`` are the dataset's dials, which a domain may override (``target`` draws at rho 0)
+        spec = self.spec
+        shifts = ", ".join(f"{g} {s:g}" for g, s in zip(priors.GROUPS, spec.severity))
         return (
             f"{type(self).__name__}(domain={self.domain!r}, size={self.size}, length={self.length}, "
-            f"seed={self.seed}, offset={self.offset}, rho={self.rho}, severity={self.severity})"
+            f"seed={self.seed}, offset={self.offset}, rho={self.rho}, severity={self.severity}) "
+            f"[draws: rho {spec.rho:g} (class-keyed colour kept with p {spec.rho_effective:g}); "
+            f"shift {shifts}]"
         )
 
     # ------------------------------------------------------------------------- factor sampling
