@@ -67,6 +67,22 @@ def test_every_architecture_shapes_and_gradients(arch):
     assert len(shared) < len(list(model.parameters()))
 
 
+@pytest.mark.parametrize("arch", sorted(MODEL_BUILDERS))
+def test_every_architecture_runs_channels_last_with_the_same_outputs(arch):
+    # the trainer runs the model and its images channels-last (NHWC) on the CPU and CUDA: no reshape of
+    # a feature map may assume the NCHW strides (a .view() does), and the function is the same
+    torch.manual_seed(0)
+    tasks = [t for t in TASKS if t.kind in ("attributes", "classification")] if arch == "mtcrl" else TASKS
+    model = MODEL_BUILDERS[arch](_cfg(), tasks).eval()
+    x = _image()
+    ref = model(x)["preds"]
+    model = model.to(memory_format=torch.channels_last)
+    out = model(x.contiguous(memory_format=torch.channels_last))["preds"]
+    for name, v in ref.items():
+        assert torch.allclose(out[name].float(), v.float(), atol=1e-4), name
+    sum(v.float().pow(2).mean() for v in out.values()).backward()
+
+
 def test_dual_stream_outputs_and_shared_parameters():
     model = build_model(_cfg(grounding="hard"), TASKS)
     out = model(_image())

@@ -74,7 +74,7 @@ class MMoE(nn.Module):
             raise ValueError(f"MMoE input must be (B, {self.in_channels}, H, W), got {tuple(image.shape)}")
         low, fmap = self.encoder(image)
         b, _, h, w = fmap.shape
-        maps = self.experts(fmap).view(b, self.num_experts, self.expert_channels, h, w)  # E_k(F)
+        maps = self.experts(fmap).reshape(b, self.num_experts, self.expert_channels, h, w)  # E_k(F)
         pooled_f = fmap.mean(dim=(2, 3))
         size = tuple(image.shape[-2:])
         preds, gates = {}, {}

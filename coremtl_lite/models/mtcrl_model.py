@@ -156,7 +156,7 @@ class ConvExperts(nn.Module):
         if x.dim() != 4:
             raise ValueError(f"ConvExperts expects a (B, C, H, W) image, got {tuple(x.shape)}")
         h = F.leaky_relu(self.conv2(F.leaky_relu(self.conv1(x), 0.1)), 0.1)
-        h = F.adaptive_avg_pool2d(h, self.grid).view(x.shape[0], self.num_modules, -1)
+        h = F.adaptive_avg_pool2d(h, self.grid).reshape(x.shape[0], self.num_modules, -1)
         return self.norm(self.proj(h))
 
 
