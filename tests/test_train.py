@@ -137,6 +137,19 @@ def test_fit_records_schedule_and_learns(tmp_path):
     assert History.from_json((tmp_path / "history.json").read_text()) == h
 
 
+@pytest.mark.parametrize("flag", [True, False])
+def test_channels_last_on_the_cpu_follows_the_config(tmp_path, flag):
+    # train.channels_last puts the model's conv weights in NHWC on the CPU too (faster steps), and off
+    # keeps NCHW; a step runs either way
+    tr = tiny_trainer(tmp_path, "optim.epochs=1", f"train.channels_last={str(flag).lower()}")
+    assert tr.channels_last is flag
+    conv = tr.model.encoder[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) is flag  # a 3x3 conv: the layouts differ
+    assert conv.is_contiguous() is not flag
+    tr.fit()
+    assert tr.step > 0
+
+
 def test_exact_resume_matches_uninterrupted_run(tmp_path):
     straight = tiny_trainer(tmp_path / "a")
     straight.fit()
