@@ -153,7 +153,7 @@ class Trainer:
 
         self.tasks = tasks_from_info(self.splits.train.task_info, cfg.data.tasks)
         self.task_names = [t.name for t in self.tasks]
-        # NHWC on CUDA and on the CPU (there a step of the cpu profile is 1.2-1.3x faster than in NCHW:
+        # NHWC on CUDA and on the CPU (there a step of the cpu profile is 1.1-1.3x faster than in NCHW:
         # mkldnn's 1x1 and depthwise convolution backward passes are much faster channels-last)
         self.channels_last = self.device.type in ("cuda", "cpu") and cfg.train.channels_last
         self.model, self.trivial = self._build_model(model)
