@@ -205,6 +205,36 @@ def test_theorem24_collects_every_run_and_fits_the_bound():
     assert "Pearson" in fig.layout.title.text
 
 
+def test_theorem24_tests_l_leak_across_models_apart_from_the_shift():
+    """A hand-made study where the gap grows with the shift (W1) but *shrinks* with L_leak: the
+    correlation over every severity is positive (W1 carries it), the one across models at the strongest
+    shift is -1, and the claims say so."""
+    leaks = {"ew": 2.0, "uw": 1.8, "core_mtl": 1.6}
+    records = [
+        _ood_record(v, s, leak, slope=(3.0 - leak) / leak) for v, leak in leaks.items() for s in (0, 1)
+    ]
+    out = theorem24(records, n_boot=200)
+    assert out["fits"]["segmentation"]["pearson"] > 0.9
+    seg = out["across_models"]["segmentation"]
+    assert seg["severity"] == 1.0 and seg["runs"] == 6
+    assert seg["pearson"] == pytest.approx(-1.0) and seg["pearson_hi"] == pytest.approx(-1.0)
+    assert out["across_models"]["depth"]["pearson"] == pytest.approx(1.0)  # depth gap = 0.5 L_leak W1
+    verdicts = {c.claim: c.verdict for c in gap_follows_bound(out)}
+    assert (
+        verdicts[
+            "the segmentation OOD gap grows with L_leak x W1 over every severity (Theorem 2.4; carried by W1)"
+        ]
+        == "reproduced"
+    )
+    key = "at shift:1, a model with a larger L_leak has a larger {} OOD gap (Theorem 2.4's L_leak factor)"
+    assert verdicts[key.format("segmentation")] == "not reproduced"
+    assert verdicts[key.format("depth")] == "reproduced"
+    # fewer than 3 runs: no correlation, the claim is inconclusive
+    two = theorem24(records[:2], n_boot=50)
+    assert math.isnan(two["across_models"]["depth"]["pearson"])
+    assert {c.verdict for c in gap_follows_bound(two) if "larger L_leak" in c.claim} == {"inconclusive"}
+
+
 def test_stream_names_say_what_a_vanilla_model_compares():
     assert stream_names(Dual(), IMAGES) == "z_s / z_p (dual stream)"
     assert stream_names(Constant(), IMAGES) == "F / GAP(F) (vanilla: no streams)"

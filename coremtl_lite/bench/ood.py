@@ -7,6 +7,7 @@ correlations). The figures are drawn by :func:`coremtl_lite.viz.band_curves` and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from coremtl_lite.experiments.aggregate import format_mean_std, mean_std
 
 __all__ = [
     "OOD_METRICS",
+    "across_models",
     "factor_table",
     "ood_study",
     "rho_curves",
@@ -116,11 +118,12 @@ def theorem24(
 ) -> dict[str, Any]:
     """Theorem 2.4 over every run that holds the probe's numbers (a record of ``ood-severity``).
 
-    Returns ``{"points": [...], "fits": {task: {...}}}``: one point per (run, severity, task) with
+    Returns ``{"points": [...], "fits": {task: {...}}, "across_models": {task: {...}}}``: one point per (run, severity, task) with
     ``method``, ``seed``, ``severity``, ``task``, ``gap``, ``L_leak``, ``W1`` and ``x = L_leak x W1``;
     per task (``"total"`` included) the bound's slope ``K`` with ``lambda* = 0``
     (:func:`~coremtl_lite.diagnostics.ood_bound.bound_fit`) and the correlations of the gap with ``x``,
-    with bootstrap CIs over runs (:func:`~coremtl_lite.diagnostics.ood_bound.correlations`).
+    with bootstrap CIs over runs (:func:`~coremtl_lite.diagnostics.ood_bound.correlations`); and
+    :func:`across_models`, the test of ``L_leak`` at one severity.
     """
     points = []
     for rec in records:
@@ -149,7 +152,39 @@ def theorem24(
         fits[task] = bound_fit(x, gap) | correlations(
             x, gap, [(p["method"], p["seed"]) for p in mine], n_boot=n_boot
         )
-    return {"points": points, "fits": fits}
+    return {"points": points, "fits": fits, "across_models": across_models(points, n_boot=n_boot)}
+
+
+def across_models(points: Sequence[dict[str, Any]], n_boot: int = 1000) -> dict[str, Any]:
+    """Theorem 2.4's ``L_leak`` factor on its own: at the strongest severity of ``points`` (one
+    :func:`theorem24` point per run and task), the correlation over runs of the OOD gap with
+    ``L_leak``, with bootstrap CIs over runs.
+
+    Every model of the study sees the same residual shift, so at one severity ``W1`` is one number and
+    ``x = L_leak x W1`` ranks the models by ``L_leak`` alone. The correlation of :func:`theorem24`'s
+    fits runs over every severity as well, and there ``W1`` (the size of the shift, from 0 to its
+    largest value) carries it: it says the gap grows with the shift, not that a model with less
+    leakage degrades less. Returns ``{task: {"severity", "pearson", "spearman", ..._lo/_hi, "n",
+    "runs"}}`` (NaN correlations where fewer than 3 runs or no spread exist).
+    """
+    if not points:
+        return {}
+    top = max(p["severity"] for p in points)
+    out = {}
+    for task in dict.fromkeys(p["task"] for p in points):
+        mine = [p for p in points if p["task"] == task and p["severity"] == top]
+        if len(mine) < 3:
+            nan = math.nan
+            out[task] = {"severity": top, "n": len(mine), "runs": len(mine), "pearson": nan, "spearman": nan}
+            out[task] |= {f"{k}_{e}": nan for k in ("pearson", "spearman") for e in ("lo", "hi")}
+            continue
+        out[task] = {"severity": top} | correlations(
+            [p["L_leak"] for p in mine],
+            [p["gap"] for p in mine],
+            [(p["method"], p["seed"]) for p in mine],
+            n_boot=n_boot,
+        )
+    return out
 
 
 def theorem24_figures(theorem: dict[str, Any]) -> list:
