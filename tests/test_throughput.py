@@ -223,5 +223,6 @@ def test_bench_train_script_runs_in_the_ci_profile():
         "peak RSS",
         "val img/s",
         "without the scene cache",
+        "fp32 matmul before the recipes",
     ):
         assert line in out, line
