@@ -243,7 +243,9 @@ def main() -> None:
     after = matmul_gflops()
     # the ceiling is the larger of the two: on a shared machine one measurement can dip (once 102
     # against 192 GFLOP/s a minute later), and a low ceiling would inflate every share
-    print(f"fp32 matmul before the recipes {before:.1f} GFLOP/s, after {after:.1f}: the ceiling is the larger")
+    print(
+        f"fp32 matmul before the recipes {before:.1f} GFLOP/s, after {after:.1f}: the ceiling is the larger"
+    )
     report(rows, max(before, after))
 
 
