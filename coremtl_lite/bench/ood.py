@@ -119,7 +119,8 @@ def theorem24(
     """Theorem 2.4 over every run that holds the probe's numbers (a record of ``ood-severity``).
 
     Returns ``{"points": [...], "fits": {task: {...}}, "across_models": {task: {...}}}``: one point
-    per (run, severity, task) with ``method``, ``seed``, ``severity``, ``task``, ``gap``, ``L_leak``, ``W1`` and ``x = L_leak x W1``;
+    per (run, severity, task) with ``method``, ``seed``, ``severity``, ``task``, ``gap``, ``L_leak``,
+    ``W1`` and ``x = L_leak x W1``;
     per task (``"total"`` included) the bound's slope ``K`` with ``lambda* = 0``
     (:func:`~coremtl_lite.diagnostics.ood_bound.bound_fit`) and the correlations of the gap with ``x``,
     with bootstrap CIs over runs (:func:`~coremtl_lite.diagnostics.ood_bound.correlations`); and
