@@ -42,6 +42,7 @@ from coremtl_lite.experiments import (
     single_task_runs,
     train_and_evaluate,
 )
+from coremtl_lite.experiments.processes import map_forked
 from coremtl_lite.protocols import ToggleableDataset
 
 __all__ = [
@@ -342,13 +343,21 @@ def format_rows(
     return format_table([label, *keys], body)
 
 
-def over_seeds(fn: Callable[[Config], Any], cfg: Config, seeds: Sequence[int]) -> Any:
+def over_seeds(fn: Callable[[Config], Any], cfg: Config, seeds: Sequence[int], processes: int = 1) -> Any:
     """``fn(cfg with train.seed=s)`` for every seed, averaged: rows (dicts of floats) are averaged key
     by key, dicts of rows (as :func:`stl_vs_mtl` returns) entry by entry; every mean comes with its
-    ``<key>_std`` over the seeds (:func:`mean_rows`)."""
-    outs = [fn(apply_overrides(cfg, [f"train.seed={s}"])) for s in seeds]
-    if isinstance(outs[0], SpuriousRun):
-        outs = [o.row for o in outs]
+    ``<key>_std`` over the seeds (:func:`mean_rows`).
+
+    With ``processes`` > 1 the seeds train at the same time
+    (:func:`~coremtl_lite.experiments.processes.map_forked`): the first seed in this process -- so
+    ``fn`` may keep its trained run through a closure -- the others in forked processes, each sending
+    back its rows. The numbers are those of ``processes=1``."""
+
+    def rows(seed: int) -> Any:
+        out = fn(apply_overrides(cfg, [f"train.seed={seed}"]))
+        return out.row if isinstance(out, SpuriousRun) else out
+
+    outs = map_forked(rows, seeds, processes)
     if all(isinstance(v, dict) for v in outs[0].values()):
         return {k: mean_rows([o[k] for o in outs], with_std=True) for k in outs[0]}
     return mean_rows(outs, with_std=True)

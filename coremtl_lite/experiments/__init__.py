@@ -6,7 +6,9 @@ named, averaged over seeds and printed.
 * :mod:`~coremtl_lite.experiments.runs` -- :func:`train_and_evaluate` (a config -> a trained model and
   its test metrics beside the trivial predictors') and :func:`run_key`, the one run identity;
 * :mod:`~coremtl_lite.experiments.aggregate` -- mean and sample standard deviation over seeds, and their one cell format;
-* :mod:`~coremtl_lite.experiments.tables` -- the one table formatter (markdown or plain text).
+* :mod:`~coremtl_lite.experiments.tables` -- the one table formatter (markdown or plain text);
+* :mod:`~coremtl_lite.experiments.processes` -- independent runs (the seeds of a comparison) side by side in
+  forked processes.
 
 The demo (``coremtl-lite demo``), the benchmark suites, the tutorials' shared runs and MT-CRL's
 spurious-correlation study are built on these.
