@@ -232,6 +232,8 @@ def test_bench_render_script_runs():
             "--domains",
             "source",
             "corrupt:fog:1",
+            "--fill",
+            "128",
         ],
         capture_output=True,
         text=True,
@@ -240,3 +242,4 @@ def test_bench_render_script_runs():
     ).stdout
     assert "16x16" in out and "corrupt:fog:1" in out
     assert "goal >= 5000" in out and "goal >= 2000" in out
+    assert "render-once cache fill (128 scenes in 64-scene chunks)" in out and "x)" in out

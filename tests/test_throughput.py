@@ -155,6 +155,34 @@ def test_the_cache_renders_each_chunk_once_when_read_from_several_threads():
     assert all(_same(g, alone.get_batch(a)) for g, a in zip(got, asks))
 
 
+def test_the_cache_renders_chunks_side_by_side_with_the_values_of_one_thread():
+    import threading
+    import time
+
+    ds = ShadedScenes(size=16, length=40, seed=4)
+    inner, lock, now, most = ds.get_batch, threading.Lock(), [0], [0]
+
+    def counting(idx):
+        with lock:
+            now[0] += 1
+            most[0] = max(most[0], now[0])
+        time.sleep(0.05)  # long enough for the other thread to start its chunk
+        try:
+            return inner(idx)
+        finally:
+            with lock:
+                now[0] -= 1
+
+    ds.get_batch = counting
+    two, one = CachedDataset(ds), CachedDataset(ShadedScenes(size=16, length=40, seed=4))
+    two.chunk = one.chunk = 8
+    one.render_threads = 1
+    assert two.render_threads == 2
+    asks = list(range(39, -1, -3))
+    assert _same(two.get_batch(asks), one.get_batch(asks))  # the five chunks, bit for bit
+    assert most[0] == 2  # two chunks were rendered at once, never more
+
+
 def test_trainer_caches_within_its_budget(tmp_path):
     cfg = _config(tmp_path)
     small = Trainer(cfg, cache_bytes=cache_estimate(ShadedScenes(size=16, length=48)))
