@@ -170,8 +170,9 @@ def ablation_improves_step_by_step(rows: Sequence[dict[str, Any]], domain: str =
     interval shown is the weakest step's (the lowest lower bound)."""
     out = []
     for task, (metric, higher) in HEADLINE.items():
-        vals = [summary_row(rows, "ablation", s, domain, task, metric) for s in ABLATION_STEPS]
-        if task == "all" or any(v is None for v in vals):
+        found = [summary_row(rows, "ablation", s, domain, task, metric) for s in ABLATION_STEPS]
+        vals = [v for v in found if v is not None]
+        if task == "all" or len(vals) < len(found):
             continue
         ivs = [_interval_in_claim_direction(b, a, higher) for a, b in zip(vals, vals[1:])]
         verdicts = [_verdict(iv) for iv in ivs]
