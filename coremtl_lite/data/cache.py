@@ -5,9 +5,9 @@ the same training scenes again every epoch -- and the same validation and test s
 evaluation -- is wasted work (on a 2-core CPU it can cost more than the training step itself).
 :class:`CachedDataset` renders every sample once, in fixed chunks of consecutive indices, and serves
 it from memory afterwards; :data:`RENDER_THREADS` chunks are rendered at the same time (on 2 cores
-1.3-1.9x the fill rate of one chunk after the other, ``benchmarks/bench_render.py``). The values are the dataset's up to float rounding (a renderer may round
-differently in batches of different sizes, ~1e-7) and never depend on the access order, so a run
-and its exact resume see identical data.
+1.0-1.9x the fill rate of one chunk after the other, ``benchmarks/bench_render.py``). The values are
+the dataset's up to float rounding (a renderer may round differently in batches of different sizes,
+~1e-7) and never depend on the access order, so a run and its exact resume see identical data.
 
 **Memory.** A cached sample holds every tensor of the sample dict (image, labels, factors); a 64 px
 ShadedScenes sample takes 0.15 MB (0.59 MB at 128 px), so the cpu profile's 1024 + 128 + 2 x 256
@@ -34,8 +34,8 @@ from coremtl_lite.protocols import BatchDataset
 DEFAULT_CACHE_BYTES = 1 << 30
 #: how many chunks a cache renders at once (:class:`CachedDataset.render_threads`)
 RENDER_THREADS = 2
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
+_POOLS: dict[int, ThreadPoolExecutor] = {}  # one shared pool per thread count
+_POOLS_LOCK = threading.Lock()
 
 
 def _render_chunks(dataset: Any, chunks: list[Tensor], threads: int) -> Iterator[dict[str, Any]]:
@@ -45,11 +45,10 @@ def _render_chunks(dataset: Any, chunks: list[Tensor], threads: int) -> Iterator
     if threads <= 1 or len(chunks) < 2:
         yield from (dataset.get_batch(ids.tolist()) for ids in chunks)
         return
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < threads:  # noqa: SLF001 -- grow the shared pool
-            _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="coremtl-render")
-        pool = _POOL
+    with _POOLS_LOCK:
+        if threads not in _POOLS:
+            _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="coremtl-render")
+        pool = _POOLS[threads]
     for start in range(0, len(chunks), threads):  # at most ``threads`` rendered chunks held at a time
         yield from pool.map(lambda ids: dataset.get_batch(ids.tolist()), chunks[start : start + threads])
 
