@@ -5,8 +5,9 @@ can say which claims reproduce on ShadedScenes and which do not.
 
 The claims that compare methods carry a 95% confidence interval, and their verdict follows it:
 *reproduced* when the whole interval is on the claim's side, *not reproduced* when it is wholly on the
-other side, *inconclusive* when it straddles zero (or fewer than two seeds exist). For a difference of two methods' means over seeds the interval is Welch's t interval from the
-rows' mean, standard deviation and n; for a correlation it is the bootstrap interval over runs of
+other side, *inconclusive* when it straddles zero (or fewer than two seeds exist). For a difference of
+two methods' means over seeds the interval is Welch's t interval from the rows' mean, standard
+deviation and n; for a correlation it is the bootstrap interval over runs of
 :func:`coremtl_lite.bench.ood.theorem24`.
 """
 
@@ -73,9 +74,12 @@ def _best_of(
     interval returned is the one against the best of ``others`` (by mean)."""
     ivs = {v: _interval_in_claim_direction(ours, row, higher) for v, row in others.items()}
     best = max(others, key=lambda v: _score(others[v]["mean"], higher))
-    verdicts = [_verdict(iv) for iv in ivs.values()]
-    holds = False if False in verdicts else (True if all(verdicts) else None)
-    return holds, ivs[best], best
+    return _all_hold([_verdict(iv) for iv in ivs.values()]), ivs[best], best
+
+
+def _all_hold(verdicts: Sequence[bool | None]) -> bool | None:
+    """The verdict of "every one of these holds": False if one fails, True if all hold, else None."""
+    return False if False in verdicts else (True if all(verdicts) else None)
 
 
 def _fmt(row: dict[str, Any]) -> str:
@@ -176,7 +180,7 @@ def ablation_improves_step_by_step(rows: Sequence[dict[str, Any]], domain: str =
             continue
         ivs = [_interval_in_claim_direction(b, a, higher) for a, b in zip(vals, vals[1:])]
         verdicts = [_verdict(iv) for iv in ivs]
-        holds = False if False in verdicts else (True if all(verdicts) else None)
+        holds = _all_hold(verdicts)
         known = [iv for iv in ivs if iv is not None]
         mark = {True: "better", False: "worse", None: "within the spread"}
         out.append(
@@ -256,11 +260,7 @@ def beats_each_baseline(
             other = summary_row(rows, suite, b, domain, task, metric)
             if mine is None or other is None:
                 continue
-            sign = 1.0 if higher else -1.0
-            iv = welch_interval(mine, other)
-            if iv is not None:
-                lo, hi = sorted((sign * iv[0], sign * iv[1]))
-                iv = (lo, hi)
+            iv = _interval_in_claim_direction(mine, other, higher)
             out.append(
                 Claim(
                     f"{ours} beats {b} on {suite} {domain} {task} {metric}",
