@@ -170,6 +170,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", choices=PROFILES, help=prof_help)
     b.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
     b.add_argument(
+        "--suite-seeds",
+        action="append",
+        default=[],
+        metavar="SUITE=SEEDS",
+        help="a suite's own seeds instead of --seeds, e.g. sim2real=0,1,2,3,4 (repeatable)",
+    )
+    b.add_argument(
         "--methods",
         default=None,
         help="comma-separated baseline methods for the id/sim2real/corruptions tables (default: "
@@ -462,12 +469,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seed_list(text: str, flag: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s]
+    except ValueError:
+        raise SystemExit(f"{flag} {text!r}: seeds are comma-separated integers, e.g. 0,1,2") from None
+    if not seeds:
+        raise SystemExit(f"{flag} {text!r}: give at least one seed")
+    return seeds
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from coremtl_lite.bench import DEFAULT_BASELINES, build_suites, pivot, run_bench
     from coremtl_lite.experiments import format_table
 
     suites = list(build_suites()) if args.suites == "all" else [s for s in args.suites.split(",") if s]
-    seeds = [int(s) for s in args.seeds.split(",") if s]
+    seeds = _seed_list(args.seeds, "--seeds")
+    suite_seeds = {}
+    for item in args.suite_seeds:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--suite-seeds {item!r}: expected SUITE=SEEDS, e.g. sim2real=0,1,2,3,4")
+        suite_seeds[name] = _seed_list(value, f"--suite-seeds {name}")
     methods = tuple(m for m in args.methods.split(",") if m) if args.methods else DEFAULT_BASELINES
     profile = args.profile or active_profile()
     _label(profile)
@@ -479,6 +502,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         baselines=methods,
         overrides=args.overrides,
         finished_only=args.finished_only,
+        suite_seeds=suite_seeds,
     )
     from coremtl_lite.bench.report import completeness, headline_metrics
 
