@@ -212,3 +212,44 @@ def test_summary_starts_with_the_trivial_predictors_rows():
     assert by[("trivial", "segmentation", "mIoU")]["n"] == 2  # one per seed, not one per run
     assert by[("trivial", "depth", "abs_err")]["mean"] == pytest.approx(2.0)
     assert ("trivial", "all", "seconds/epoch") not in by
+
+
+def test_a_suite_can_have_its_own_seeds_and_the_metadata_says_so(tmp_path):
+    seeds = []
+
+    def run_fn(cfg, domains, probes=()):  # no training: what the report needs, per domain
+        seeds.append(cfg.train.seed)
+        res = {
+            d: {"segmentation": {"mIoU": 0.5}, "depth": {"abs_err": 0.2}, "normal": {"mean": 20.0}}
+            for d in domains
+        }
+        return {"results": res, "trivial": res, "epoch_seconds": 1.0}
+
+    kw = dict(profile="ci", seeds=(0,), out_dir=tmp_path, progress=False, run_fn=run_fn)
+    rows = run_bench(["grounding", "lambda-cfa"], suite_seeds={"grounding": (0, 1, 2)}, **kw)
+    n = {r["suite"]: r["n"] for r in rows if r["metric"] == "mIoU" and r["variant"] != "trivial"}
+    assert n == {"grounding": 3, "lambda-cfa": 1}
+    assert sorted(set(seeds)) == [0, 1, 2]
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["seeds"] == [0] and meta["suite_seeds"] == {"grounding": [0, 1, 2]}
+    with pytest.raises(KeyError, match="'id'.*not run"):
+        run_bench(["grounding"], suite_seeds={"id": (0,)}, **kw)
+    with pytest.raises(ValueError, match="at least one seed"):
+        run_bench(["grounding"], suite_seeds={"grounding": ()}, **kw)
+
+
+def test_the_bench_command_reads_suite_seeds_and_rejects_bad_ones(tmp_path):
+    from coremtl_lite.cli import main
+
+    argv = ["bench", "--suites", "grounding", "--profile", "ci", "--seeds", "0", "--out", str(tmp_path)]
+    assert main([*argv, "--suite-seeds", "grounding=0,1", "--finished-only"]) == 0
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["suite_seeds"] == {"grounding": [0, 1]} and meta["runs_planned"] == 2 * 2
+    bad_values = (
+        ("grounding", "expected SUITE=SEEDS"),
+        ("grounding=a", "comma-separated integers"),
+        ("grounding=", "at least one seed"),
+    )
+    for bad, says in bad_values:
+        with pytest.raises(SystemExit, match=says):
+            main([*argv, "--suite-seeds", bad, "--finished-only"])
