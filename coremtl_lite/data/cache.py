@@ -20,6 +20,7 @@ as long as the trainer.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,19 @@ DEFAULT_CACHE_BYTES = 1 << 30
 RENDER_THREADS = 2
 _POOLS: dict[int, ThreadPoolExecutor] = {}  # one shared pool per thread count
 _POOLS_LOCK = threading.Lock()
+
+
+def _forget_pools_after_fork() -> None:
+    """A forked child (``experiments.processes.map_forked``) has none of its parent's pool threads, but
+    the parent's executors think their idle workers exist and would queue work for them forever; the
+    child starts its own pools (and a lock no parent thread can hold)."""
+    global _POOLS_LOCK
+    _POOLS.clear()
+    _POOLS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_forget_pools_after_fork)
 
 
 def _render_chunks(dataset: Any, chunks: list[Tensor], threads: int) -> Iterator[dict[str, Any]]:

@@ -20,7 +20,8 @@ the weights selected on the validation split:
 
 :func:`stl_vs_mtl` gives one row of MT-CRL's Table 1 (one multi-task model against one model per
 task); :func:`over_seeds` averages any of these over seeds (mean and sample standard deviation,
-:func:`coremtl_lite.experiments.mean_rows`) and :func:`format_rows` prints them
+:func:`coremtl_lite.experiments.mean_rows`), :func:`over_seeds_table` a whole table of them at once
+(each seed's table in a process of its own), and :func:`format_rows` prints them
 (:func:`coremtl_lite.experiments.format_table`).
 """
 
@@ -56,6 +57,7 @@ __all__ = [
     "format_rows",
     "mean_rows",
     "over_seeds",
+    "over_seeds_table",
     "run_spurious",
     "stl_vs_mtl",
     "study_config",
@@ -352,12 +354,32 @@ def over_seeds(fn: Callable[[Config], Any], cfg: Config, seeds: Sequence[int], p
     (:func:`~coremtl_lite.experiments.processes.map_forked`): the first seed in this process -- so
     ``fn`` may keep its trained run through a closure -- the others in forked processes, each sending
     back its rows. The numbers are those of ``processes=1``."""
+    return over_seeds_table({"": (fn, cfg)}, seeds, processes)[""]
 
-    def rows(seed: int) -> Any:
-        out = fn(apply_overrides(cfg, [f"train.seed={seed}"]))
-        return out.row if isinstance(out, SpuriousRun) else out
 
-    outs = map_forked(rows, seeds, processes)
+def over_seeds_table(
+    jobs: dict[str, tuple[Callable[[Config], Any], Config]], seeds: Sequence[int], processes: int = 1
+) -> dict[str, Any]:
+    """:func:`over_seeds` of every entry ``label: (fn, cfg)`` of a table: ``{label: averaged rows}``.
+
+    With ``processes`` > 1 each seed's *whole table* runs in one process (the first seed in this one,
+    so ``fn`` may keep its runs through a closure, as in :func:`over_seeds`): a table of N comparisons
+    waits once for its slowest seed instead of N times, and forks once per seed instead of once per
+    run. Every run seeds itself from its config, so the numbers are those of ``processes=1``."""
+
+    def table(seed: int) -> dict[str, Any]:
+        out = {}
+        for label, (fn, cfg) in jobs.items():
+            run = fn(apply_overrides(cfg, [f"train.seed={seed}"]))
+            out[label] = run.row if isinstance(run, SpuriousRun) else run
+        return out
+
+    outs = map_forked(table, seeds, processes)
+    return {label: _average([o[label] for o in outs]) for label in jobs}
+
+
+def _average(outs: list[Any]) -> Any:
+    """Rows averaged key by key, or dicts of rows entry by entry, each mean with its ``<key>_std``."""
     if all(isinstance(v, dict) for v in outs[0].values()):
         return {k: mean_rows([o[k] for o in outs], with_std=True) for k in outs[0]}
     return mean_rows(outs, with_std=True)
