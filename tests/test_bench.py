@@ -6,7 +6,7 @@ import math
 import pytest
 
 from coremtl_lite.bench import build_suites, run_bench
-from coremtl_lite.bench.runner import merge_per_task, plan_runs, summarise
+from coremtl_lite.bench.runner import is_trivial, merge_per_task, plan_runs, summarise, trivial_variant
 from coremtl_lite.metrics import delta_m
 
 DIRECTIONS = {"segmentation": {"mIoU": True}, "depth": {"abs_err": False}}
@@ -212,6 +212,38 @@ def test_summary_starts_with_the_trivial_predictors_rows():
     assert by[("trivial", "segmentation", "mIoU")]["n"] == 2  # one per seed, not one per run
     assert by[("trivial", "depth", "abs_err")]["mean"] == pytest.approx(2.0)
     assert ("trivial", "all", "seconds/epoch") not in by
+
+
+def test_each_group_of_variants_has_its_own_trivial_row():
+    """The scalability suite's ``ew@10`` trains 10 attribute tasks and ``ew@40`` 40: each task count
+    stands beside the constants of its own tasks, not of all 40."""
+    suite = build_suites(("ew",))["scalability"]
+    recs = []
+    for n, majority in ((10, 0.7), (40, 0.8)):
+        tasks = [f"attr{i}" for i in range(n)]
+        for variant in (f"ew@{n}", f"pcgrad@{n}"):
+            recs.append(
+                {
+                    "suite": "scalability",
+                    "variant": variant,
+                    "seed": 0,
+                    "task": None,
+                    "epoch_seconds": 1.0,
+                    "results": {"source": {t: {"acc": majority + 0.1} for t in tasks}},
+                    "trivial": {"source": {t: {"acc": majority} for t in tasks}},
+                }
+            )
+    rows = [r for r in summarise(suite, recs, {}) if r["metric"] in ("avg_acc", "seconds/epoch")]
+    assert [(r["variant"], r["metric"]) for r in rows[:3]] == [
+        ("trivial@10", "avg_acc"),
+        ("ew@10", "avg_acc"),
+        ("ew@10", "seconds/epoch"),
+    ]
+    by = {(r["variant"], r["metric"]): r["mean"] for r in rows}
+    assert by[("trivial@10", "avg_acc")] == pytest.approx(0.7)
+    assert by[("trivial@40", "avg_acc")] == pytest.approx(0.8)
+    assert ("trivial@40", "seconds/epoch") not in by
+    assert is_trivial("trivial@40") and not is_trivial("ew@40") and trivial_variant("ew") == "trivial"
 
 
 def test_a_suite_can_have_its_own_seeds_and_the_metadata_says_so(tmp_path):

@@ -292,11 +292,13 @@ def test_factor_table_and_rho_curves():
         for m, v in (("ew", 0.3), ("core_mtl", 0.4))
         for r in (0.9, 0.0, 0.5)
     ]
-    rows.append(_row("ood-rho", "trivial", "target", "segmentation", "mIoU", 0.1))
-    curves = rho_curves(rows, "segmentation", "mIoU")
+    trivial = [
+        _row("ood-rho", f"trivial@rho={r:g}", "target", "segmentation", "mIoU", 0.1) for r in (0, 0.5, 0.9)
+    ]
+    curves = rho_curves(trivial + rows, "segmentation", "mIoU")
     assert list(curves) == ["trivial", "ew", "core_mtl"]
     assert curves["ew"]["x"] == [0.0, 0.5, 0.9] and curves["ew"]["mean"] == pytest.approx([0.3, 0.8, 1.2])
-    assert curves["trivial"]["mean"] == [0.1] * 3
+    assert curves["trivial"]["x"] == [0.0, 0.5, 0.9] and curves["trivial"]["mean"] == [0.1] * 3
 
 
 # ------------------------------------------------------------------------------------------ claims

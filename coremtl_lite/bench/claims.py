@@ -20,6 +20,7 @@ from typing import Any
 
 from coremtl_lite.bench.ood import summary_row
 from coremtl_lite.bench.report import HEADLINE
+from coremtl_lite.bench.runner import is_trivial
 from coremtl_lite.experiments.aggregate import format_mean_std
 
 
@@ -93,7 +94,8 @@ def _rows_of(
         r["variant"]: r
         for r in rows
         if (r["suite"], r["domain"], r["task"], r["metric"]) == (suite, domain, task, metric)
-        and r["variant"] not in ("stl", "trivial")
+        and r["variant"] != "stl"
+        and not is_trivial(r["variant"])
     }
 
 
@@ -283,7 +285,7 @@ def gap_grows_with_severity(
 
     out = []
     for variant in dict.fromkeys(
-        r["variant"] for r in rows if r["suite"] == suite and r["variant"] != "trivial"
+        r["variant"] for r in rows if r["suite"] == suite and not is_trivial(r["variant"])
     ):
         for task, (metric, higher) in OOD_METRICS.items():
             a, b = (
@@ -350,9 +352,14 @@ def ood_claims(rows: Sequence[dict[str, Any]], theorem: dict[str, Any] | None = 
     from coremtl_lite.bench.suites import split_rho
 
     out = []
-    sev = {r["variant"] for r in rows if r["suite"] == "ood-severity"} - {"trivial", "core_mtl"}
+    sev = {r["variant"] for r in rows if r["suite"] == "ood-severity" and not is_trivial(r["variant"])}
+    sev -= {"core_mtl"}
     out += beats_each_baseline(rows, "ood-severity", "shift:1", "core_mtl", sorted(sev))
-    parsed = {r["variant"]: split_rho(r["variant"]) for r in rows if r["suite"] == "ood-rho"}
+    parsed = {
+        r["variant"]: split_rho(r["variant"])
+        for r in rows
+        if r["suite"] == "ood-rho" and not is_trivial(r["variant"])
+    }
     for rho in sorted({p[1] for p in parsed.values() if p}):
         others = sorted(v for v, p in parsed.items() if p and p[1] == rho and p[0] != "core_mtl")
         out += beats_each_baseline(rows, "ood-rho", "target", f"core_mtl@rho={rho:g}", others)

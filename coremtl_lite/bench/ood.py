@@ -63,19 +63,16 @@ def rho_curves(
     rows: Sequence[dict[str, Any]], task: str, metric: str, suite: str = "ood-rho", domain: str = "target"
 ) -> dict[str, dict[str, list[float]]]:
     """``{method: {"x": training rhos, "mean", "std"}}`` of ``task``/``metric`` on ``domain``, from the
-    variants ``<method>@rho=<r>``; the trivial predictor (one set of rows for the suite: its training
-    split's constants hardly move with rho) is drawn flat across the grid."""
+    variants ``<method>@rho=<r>``; the trivial predictor is one of them (``trivial@rho=<r>``: each training
+    rho has its own training split, so its own constants)."""
     points: dict[str, list[tuple[float, float, float]]] = {}
-    trivial = None
     for r in rows:
         if (r["suite"], r["domain"], r["task"], r["metric"]) != (suite, domain, task, metric):
             continue
         parsed = split_rho(r["variant"])
         if parsed is not None:
             points.setdefault(parsed[0], []).append((parsed[1], r["mean"], r["std"]))
-        elif r["variant"] == "trivial":
-            trivial = r
-    out = {
+    return {
         m: {
             "x": [p[0] for p in sorted(v)],
             "mean": [p[1] for p in sorted(v)],
@@ -83,10 +80,6 @@ def rho_curves(
         }
         for m, v in points.items()
     }
-    xs = sorted({x for c in out.values() for x in c["x"]})
-    if trivial is not None and xs:
-        out = {"trivial": {"x": xs, "mean": [trivial["mean"]] * len(xs), "std": [0.0] * len(xs)}} | out
-    return out
 
 
 def factor_table(

@@ -45,6 +45,20 @@ from coremtl_lite.metrics import delta_m
 #: the variant name of the trivial predictors' rows in every suite's table
 TRIVIAL = "trivial"
 
+
+def trivial_variant(variant: str) -> str:
+    """The trivial row that stands beside ``variant``: ``trivial``, or ``trivial@N`` beside a variant
+    ``name@N``, whose runs see other data than the suite's other groups (the scalability suite's
+    ``ew@10`` trains 10 attribute tasks, ``ew@40`` 40: each task count has its own constants)."""
+    _, at, group = variant.partition("@")
+    return f"{TRIVIAL}@{group}" if at else TRIVIAL
+
+
+def is_trivial(variant: str) -> bool:
+    """Whether ``variant`` names a row of the trivial predictors (:func:`trivial_variant`)."""
+    return variant.partition("@")[0] == TRIVIAL
+
+
 #: a function that trains ``cfg`` and returns ``{"results": {domain: {task: {metric: v}}}, "epoch_seconds": s}``
 #: (and optionally ``"trivial"``: the trivial predictors' results in the same format). It is called as
 #: ``run_fn(cfg, domains)``, and as ``run_fn(cfg, domains, probes=names)`` for a suite with probes (then its
@@ -240,16 +254,17 @@ def merge_per_task(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _trivial_records(suite: Suite, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One pseudo-record per seed holding the trivial predictors' results (merged over the suite's runs,
-    so per-task runs contribute their task), labelled as the variant ``trivial``."""
-    by_seed: dict[int, dict[str, Any]] = {}
+    """One pseudo-record per seed and group holding the trivial predictors' results (merged over the
+    group's runs, so per-task runs contribute their task), labelled :func:`trivial_variant`."""
+    by_seed: dict[tuple[int, str], dict[str, Any]] = {}
     for rec in records:
+        name = trivial_variant(rec["variant"])
         for domain, tasks in (rec.get("trivial") or {}).items():
             out = by_seed.setdefault(
-                rec["seed"],
+                (rec["seed"], name),
                 {
                     "suite": suite.name,
-                    "variant": TRIVIAL,
+                    "variant": name,
                     "seed": rec["seed"],
                     "results": {},
                     "epoch_seconds": 0.0,
@@ -267,7 +282,11 @@ def summarise(
     records = [*_trivial_records(suite, records), *records]
     stl = {(r["seed"], d): res for r in records if r["variant"] == "stl" for d, res in r["results"].items()}
     rows: list[dict[str, Any]] = []
-    for variant in (Recipe(TRIVIAL, ()), *suite.variants):
+    ordered: dict[str, Recipe] = {}  # each group's trivial row first, then the group's variants
+    for v in suite.variants:
+        ordered.setdefault(trivial_variant(v.name), Recipe(trivial_variant(v.name), ()))
+        ordered[v.name] = v
+    for variant in ordered.values():
         mine = [r for r in records if r["variant"] == variant.name]
         if not mine:
             continue
@@ -313,7 +332,7 @@ def summarise(
                         "n": len(dms),
                     }
                 )
-        if suite.timed and variant.name != TRIVIAL:
+        if suite.timed and not is_trivial(variant.name):
             mean, std = mean_std([float(r["epoch_seconds"]) for r in mine])
             rows.append(
                 {
