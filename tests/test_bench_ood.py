@@ -393,6 +393,10 @@ def test_the_ood_severity_suite_end_to_end_with_a_fake_run(tmp_path):
     assert len(study["theorem24"]["points"]) == 16 * len(OOD_SEVERITIES) * 3
     assert {p["method"] for p in study["theorem24"]["points"]} == set(METHODS)
     assert [r[0] for r in study["robustness"]["rows"]][:2] == ["ds", "core_mtl"]
+    per_run = study["robustness"]["runs"]
+    assert len({(r["variant"], r["seed"]) for r in per_run}) == len(per_run) == 16  # 8 methods x 2 seeds
+    assert {r["seed"] for r in per_run} == {0, 1} and {r["variant"] for r in per_run} >= {"ds", "core_mtl"}
+    assert all({"intra", "cross", "streams"} <= set(r) for r in per_run)
     page = (tmp_path / "report.html").read_text()
     assert "Theorem 2.4" in page and "which factor breaks which model" in page and "toself" in page
     # a second call reads every run back

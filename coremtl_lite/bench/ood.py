@@ -232,6 +232,13 @@ def robustness_table(
 
 def ood_study(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The JSON-ready numbers of the study's probed runs: ``{"theorem24": theorem24(records),
-    "robustness": {"header", "rows"}}`` (:func:`theorem24`, :func:`robustness_table`)."""
+    "robustness": {"header", "rows", "runs"}}`` (:func:`theorem24`, :func:`robustness_table`; ``runs``:
+    each run's ratios, ``{"variant", "seed", "intra", "cross", "streams"}``, so a reader can see which seed
+    a spread comes from)."""
     header, body = robustness_table(records)
-    return {"theorem24": theorem24(records), "robustness": {"header": header, "rows": body}}
+    runs = [
+        {"variant": rec["variant"], "seed": rec["seed"], **rec["robustness"]}
+        for rec in records
+        if rec.get("robustness")
+    ]
+    return {"theorem24": theorem24(records), "robustness": {"header": header, "rows": body, "runs": runs}}
