@@ -266,6 +266,21 @@ def test_callbacks_see_steps_and_epochs_and_can_stop(tmp_path):
     assert tr.history.epochs[-1]["steps"] == 2
 
 
+def test_adamw_foreach_gives_the_numbers_of_the_per_parameter_loop(tmp_path):
+    # the trainer's AdamW runs one foreach call over all parameters (faster for small models); the
+    # committed runs were trained with the per-parameter loop, so the two must agree bit for bit,
+    # weight decay group and the method's own no-decay group (UW's log-variances) included
+    weights = {}
+    for foreach in (True, False):
+        tr = tiny_trainer(tmp_path / str(foreach), "train.method=uw", "optim.epochs=2", "optim.lr=0.05")
+        assert tr.optimizer.defaults["foreach"] is True
+        for group in tr.optimizer.param_groups:
+            group["foreach"] = foreach
+        tr.fit()
+        weights[foreach] = [p.detach().clone() for p in (*tr.model.parameters(), *tr.method.parameters())]
+    assert all(torch.equal(a, b) for a, b in zip(weights[True], weights[False]))
+
+
 def test_heldout_hook_and_method_parameters(tmp_path):
     # MOML asks for a validation batch each step (methods/base.py hook); UW has learnable log-variances
     tr = tiny_trainer(tmp_path, "train.method=moml", "optim.epochs=1")

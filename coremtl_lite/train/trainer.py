@@ -271,7 +271,10 @@ class Trainer:
         )
         if method_params or objective_params:  # the method's own weights (e.g. UW's log-variances): no decay
             groups.append({"params": method_params + objective_params, "weight_decay": 0.0})
-        return torch.optim.AdamW(groups, lr=self.cfg.optim.lr), [p for g in groups for p in g["params"]]
+        # foreach: one fused call per step over all parameters instead of a Python loop over them (the
+        # same numbers, measured bit-identical on CPU; CUDA's default already); it matters for small models
+        optimizer = torch.optim.AdamW(groups, lr=self.cfg.optim.lr, foreach=True)
+        return optimizer, [p for g in groups for p in g["params"]]
 
     def _build_loaders(self) -> tuple[Any, Any]:
         """The training loader (shuffled per epoch, this rank's slice) and, for bi-level methods, the
