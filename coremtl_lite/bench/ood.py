@@ -63,8 +63,8 @@ def rho_curves(
     rows: Sequence[dict[str, Any]], task: str, metric: str, suite: str = "ood-rho", domain: str = "target"
 ) -> dict[str, dict[str, list[float]]]:
     """``{method: {"x": training rhos, "mean", "std"}}`` of ``task``/``metric`` on ``domain``, from the
-    variants ``<method>@rho=<r>``; the trivial predictor is one of them (``trivial@rho=<r>``: each training
-    rho has its own training split, so its own constants)."""
+    variants ``<method>@rho=<r>``; the trivial predictor is one of them (``trivial@rho=<r>``, fitted on that
+    rho's training split; equal across rho, which changes the appearance, not the labels)."""
     points: dict[str, list[tuple[float, float, float]]] = {}
     for r in rows:
         if (r["suite"], r["domain"], r["task"], r["metric"]) != (suite, domain, task, metric):

@@ -271,8 +271,8 @@ class Trainer:
         )
         if method_params or objective_params:  # the method's own weights (e.g. UW's log-variances): no decay
             groups.append({"params": method_params + objective_params, "weight_decay": 0.0})
-        # foreach: one fused call per step over all parameters instead of a Python loop over them (the
-        # same numbers, measured bit-identical on CPU; CUDA's default already); it matters for small models
+        # foreach: multi-tensor kernels over all parameters instead of a Python loop over them (the same
+        # numbers, bit-identical on CPU: tests/test_train.py; CUDA's default already); small models gain
         optimizer = torch.optim.AdamW(groups, lr=self.cfg.optim.lr, foreach=True)
         return optimizer, [p for g in groups for p in g["params"]]
 
