@@ -23,6 +23,9 @@ from coremtl_lite.bench.report import HEADLINE
 from coremtl_lite.bench.runner import is_trivial
 from coremtl_lite.experiments.aggregate import format_mean_std
 
+#: the word of each verdict: ``holds`` True, False, or None (the interval straddles the boundary)
+VERDICTS = {True: "reproduced", False: "not reproduced", None: "inconclusive"}
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -36,7 +39,7 @@ class Claim:
 
     @property
     def verdict(self) -> str:
-        return {True: "reproduced", False: "not reproduced", None: "inconclusive"}[self.holds]
+        return VERDICTS[self.holds]
 
 
 def _mean(rows, suite, variant, domain, task, metric) -> float | None:
@@ -75,7 +78,7 @@ def _best_of(
     interval returned is the one against the best of ``others`` (by mean)."""
     ivs = {v: _interval_in_claim_direction(ours, row, higher) for v, row in others.items()}
     best = max(others, key=lambda v: _score(others[v]["mean"], higher))
-    return _all_hold([_verdict(iv) for iv in ivs.values()]), ivs[best], best
+    return _all_hold([holds_by_interval(iv) for iv in ivs.values()]), ivs[best], best
 
 
 def _all_hold(verdicts: Sequence[bool | None]) -> bool | None:
@@ -181,7 +184,7 @@ def ablation_improves_step_by_step(rows: Sequence[dict[str, Any]], domain: str =
         if task == "all" or len(vals) < len(found):
             continue
         ivs = [_interval_in_claim_direction(b, a, higher) for a, b in zip(vals, vals[1:])]
-        verdicts = [_verdict(iv) for iv in ivs]
+        verdicts = [holds_by_interval(iv) for iv in ivs]
         holds = _all_hold(verdicts)
         known = [iv for iv in ivs if iv is not None]
         mark = {True: "better", False: "worse", None: "within the spread"}
@@ -240,7 +243,9 @@ def welch_interval(a: dict[str, Any], b: dict[str, Any], level: float = 0.95) ->
     return diff - half, diff + half
 
 
-def _verdict(interval: tuple[float, float] | None) -> bool | None:
+def holds_by_interval(interval: tuple[float, float] | None) -> bool | None:
+    """True when the interval lies wholly above 0, False when wholly below, None when it straddles 0
+    (or there is no interval): the rule of every verdict (:data:`VERDICTS`)."""
     if interval is None or any(math.isnan(v) for v in interval):
         return None
     if interval[0] > 0:
@@ -269,7 +274,7 @@ def beats_each_baseline(
                     f"{ours} {format_mean_std(mine['mean'], mine['std'], mine['n'])} vs {b} "
                     f"{format_mean_std(other['mean'], other['std'], other['n'])} "
                     f"(n = {mine['n']}, {other['n']} seeds)",
-                    _verdict(iv),
+                    holds_by_interval(iv),
                     iv,
                 )
             )
@@ -300,7 +305,7 @@ def gap_grows_with_severity(
                 Claim(
                     f"{variant}'s {task} {metric} degrades from {low} to {high}",
                     f"{a['mean']:.4g} -> {b['mean']:.4g} (degradation {drop:+.3g})",
-                    _verdict(iv),
+                    holds_by_interval(iv),
                     iv,
                 )
             )
@@ -327,7 +332,7 @@ def gap_follows_bound(theorem: dict[str, Any] | None) -> list[Claim]:
                 f"Pearson {fit['pearson']:.3g}, Spearman {fit['spearman']:.3g} over {fit['n']} points of "
                 f"{fit['runs']} runs; bound K = {fit['K']:.3g} with lambda* = 0, "
                 f"{fit['violations']} point(s) at x = 0 above it",
-                _verdict(iv),
+                holds_by_interval(iv),
                 iv,
             )
         )
@@ -338,7 +343,7 @@ def gap_follows_bound(theorem: dict[str, Any] | None) -> list[Claim]:
                 f"at shift:{fit['severity']:g}, a model with a larger L_leak has a larger {task} OOD gap "
                 "(Theorem 2.4's L_leak factor)",
                 f"Pearson {fit['pearson']:.3g}, Spearman {fit['spearman']:.3g} over {fit['runs']} runs",
-                _verdict(iv),
+                holds_by_interval(iv),
                 iv,
             )
         )
