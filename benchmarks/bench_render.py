@@ -11,6 +11,10 @@ time and side by side), which is what the training loop waits for. Goals at 64x6
 Beside each wall-clock figure it prints the scenes per CPU-second of the process (all threads):
 on a machine that other jobs share, the wall-clock figure measures the contention as much as the
 renderer, the CPU figure much less so. Run on a quiet machine to compare with the goals.
+
+It renders as the trainer does, with freed memory kept for the next batch
+(:func:`coremtl_lite.runtime.keep_freed_memory`); ``COREMTL_MALLOC_TUNING=0`` measures glibc's
+defaults instead.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 
 from coremtl_lite.data import ShadedScenes
 from coremtl_lite.data.cache import RENDER_THREADS, CachedDataset
+from coremtl_lite.runtime import keep_freed_memory
 
 
 def scenes_per_second(size: int, domain: str, batch: int, repeats: int) -> tuple[float, float]:
@@ -72,7 +77,10 @@ def main() -> None:
     p.add_argument("--fill", type=int, default=1024, help="scenes of the cache-fill measurement")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {a.batch}")
+    kept = keep_freed_memory()  # as in the trainer, which renders the scene cache
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {a.batch}, freed memory kept: {kept}"
+    )
     for size in a.sizes:
         for domain in a.domains:
             rate, cpu_rate = scenes_per_second(size, domain, a.batch, a.repeats)

@@ -19,7 +19,10 @@ CFA at probability ``loss.cfa_prob`` -- active from the first step here), each i
 * ``eval img/s``: ``Trainer.evaluate`` on the validation split and on the test domains (warm: their
   scenes already rendered once);
 * ``peak RSS``: the process's peak resident memory after building the trainer and its two epochs
-  (scene cache included), next to the peak after importing torch and the package alone.
+  (scene cache included), next to the peak after importing torch and the package alone;
+* ``faults/step``: the page faults (minor) of one timed step: memory the system maps afresh. The
+  trainer keeps freed memory for the next step (:func:`coremtl_lite.runtime.keep_freed_memory`); run
+  with ``COREMTL_MALLOC_TUNING=0`` for glibc's defaults, under which the faults cost a third of a step.
 
 The goals (issue 15) are printed beside each ratio. ``--uncached`` adds the loop with the scene cache
 off, rendering every batch, ahead in a background thread (``prefetch=2``) and in the loop
@@ -50,6 +53,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from coremtl_lite.config import get_config
 from coremtl_lite.experiments import CORE_MTL, baseline
+from coremtl_lite.runtime import keep_freed_memory
 from coremtl_lite.train import Trainer
 from coremtl_lite.train.evaluation import to_device
 
@@ -136,7 +140,11 @@ def bench(name: str, profile: str, overrides: list[str], steps: int, warmup: int
         for b in itertools.islice(itertools.cycle(trainer.train_loader), warmup + steps)
     ]
     trainer.model.train()
-    times = [_timed(functools.partial(trainer.train_step, b, epoch=0)) for b in batches][warmup:]
+    for b in batches[:warmup]:
+        trainer.train_step(b, epoch=0)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    times = [_timed(functools.partial(trainer.train_step, b, epoch=0)) for b in batches[warmup:]]
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
     with FlopCounterMode(display=False) as counter:  # as many steps again: CFA on about as many of them
         for b in batches[warmup:]:
             trainer.train_step(b, epoch=0)
@@ -147,6 +155,7 @@ def bench(name: str, profile: str, overrides: list[str], steps: int, warmup: int
         step_ips=bs / step,
         gflop_step=flops / 1e9,
         gflops=flops / step / 1e9,
+        faults=faults,
         val_ips=eval_rate(trainer, "val"),
         test_ips=eval_rate(trainer, "test"),
     )
@@ -186,12 +195,13 @@ def _goal(value: float, goal: float, at_least: bool = True, percent: bool = True
 def report(rows: list[dict], ceiling: float) -> None:
     print(
         f"{'recipe':9s} {'step s':>7s} {'step img/s':>10s} {'loop img/s':>10s} {'cold':>7s} "
-        f"{'GFLOP/step':>10s} {'GFLOP/s':>8s} {'val img/s':>9s} {'test img/s':>10s} {'peak RSS':>9s}"
+        f"{'GFLOP/step':>10s} {'GFLOP/s':>8s} {'faults/step':>11s} {'val img/s':>9s} {'test img/s':>10s} "
+        f"{'peak RSS':>9s}"
     )
     for r in rows:
         print(
             f"{r['name']:9s} {r['step_s']:7.3f} {r['step_ips']:10.1f} {r['loop_ips']:10.1f} {r['cold_ips']:7.1f} "
-            f"{r['gflop_step']:10.2f} {r['gflops']:8.1f} {r['val_ips']:9.1f} {r['test_ips']:10.1f} "
+            f"{r['gflop_step']:10.2f} {r['gflops']:8.1f} {r['faults']:11.0f} {r['val_ips']:9.1f} {r['test_ips']:10.1f} "
             f"{r['peak_rss'] / 2**20:6.0f} MiB"
         )
     print(
@@ -236,7 +246,8 @@ def main() -> None:
         return
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, profile {args.profile} {args.overrides}, "
-        f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
+        f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}, freed memory kept: "
+        f"{keep_freed_memory()}"
     )
     before = matmul_gflops()
     rows = [run_recipe(name, args) for name in RECIPES]

@@ -49,6 +49,7 @@ import itertools
 import json
 import math
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -60,7 +61,7 @@ from coremtl_lite.config import Config, ConfigError
 from coremtl_lite.data.cache import DEFAULT_CACHE_BYTES, CacheBudget
 from coremtl_lite.data.prefetch import DEFAULT_PREFETCH, ahead
 from coremtl_lite.protocols import BatchDataset, MultiTaskModel, Stateful
-from coremtl_lite.runtime import get_device, seed_everything
+from coremtl_lite.runtime import compile_unavailable, get_device, keep_freed_memory, seed_everything
 from coremtl_lite.train.checkpoint import (
     CheckpointError,
     atomic_write,
@@ -139,6 +140,7 @@ class Trainer:
         prefetch: int = DEFAULT_PREFETCH,
     ):
         self.cfg = cfg.validate()
+        keep_freed_memory()  # no page faults on the memory every step frees and allocates again
         self.device, self.dist = self._build_device()
         self.callbacks = list(callbacks)
         self.should_stop = False
@@ -230,7 +232,15 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         broadcast_module(model)
         if cfg.train.compile:
-            model.compile()  # in place: state_dict keys and model methods unchanged
+            why_not = compile_unavailable(self.device)
+            if why_not is None:
+                model.compile()  # in place: state_dict keys and model methods unchanged
+            else:  # eager: the same numbers up to float rounding, only slower
+                warnings.warn(
+                    f"train.compile=true ignored, the model runs eagerly: {why_not}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
         return model, trivial
 
     def _build_objective(self, objective: Any) -> Any:
