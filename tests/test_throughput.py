@@ -264,6 +264,38 @@ def test_keep_freed_memory_removes_the_page_faults_of_memory_freed_and_allocated
     assert _faults("tuned", COREMTL_MALLOC_TUNING="0")[0] == "False"  # the documented opt-out
 
 
+_TRAIN = """
+import json, sys
+from coremtl_lite.config import get_config
+from coremtl_lite.experiments import CORE_MTL
+from coremtl_lite.train import Trainer
+over = [*CORE_MTL, "loss.cfa_start=0", "loss.decomposition_warmup=0", "loss.cfa_max_rec_ratio=1e9"]
+cfg = get_config("ci", [*over, f"train.out_dir={sys.argv[1]}", "optim.epochs=2", "train.progress=false"])
+trainer = Trainer(cfg)
+trainer.fit()
+print(json.dumps([[r["loss/total"], r["grad_norm"]] for r in trainer.history.steps]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_keeping_freed_memory_changes_no_number(tmp_path):
+    import json
+    import os
+
+    runs = []
+    for tuning in ("1", "0"):
+        done = subprocess.run(
+            [sys.executable, "-c", _TRAIN, str(tmp_path / tuning)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "COREMTL_MALLOC_TUNING": tuning},
+            cwd=ROOT,
+        )
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert len(runs[0]) > 4 and runs[0] == runs[1]  # CORE-MTL with CFA: every loss and norm, bit for bit
+
+
 def test_the_trainer_keeps_freed_memory(tmp_path):
     from coremtl_lite import runtime
 
