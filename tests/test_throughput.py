@@ -16,6 +16,7 @@ from coremtl_lite.config import get_config
 from coremtl_lite.data import ShadedScenes, flip_batch, make_loader
 from coremtl_lite.data.cache import CacheBudget, CachedDataset, cache_estimate
 from coremtl_lite.data.prefetch import ahead
+from coremtl_lite.runtime import compile_unavailable
 from coremtl_lite.train import Trainer
 from coremtl_lite.train.precision import Precision, amp_dtype, scale_gradients
 
@@ -331,6 +332,23 @@ def test_compile_without_a_cpp_compiler_trains_eagerly_with_a_warning(tmp_path, 
     assert trainer.model._compiled_call_impl is None  # eager
     batch = next(iter(trainer.train_loader))
     assert math.isfinite(trainer.train_step(batch, epoch=0)["loss/total"])
+
+
+@pytest.mark.skipif(
+    compile_unavailable(torch.device("cpu")) is not None,
+    reason="torch.compile on the CPU needs a C++ compiler",
+)
+def test_the_upsampling_compiles_to_the_same_values_without_warnings():
+    import warnings
+
+    from coremtl_lite.models.blocks import upsample_to
+
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    compiled = torch.compile(lambda t: upsample_to(t, (32, 24)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Dynamo warned of the matrices' lru_cache
+        y = compiled(x)
+    assert torch.equal(y, upsample_to(x, (32, 24)))
 
 
 # ------------------------------------------------------------------------------ the benchmark script

@@ -162,8 +162,10 @@ def upsample_to(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
         return x
     if x.dim() != 4:
         raise ValueError(f"upsample_to needs an (N, C, h, w) map, got shape {tuple(x.shape)}")
-    rows = _bilinear_matrix(int(x.shape[-2]), size[0], x.dtype, x.device)
-    cols = _bilinear_matrix(int(x.shape[-1]), size[1], x.dtype, x.device)
+    # under torch.compile the matrices are built in the traced graph (Dynamo does not use the cache)
+    matrix = _bilinear_matrix.__wrapped__ if torch.compiler.is_compiling() else _bilinear_matrix
+    rows = matrix(int(x.shape[-2]), size[0], x.dtype, x.device)
+    cols = matrix(int(x.shape[-1]), size[1], x.dtype, x.device)
     return rows @ (x @ cols.t())
 
 
