@@ -239,9 +239,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:1 | mps
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 with a scaler)
     channels_last: bool = True  # NHWC model and images, on CUDA and on the CPU (faster convolutions)
-    compile: bool = (
-        False  # torch.compile the model (on the CPU: needs a C++ compiler, else eager with a warning)
-    )
+    compile: bool = False  # torch.compile the model (on the CPU it needs a C++ compiler, else eager)
     out_dir: str = "runs/default"
     checkpoint_every: int = 1  # epochs; 0 disables checkpoints
     eval_every: int = 1  # epochs

@@ -3,7 +3,9 @@ the render-once cache's shared budget, the mixed-precision helpers, and the benc
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import subprocess
 import sys
 import threading
@@ -240,8 +242,6 @@ print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def _faults(mode: str, **env: str) -> tuple[str, int]:
-    import os
-
     done = subprocess.run(
         [sys.executable, "-c", _FAULTS, mode],
         capture_output=True,
@@ -280,9 +280,6 @@ print(json.dumps([[r["loss/total"], r["grad_norm"]] for r in trainer.history.ste
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_keeping_freed_memory_changes_no_number(tmp_path):
-    import json
-    import os
-
     runs = []
     for tuning in ("1", "0"):
         done = subprocess.run(
