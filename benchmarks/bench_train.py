@@ -22,7 +22,7 @@ CFA at probability ``loss.cfa_prob`` -- active from the first step here), each i
   (scene cache included), next to the peak after importing torch and the package alone;
 * ``faults/step``: the page faults (minor) of one timed step: memory the system maps afresh. The
   trainer keeps freed memory for the next step (:func:`coremtl_lite.runtime.keep_freed_memory`); run
-  with ``COREMTL_MALLOC_TUNING=0`` for glibc's defaults, under which the faults cost about 30% of a step.
+  with ``COREMTL_MALLOC_TUNING=0`` for glibc's defaults (thousands of faults per step).
 
 The goals (issue 15) are printed beside each ratio. ``--uncached`` adds the loop with the scene cache
 off, rendering every batch, ahead in a background thread (``prefetch=2``) and in the loop
