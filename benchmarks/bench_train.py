@@ -6,9 +6,10 @@ CFA at probability ``loss.cfa_prob`` -- active from the first step here), each i
 
 * ``step img/s``: one ``Trainer.train_step`` (forward + objective + method.backward + clip + AdamW)
   on batches already in memory -- the loop's first ``--warmup + --steps`` batches, a different one
-  each step, as in the loop -- the mean over ``--steps`` steps after ``--warmup`` steps (a mean,
-  like the loop's: CORE-MTL draws CFA on about half of its steps, so its step times have two modes
-  and a median would pick one of them);
+  each step, as in the loop -- the mean over ``--steps`` steps after ``--warmup`` steps (default 8:
+  with glibc's default allocator the page faults settle only after several steps; a mean, like the
+  loop's: CORE-MTL draws CFA on about half of its steps, so its step times have two modes and a
+  median would pick one of them);
 * ``loop img/s``: ``Trainer.fit`` epochs of ``--steps`` steps, data included, on a warm trainer (its
   second and third epochs together, :data:`WARM_EPOCHS`; the first pays one-off costs -- allocator,
   kernel selection -- and is printed apart as ``cold``). ``loop / step`` is the share of the step's
@@ -230,7 +231,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="cpu")
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=8)
     p.add_argument("--uncached", action="store_true", help="also time the loop without the scene cache")
     p.add_argument(
         "--recipe", choices=sorted(RECIPES), help="measure one recipe and print its numbers as JSON"

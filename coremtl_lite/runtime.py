@@ -87,10 +87,11 @@ def keep_freed_memory() -> bool:
     few megabytes, their gradients, the loss's buffers. With glibc's defaults, blocks of this size are
     mapped from the system when allocated and unmapped when freed, so every step writes to fresh pages
     and pays the kernel's page faults on each of them. A step of the cpu profile paid 1,400-5,000
-    faults once training had settled, and up to 18,000 in its first steps; the median step was 1.09x
-    (EW) and 1.22x (CORE-MTL) slower for it (``benchmarks/bench_train.py`` prints the faults per step).
-    Here, blocks below :data:`MMAP_THRESHOLD` (32 MiB) come from the heap, and the heap keeps up to
-    :data:`TRIM_THRESHOLD` (1 GiB) of freed memory for the next step: 0-20 faults per step. Values are
+    faults in a process that trains one model, and 12,000-18,000 in one that has built trainers
+    before. The step was 1.09-1.44x slower for it (``benchmarks/bench_train.py`` prints the faults
+    per step). Here, blocks below :data:`MMAP_THRESHOLD` (32 MiB) come from the heap, and the heap
+    keeps up to :data:`TRIM_THRESHOLD` (1 GiB) of freed memory for the next step: at most about 100
+    faults per step. Values are
     untouched (only where memory comes from changes) and the peak resident memory is the same, but a
     process holds on to up to 1 GiB it has freed until it exits.
 
