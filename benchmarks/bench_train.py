@@ -7,8 +7,7 @@ CFA at probability ``loss.cfa_prob`` -- active from the first step here), each i
 * ``step img/s``: one ``Trainer.train_step`` (forward + objective + method.backward + clip + AdamW)
   on batches already in memory -- the loop's first ``--warmup + --steps`` batches, a different one
   each step, as in the loop -- the mean over ``--steps`` steps after ``--warmup`` steps (default 8:
-  with glibc's default allocator the page faults settle only after several steps; a mean, like the
-  loop's: CORE-MTL draws CFA on about half of its steps, so its step times have two modes and a
+  the first steps pay one-off costs -- allocator, kernel selection; a mean, like the loop's: CORE-MTL draws CFA on about half of its steps, so its step times have two modes and a
   median would pick one of them);
 * ``loop img/s``: ``Trainer.fit`` epochs of ``--steps`` steps, data included, on a warm trainer (its
   second and third epochs together, :data:`WARM_EPOCHS`; the first pays one-off costs -- allocator,
