@@ -6,9 +6,10 @@ CFA at probability ``loss.cfa_prob`` -- active from the first step here), each i
 
 * ``step img/s``: one ``Trainer.train_step`` (forward + objective + method.backward + clip + AdamW)
   on batches already in memory -- the loop's first ``--warmup + --steps`` batches, a different one
-  each step, as in the loop -- the mean over ``--steps`` steps after ``--warmup`` steps (default 8:
-  the first steps pay one-off costs -- allocator, kernel selection; a mean, like the loop's: CORE-MTL draws CFA on about half of its steps, so its step times have two modes and a
-  median would pick one of them);
+  each step, as in the loop -- the mean over ``--steps`` steps after ``--warmup`` steps (default 8,
+  since the first steps pay one-off costs: allocator, kernel selection). It is a mean, like the
+  loop's: CORE-MTL draws CFA on about half of its steps, so its step times have two modes and a
+  median would pick one of them;
 * ``loop img/s``: ``Trainer.fit`` epochs of ``--steps`` steps, data included, on a warm trainer (its
   second and third epochs together, :data:`WARM_EPOCHS`; the first pays one-off costs -- allocator,
   kernel selection -- and is printed apart as ``cold``). ``loop / step`` is the share of the step's
