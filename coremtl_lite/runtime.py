@@ -91,9 +91,8 @@ def keep_freed_memory() -> bool:
     before. The step was 1.09-1.44x slower for it (``benchmarks/bench_train.py`` prints the faults
     per step). Here, blocks below :data:`MMAP_THRESHOLD` (32 MiB) come from the heap, and the heap
     keeps up to :data:`TRIM_THRESHOLD` (1 GiB) of freed memory for the next step: at most about 100
-    faults per step. Values are
-    untouched (only where memory comes from changes) and the peak resident memory is the same, but a
-    process holds on to up to 1 GiB it has freed until it exits.
+    faults per step. Values are untouched (only where memory comes from changes) and the peak
+    resident memory is the same, but a process holds on to up to 1 GiB it has freed until it exits.
 
     Process-wide and idempotent; forked children inherit it. Only on Linux with glibc; elsewhere, or
     with ``COREMTL_MALLOC_TUNING=0`` in the environment, nothing changes. Returns whether the setting
