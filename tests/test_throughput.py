@@ -232,7 +232,7 @@ def step():  # as a step: activations kept for the backward pass, then all freed
     return sum(float(y[0, 0, 0, 0]) for y in kept)
 
 
-for _ in range(3):
+for _ in range(10):  # the heap grows to the steps' peak
     step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(40):
@@ -259,7 +259,7 @@ def test_keep_freed_memory_removes_the_page_faults_of_memory_freed_and_allocated
     default, tuned = _faults("default"), _faults("tuned")
     assert default[0] == "False" and tuned[0] == "True"
     # glibc's defaults give the freed 30 MB back and map them afresh: 285,440 faults in most runs (900
-    # per block), 10,000 in some (its own threshold adjustment); kept, none (at most one block's 900)
+    # per block), 9,700-11,600 in some (its own threshold adjustment); kept, none
     assert default[1] > 5000, default
     assert tuned[1] < 1000, tuned
     assert _faults("tuned", COREMTL_MALLOC_TUNING="0")[0] == "False"  # the documented opt-out
