@@ -190,15 +190,17 @@ def shade(
     """
     check_residual(residual)
     b, hh, ww = geometry["surface"].shape
+    sh = lighting_sh(residual)  # (B, 3, 9): row by row, so computed once for every chunk
     per = max(1, SHADE_CHUNK_PIXELS // (hh * ww))
     if b <= per or (hh * ww) % 64:
-        out = _shade(geometry, residual, corruption)
+        out = _shade(geometry, residual, sh, corruption)
         return {k: out[k] for k in keys}
     parts = []
     for lo in range(0, b, per):
         part = _shade(
             {k: v[lo : lo + per] for k, v in geometry.items()},
             {k: v[lo : lo + per] for k, v in residual.items()},
+            sh[lo : lo + per],
             corruption,
         )
         parts.append({k: part[k] for k in keys})
@@ -206,34 +208,42 @@ def shade(
 
 
 def _shade(
-    geometry: dict[str, torch.Tensor], residual: dict[str, torch.Tensor], corruption: tuple[str, int] | None
+    geometry: dict[str, torch.Tensor],
+    residual: dict[str, torch.Tensor],
+    sh: torch.Tensor,
+    corruption: tuple[str, int] | None,
 ) -> dict[str, torch.Tensor]:
-    """:func:`shade` of one chunk of scenes (all outputs)."""
+    """:func:`shade` of one chunk of scenes (all outputs), given their SH lighting ``sh``."""
     surface = geometry["surface"]
     b, hh, ww = surface.shape
-    # per-surface tables (B, 6) read at every pixel's visible surface: one flat index for all of them
+    # the per-surface tables (B, 6) read at every pixel's visible surface: one flat index for all of
+    # them, and the float tables stacked, so that one gather reads all nine at every pixel
     flat = (surface.view(b, -1) + NUM_SURFACES * torch.arange(b)[:, None]).view(-1)
-
-    def per_pixel(table: torch.Tensor) -> torch.Tensor:
-        return table.reshape(-1).index_select(0, flat).view(b, hh, ww)
-
-    albedo_table = residual["albedo"].float()
-    colour = torch.stack([per_pixel(albedo_table[..., ch]) for ch in range(3)], 1)
     angle = residual["texture_angle"].float()
     amp = residual["texture_amp"].float()
+    tables = [
+        *residual["albedo"].float().unbind(-1),  # 0-2: the colour
+        residual["texture_freq"].float() * math.pi,  # 3-6: the texture's frequency, angle and phase
+        torch.cos(angle),
+        torch.sin(angle),
+        residual["texture_phase"].float(),
+        amp,  # 7-8: its amplitude
+        1.0 - amp,
+    ]
+    px = torch.stack(tables, -1).view(-1, len(tables)).index_select(0, flat)  # (B * H * W, 9)
+    px = px.view(b, hh * ww, len(tables)).transpose(1, 2).contiguous().view(b, len(tables), hh, ww)
+    kind = residual["texture_kind"].long().reshape(-1).index_select(0, flat).view(b, hh, ww)
     tex = texture(
-        per_pixel(residual["texture_kind"].long()),
+        kind,
         residual["texture_kind"],
-        per_pixel(residual["texture_freq"].float() * math.pi),
-        per_pixel(torch.cos(angle)),
-        per_pixel(torch.sin(angle)),
-        per_pixel(residual["texture_phase"].float()),
+        px[:, 3],
+        px[:, 4],
+        px[:, 5],
+        px[:, 6],
         geometry["tex_uv"][:, 0],
         geometry["tex_uv"][:, 1],
     )
-    amp_px = per_pixel(amp)
-    albedo = colour * (per_pixel(1.0 - amp) + amp_px * tex)[:, None]
-    sh = lighting_sh(residual)
+    albedo = px[:, 0:3] * (px[:, 8] + px[:, 7] * tex)[:, None]
     shading = sh_shading(geometry["normal"], sh)  # Eq. 14
     linear = residual["exposure"].float()[:, None, None, None] * albedo * shading  # Eq. 13
     if (residual["noise_std"] > 0).any():

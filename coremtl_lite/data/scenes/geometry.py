@@ -99,6 +99,10 @@ FOOTPRINT_REACH = {
     "pyramid": 2.0 * PYRAMID_INRADIUS,
 }
 MAX_EXTENT = MAX_SIZE * max(FOOTPRINT_REACH.values())  # farthest footprint point from a centre
+_REACH = torch.tensor([FOOTPRINT_REACH[name] for name in SHAPES])  # per class, in SHAPES order
+#: the outward normals of the pyramid's three facets in the object frame
+_PYRAMID_FACETS = [(math.cos(t), math.sin(t)) for t in (0.0, 2 * math.pi / 3, 4 * math.pi / 3)]
+_PYRAMID_FACET_TABLE = torch.tensor(_PYRAMID_FACETS)
 
 
 def object_factors(u: torch.Tensor, shape: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -162,8 +166,8 @@ def ground_surface(
     GROUND_WAVES, 3)``.
     """
     a, b = tilt[..., 0], tilt[..., 1]
-    shape = torch.broadcast_shapes(a.shape, x.shape, y.shape)
-    z, gx, gy = a * x + b * y + height, a.expand(shape).clone(), b.expand(shape).clone()
+    a_all, b_all = torch.broadcast_tensors(a, b, x, y)[:2]  # the slopes at every point
+    z, gx, gy = a * x + b * y + height, a_all.clone(), b_all.clone()
     for k in range(waves.shape[-2]):
         t, omega, phi = waves[..., k, 0], waves[..., k, 1], waves[..., k, 2]
         ct, st = torch.cos(t), torch.sin(t)
@@ -194,7 +198,7 @@ def _shape_surface(
     object each pixel belongs to and ``r, hgt, ang`` are ``(n,)`` per-object sizes, heights and angles.
     Returns ``(h, gx, gy)`` with ``h = -inf`` outside the footprint.
     """
-    r, hgt = r[obj], hgt[obj]
+    r, hgt = r.index_select(0, obj), hgt.index_select(0, obj)
     name = SHAPES[shape]
     if name in ("hemisphere", "cone", "torus"):
         rho2 = dx * dx + dy * dy
@@ -221,7 +225,7 @@ def _shape_surface(
             gx, gy = g * dx, g * dy
             inside = q < 1.0
         return torch.where(inside, h, -torch.inf), gx, gy
-    c, s = torch.cos(ang)[obj], torch.sin(ang)[obj]
+    c, s = torch.cos(ang).index_select(0, obj), torch.sin(ang).index_select(0, obj)
     u, v = c * dx + s * dy, -s * dx + c * dy  # object-frame coordinates
     if name == "box":  # flat top, half-width BOX_HALF_WIDTH r
         half = BOX_HALF_WIDTH * r
@@ -238,10 +242,9 @@ def _shape_surface(
         inside = (u.abs() < r) & (q < 1.0)
     else:  # three-sided pyramid: h = H (1 - m / a), m = max_i f_i . (u, v) over its facets' normals f_i
         a = PYRAMID_INRADIUS * r
-        facets = [(math.cos(t), math.sin(t)) for t in (0.0, 2 * math.pi / 3, 4 * math.pi / 3)]
-        proj = torch.stack([fu * u + fv * v for fu, fv in facets])  # (3, P)
+        proj = torch.stack([fu * u + fv * v for fu, fv in _PYRAMID_FACETS])  # (3, P)
         m, which = proj.max(0)
-        f = torch.tensor(facets)[which]  # the facet under each pixel: the gradient is -H/a f
+        f = _PYRAMID_FACET_TABLE.index_select(0, which)  # the facet under each pixel: the gradient is -H/a f
         h = hgt * (1.0 - m / a)
         gu, gv = -hgt / a * f[:, 0], -hgt / a * f[:, 1]
         inside = m < a
@@ -292,31 +295,26 @@ def _key_height(key: torch.Tensor) -> torch.Tensor:
 
 
 def _candidates(
-    s_id: int,
-    sel: torch.Tensor,
-    centre: tuple[torch.Tensor, torch.Tensor],
-    pos: torch.Tensor,
-    size: torch.Tensor,
-    n_pix: int,
+    reach: torch.Tensor, centre: tuple[torch.Tensor, torch.Tensor], pos: torch.Tensor, n_pix: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The candidate pixels of objects ``sel`` (all of class ``s_id``): the image pixels in a disc
-    that contains the footprint (:data:`FOOTPRINT_REACH` times the size, plus a 2-pixel margin).
+    """The candidate pixels of every object: the image pixels within ``reach`` (``(n,)``, a radius per
+    object that contains its footprint) of the object's centre ``pos`` (``(n, 2)``).
 
-    Each object is looked at through a square window around its centre pixel, as large as the
-    largest disc of the class; the window pixels inside the object's disc and inside the image are
-    the candidates. Returns, per candidate, the object (index into ``sel``), the image pixel
-    (``row * n_pix + col``) and the offsets ``dx, dy`` of the pixel centre from the object centre.
+    Each object is looked at through a square window around its centre pixel ``centre`` (rows,
+    columns), as large as the largest disc; the window pixels inside the object's disc and inside the
+    image are the candidates, object by object. Returns, per candidate, the object (index into the
+    ``n`` objects), the image pixel (``row * n_pix + col``) and the offsets ``dx, dy`` of the pixel
+    centre from the object centre.
     """
     step = 2.0 / n_pix
-    reach = FOOTPRINT_REACH[SHAPES[s_id]] * size[sel] + 2.0 * step
     half = int(math.ceil(float(reach.max()) / step)) + 1  # the window's half-width in pixels
     win = 2 * half + 1
     off = torch.arange(-half, half + 1)
-    rows, cols = centre[0][sel, None] + off, centre[1][sel, None] + off  # (n, win) image rows/columns
+    rows, cols = centre[0][:, None] + off, centre[1][:, None] + off  # (n, win) image rows/columns
     # pixel centres: x = -1 + (col + 0.5) step to the right, y = 1 - (row + 0.5) step up; rows and
     # columns outside the image get an infinite offset, which puts them outside every disc
-    dxw = (-1.0 + (cols.float() + 0.5) * step) - pos[sel, 0, None]
-    dyw = -(-1.0 + (rows.float() + 0.5) * step) - pos[sel, 1, None]
+    dxw = (-1.0 + (cols.float() + 0.5) * step) - pos[:, 0, None]
+    dyw = -(-1.0 + (rows.float() + 0.5) * step) - pos[:, 1, None]
     dxw = torch.where((cols >= 0) & (cols < n_pix), dxw, torch.inf)
     dyw = torch.where((rows >= 0) & (rows < n_pix), dyw, torch.inf)
     inside = (dxw * dxw)[:, None, :] + (dyw * dyw)[:, :, None] <= (reach * reach)[:, None, None]
@@ -364,32 +362,34 @@ def geometry(semantic: dict[str, torch.Tensor], n_pix: int) -> dict[str, torch.T
     valid, shape = semantic["valid"].bool(), semantic["shape"].long()
     bi, ki = valid.nonzero(as_tuple=True)  # the objects, scene by scene
     if len(bi):
+        # the objects in class order, so that each class's candidates are one contiguous run
+        by_class = torch.argsort(shape[bi, ki], stable=True)
+        bi, ki = bi.index_select(0, by_class), ki.index_select(0, by_class)
         pos = semantic["position"].float()[bi, ki]
         size, hgt, ang = (semantic[k].float()[bi, ki] for k in ("size", "height", "angle"))
         shp = shape[bi, ki]
         centre = ((1.0 - pos[:, 1]) / step).floor().long(), ((pos[:, 0] + 1.0) / step).floor().long()
         base = ground_surface(tilt[bi], z0[bi], waves[bi], pos[:, 0], pos[:, 1])[0]  # rest on the ground
-        cos_a, sin_a = torch.cos(ang), torch.sin(ang)
+        reach = _REACH.index_select(0, shp) * size + 2.0 * step  # a 2-pixel margin around the footprint
+        obj, pixel, dx, dy = _candidates(reach, centre, pos, n_pix)
+        if len(obj) > _CANDIDATE_MASK:
+            raise ValueError(
+                f"geometry: more than {_CANDIDATE_MASK} candidate pixels; render fewer scenes at once"
+            )
+        # one call of the shape's height function per class, on its run of candidates
+        runs = torch.bincount(shp.index_select(0, obj), minlength=NUM_SHAPES).tolist()
         parts, first = [], 0
-        for s_id in range(NUM_SHAPES):
-            sel = (shp == s_id).nonzero().squeeze(1)
-            if not sel.numel():
-                continue
-            o, pixel, dx, dy = _candidates(s_id, sel, centre, pos, size, n_pix)
-            h, ogx, ogy = _shape_surface(s_id, dx, dy, size[sel], hgt[sel], ang[sel], obj=o)
-            obj = sel.index_select(0, o)
-            candidate = torch.arange(first, first + len(o))
-            first += len(o)
-            if first > _CANDIDATE_MASK:
-                raise ValueError(
-                    f"geometry: more than {_CANDIDATE_MASK} candidate pixels; render fewer scenes at once"
-                )
-            keys = _visibility_key(base.index_select(0, obj) + h, ki.index_select(0, obj), candidate)
-            canvas.scatter_reduce_(0, bi.index_select(0, obj) * npix + pixel, keys, reduce="amax")
-            # texture coordinates of every candidate in its object's frame
-            c, sn = cos_a.index_select(0, obj), sin_a.index_select(0, obj)
-            parts.append((ogx, ogy, c * dx + sn * dy, -sn * dx + c * dy))
-        ogx, ogy, otu, otv = (torch.cat(t) for t in zip(*parts))
+        for s_id, count in enumerate(runs):
+            if count:
+                run = slice(first, first + count)
+                parts.append(_shape_surface(s_id, dx[run], dy[run], size, hgt, ang, obj=obj[run]))
+                first += count
+        h, ogx, ogy = (torch.cat(t) for t in zip(*parts))
+        keys = _visibility_key(base.index_select(0, obj) + h, ki.index_select(0, obj), torch.arange(len(obj)))
+        canvas.scatter_reduce_(0, bi.index_select(0, obj) * npix + pixel, keys, reduce="amax")
+        # texture coordinates of every candidate in its object's frame
+        c, sn = torch.cos(ang).index_select(0, obj), torch.sin(ang).index_select(0, obj)
+        otu, otv = c * dx + sn * dy, -sn * dx + c * dy
     surface = ((canvas >> _SURFACE_SHIFT) & 7).view(b, n_pix, n_pix)
     if len(bi):
         won = surface != GROUND  # pixels where an object is visible, and the candidate that won them
