@@ -25,7 +25,9 @@ CFA at probability ``loss.cfa_prob`` -- active from the first step here), each i
   trainer keeps freed memory for the next step (:func:`coremtl_lite.runtime.keep_freed_memory`); run
   with ``COREMTL_MALLOC_TUNING=0`` for glibc's defaults (thousands of faults per step).
 
-The goals (issue 15) are printed beside each ratio. ``--uncached`` adds the loop with the scene cache
+The goals (issue 15) are printed beside each ratio. ``--rounds N`` measures the recipes N times,
+taking turns, and adds the median and range of each figure over the rounds, the goals judged on the
+medians: on a shared machine one run's figures can be 30% off the next one's. ``--uncached`` adds the loop with the scene cache
 off, rendering every batch, ahead in a background thread (``prefetch=2``) and in the loop
 (``prefetch=0``). Timings depend on the machine and its load: report ``uptime`` with them.
 
@@ -33,6 +35,7 @@ Usage::
 
     python benchmarks/bench_train.py --profile cpu --steps 10
     python benchmarks/bench_train.py --profile cpu --steps 10 --uncached
+    python benchmarks/bench_train.py --profile cpu --steps 10 --rounds 3
     python benchmarks/bench_train.py --profile cpu model.width=24      # any config override
 """
 
@@ -227,6 +230,31 @@ def report(rows: list[dict], ceiling: float) -> None:
     )
 
 
+def summarise(rounds: list[list[dict]], ceiling: float) -> None:
+    """The median over rounds of each figure, its range, and the goal beside the median; CORE-MTL /
+    EW is paired within each round (the two ran a minute apart)."""
+
+    def span(values: list[float], scale: float = 1.0, fmt: str = ".1f") -> str:
+        v = [x * scale for x in values]
+        return f"{statistics.median(v):{fmt}} (range {min(v):{fmt}}-{max(v):{fmt}})"
+
+    print(f"\nover {len(rounds)} rounds, median (range):")
+    for i, name in enumerate(RECIPES):
+        rows = [r[i] for r in rounds]
+        loop = [r["loop_ips"] / r["step_ips"] for r in rows]
+        share = [r["gflops"] / ceiling for r in rows]
+        print(
+            f"{name:9s} step img/s {span([r['step_ips'] for r in rows])}; loop / step "
+            f"{span(loop, 100)}% {_goal(statistics.median(loop), GOAL_LOOP)}; step GFLOP/s / matmul "
+            f"{span(share, 100)}% {_goal(statistics.median(share), GOAL_MATMUL[name])}"
+        )
+    cost = [r[1]["step_s"] / r[0]["step_s"] for r in rounds]
+    print(
+        f"CORE-MTL / EW step cost {span(cost, fmt='.2f')} "
+        f"{_goal(statistics.median(cost), GOAL_CORE_OVER_EW, at_least=False, percent=False)}"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="cpu")
@@ -234,10 +262,18 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=8)
     p.add_argument("--uncached", action="store_true", help="also time the loop without the scene cache")
     p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure the recipes this many times, taking turns, and print the medians (default 1)",
+    )
+    p.add_argument(
         "--recipe", choices=sorted(RECIPES), help="measure one recipe and print its numbers as JSON"
     )
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
+    if args.rounds < 1:
+        p.error(f"--rounds must be >= 1, got {args.rounds}")
     if args.recipe:
         print(
             json.dumps(
@@ -250,15 +286,29 @@ def main() -> None:
         f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}, freed memory kept: "
         f"{keep_freed_memory()}"
     )
-    before = matmul_gflops()
-    rows = [run_recipe(name, args) for name in RECIPES]
-    after = matmul_gflops()
-    # the ceiling is the larger of the two: on a shared machine one measurement can dip (once 102
-    # against 192 GFLOP/s a minute later), and a low ceiling would inflate every share
+    ceilings = [matmul_gflops()]
+    rounds = []
+    for k in range(args.rounds):
+        # the recipes take turns, in the other order every second round, so that a drift of the
+        # machine's speed falls on both of them
+        order = list(RECIPES) if k % 2 == 0 else list(reversed(RECIPES))
+        done = {name: run_recipe(name, args) for name in order}
+        rounds.append([done[name] for name in RECIPES])
+        ceilings.append(matmul_gflops())
+    # the ceiling is the largest: on a shared machine one measurement can dip (once 102 against 192
+    # GFLOP/s a minute later), and a low ceiling would inflate every share
     print(
-        f"fp32 matmul before the recipes {before:.1f} GFLOP/s, after {after:.1f}: the ceiling is the larger"
+        "fp32 matmul before and after each round: "
+        + ", ".join(f"{c:.1f}" for c in ceilings)
+        + " GFLOP/s: the ceiling is the largest"
     )
-    report(rows, max(before, after))
+    ceiling = max(ceilings)
+    for k, rows in enumerate(rounds):
+        if len(rounds) > 1:
+            print(f"\nround {k + 1} of {len(rounds)}:")
+        report(rows, ceiling)
+    if len(rounds) > 1:
+        summarise(rounds, ceiling)
 
 
 if __name__ == "__main__":

@@ -361,6 +361,8 @@ def test_bench_train_script_runs_in_the_ci_profile():
             "--warmup",
             "0",
             "--uncached",
+            "--rounds",
+            "2",
             "data.image_size=16",
             "data.train_size=16",
             "data.val_size=8",
@@ -384,8 +386,25 @@ def test_bench_train_script_runs_in_the_ci_profile():
         "peak RSS",
         "val img/s",
         "without the scene cache",
-        "fp32 matmul before the recipes",
+        "fp32 matmul before and after each round",
         "faults/step",
         "freed memory kept",
+        "round 2 of 2:",
+        "over 2 rounds, median (range):",
     ):
         assert line in out, line
+    # the summary names both recipes, a range for each figure, and the paired cost ratio
+    summary = out[out.index("over 2 rounds") :]
+    assert summary.count("(range ") == 7, summary
+    assert "EW        step img/s" in summary and "CORE-MTL  step img/s" in summary
+
+
+def test_bench_train_script_refuses_zero_rounds():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--rounds", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 2 and "--rounds must be >= 1, got 0" in done.stderr
