@@ -27,9 +27,10 @@ CFA at probability ``loss.cfa_prob`` -- active from the first step here), each i
 
 The goals (issue 15) are printed beside each ratio. ``--rounds N`` measures the recipes N times,
 taking turns, and adds the median and range of each figure over the rounds, the goals judged on the
-medians: on a shared machine one run's figures can be 30% off the next one's. ``--uncached`` adds the loop with the scene cache
-off, rendering every batch, ahead in a background thread (``prefetch=2``) and in the loop
-(``prefetch=0``). Timings depend on the machine and its load: report ``uptime`` with them.
+medians: on a shared machine one run's figures can be 30% off the next one's. ``--uncached`` adds
+the loop with the scene cache off, rendering every batch, ahead in a background thread
+(``prefetch=2``) and in the loop (``prefetch=0``). Timings depend on the machine and its load:
+report ``uptime`` with them.
 
 Usage::
 
