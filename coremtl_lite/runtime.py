@@ -1,4 +1,5 @@
-"""The helpers every run uses: one device choice, one seeding call and one allocator setting."""
+"""The helpers every run uses: one device choice, one seeding call, one allocator setting and one
+read-back of logged values from the device."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import random
 import shutil
 import sys
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +36,18 @@ def get_device(preference: str = "auto") -> torch.device:
     ):
         raise RuntimeError(f"device {preference!r} was asked for, but MPS is not available here")
     return device
+
+
+def as_floats(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with its tensor entries (one number each) turned into floats all at once: one read-back
+    from the device instead of one per value (each ``float(tensor)`` waits for a GPU to finish). float64
+    holds every float32, bfloat16 and float16 value exactly, so the floats are those of ``float(value)``;
+    other entries are kept as they are."""
+    keys = [k for k, v in values.items() if isinstance(v, torch.Tensor)]
+    if keys:
+        read = torch.stack([values[k].detach().reshape(()).double() for k in keys]).tolist()
+        values = {**values, **dict(zip(keys, read))}
+    return values
 
 
 def seed_everything(seed: int) -> torch.Generator:

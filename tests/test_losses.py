@@ -373,3 +373,33 @@ def test_class_balance_weights_give_every_class_the_same_weight():
     assert a.item() == pytest.approx(b.item(), rel=1e-5)
     plain, _ = reconstruction_loss({"recon": image, "recon_linear": wrong_obj}, image, batch, None)
     assert plain.item() < a.item()
+
+
+def test_reconstruction_parts_are_read_back_from_the_device_at_once(setup, monkeypatch):
+    # every part of L_rec is a float, read back in one go: no float(tensor) per part (each one waits
+    # for a GPU), and the same floats as one float() per part
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    cfg, batch, tasks = setup
+    model = _model(cfg, tasks, architecture="dual_stream", decoder="physics")
+    with torch.no_grad():
+        enc = model.encode(batch["image"])
+        decoded = model.decode(enc["z_s"], enc["z_p"], tuple(batch["image"].shape[-2:]))
+    assert "albedo" in decoded
+
+    class ReadBacks(TorchDispatchMode):
+        items = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ReadBacks.items += func is torch.ops.aten._local_scalar_dense.default
+            return func(*args, **(kwargs or {}))
+
+    perceptual = build_perceptual("ssim")
+    with ReadBacks():
+        _, parts = reconstruction_loss(decoded, batch["image"], batch, perceptual)
+    assert ReadBacks.items == 0
+    assert {"rec_l1", "rec_ratio", "rec_ssim", "rec_geometry"} <= set(parts)
+    assert all(type(v) is float for v in parts.values())
+    monkeypatch.setattr(rec_mod, "as_floats", lambda d: {k: float(v) for k, v in d.items()})
+    _, one_by_one = reconstruction_loss(decoded, batch["image"], batch, perceptual)
+    assert parts == one_by_one

@@ -408,3 +408,16 @@ def test_bench_train_script_refuses_zero_rounds():
         cwd=ROOT,
     )
     assert done.returncode == 2 and "--rounds must be >= 1, got 0" in done.stderr
+
+
+def test_as_floats_reads_every_tensor_back_exactly_and_keeps_the_rest():
+    from coremtl_lite.runtime import as_floats
+
+    x = torch.tensor(0.1, dtype=torch.float32)
+    values = {"a": x, "b": torch.tensor([1.0 / 3], dtype=torch.bfloat16), "n": 3, "s": "kept", "f": 0.25}
+    out = as_floats(values)
+    assert out == {"a": float(x), "b": float(values["b"]), "n": 3, "s": "kept", "f": 0.25}
+    assert type(out["a"]) is float and type(out["b"]) is float
+    assert as_floats({}) == {} and values["a"] is x  # the input is not changed
+    with pytest.raises(RuntimeError):
+        as_floats({"vector": torch.zeros(2)})  # one number per entry

@@ -58,6 +58,7 @@ from coremtl_lite.config import LossConfig
 from coremtl_lite.losses.cka import linear_cka
 from coremtl_lite.losses.reconstruction import PHYSICS_WEIGHTS, build_perceptual, reconstruction_loss
 from coremtl_lite.protocols import GroundedModel
+from coremtl_lite.runtime import as_floats
 
 __all__ = [
     "Objective",
@@ -273,21 +274,10 @@ class Objective:
             task_losses=task_losses,
             extra_loss=extra,
             outputs=outputs,
-            logs=_as_floats(logs),
+            logs=as_floats(logs),
             extra_terms=terms,
             train_tasks=train_tasks,
         )
-
-
-def _as_floats(logs: dict[str, Any]) -> dict[str, float]:
-    """``logs`` with its 0-d tensor values turned into floats all at once: one read-back from the device
-    instead of one per value (each ``float(tensor)`` waits for a GPU to finish). float64 holds every
-    float32 value exactly, so the floats are those of ``float(value)``."""
-    keys = [k for k, v in logs.items() if isinstance(v, Tensor)]
-    if keys:
-        values = torch.stack([logs[k].reshape(()).double() for k in keys]).tolist()
-        logs = {**logs, **dict(zip(keys, values))}
-    return logs
 
 
 def _has_decoder(model: object) -> TypeGuard[GroundedModel]:

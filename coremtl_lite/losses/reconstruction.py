@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coremtl_lite.losses.task_losses import normal_loss
+from coremtl_lite.runtime import as_floats
 from coremtl_lite.shading import linear_to_srgb, srgb_to_linear
 
 __all__ = [
@@ -328,14 +329,14 @@ def reconstruction_loss(
     with torch.no_grad():
         flat = target_lin.mean(dim=(2, 3), keepdim=True).expand_as(target_lin)
         ratio = F.mse_loss(recon_lin, target_lin) / F.mse_loss(flat, target_lin).clamp_min(1e-12)
-    parts = {"rec_l1": float(l1.detach()), "rec_ratio": float(ratio)}
+    parts: dict[str, Tensor] = {"rec_l1": l1.detach(), "rec_ratio": ratio}
     if perceptual is not None and perceptual_weight > 0:
         # Eq. 14: + LPIPS (or its SSIM fallback), on sRGB images at the render resolution
         p = perceptual(linear_to_srgb(recon_lin), linear_to_srgb(target_lin))
         total = total + perceptual_weight * p
-        parts[f"rec_{getattr(perceptual, 'name', 'perceptual')}"] = float(p.detach())
+        parts[f"rec_{getattr(perceptual, 'name', 'perceptual')}"] = p.detach()
     if "albedo" in decoded:
         for name, term in physics_regularisers(decoded, batch or {}, physics_weights).items():
             total = total + term
-            parts[f"rec_{name}"] = float(term.detach())
-    return total, parts
+            parts[f"rec_{name}"] = term.detach()
+    return total, as_floats(parts)  # one read-back from the device for all the parts

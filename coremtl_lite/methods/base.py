@@ -120,7 +120,7 @@ class Weighting(Method):
         total.backward()
         with torch.no_grad():
             w = self.weights(vec.detach())
-        return {f"weight/{t}": float(w[i]) for i, t in enumerate(self.task_names)}
+        return dict(zip((f"weight/{t}" for t in self.task_names), w.double().tolist()))  # one read-back
 
 
 class Aggregator(Method):
