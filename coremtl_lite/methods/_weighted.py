@@ -33,5 +33,5 @@ class WeightedAggregator(Aggregator):
         logs = super().log_info(jacobian, direction)
         w = getattr(self, "_last_weights", None)
         if w is not None:
-            logs.update({f"weight/{t}": float(w[i]) for i, t in enumerate(self.task_names)})
+            logs.update(zip((f"weight/{t}" for t in self.task_names), w.double().tolist()))
         return logs

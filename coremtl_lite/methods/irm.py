@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from coremtl_lite.methods.base import Weighting, register
+from coremtl_lite.runtime import as_floats
 
 
 def task_specific_parameters(losses: Sequence[Tensor], params: Sequence[Tensor]) -> list[set[int]]:
@@ -169,11 +170,9 @@ class IRM(EnvironmentPenaltyMethod):
                 env = env + sum(g.pow(2).sum() for g in grads)  # MT-CRL Eq. 6 (f_t part)
             per_env.append(env)
             penalty = penalty + env
-        logs = {
-            "irm/penalty": float(penalty.detach()),
-            "irm/penalty_train": float(per_env[0].detach()),
-            "irm/penalty_valid": float(per_env[1].detach()),
-        }
+        logs = as_floats(  # one read-back from the device
+            {"irm/penalty": penalty, "irm/penalty_train": per_env[0], "irm/penalty_valid": per_env[1]}
+        )
         weight = self.current_weight()
         if weight == 0.0:
             return [], logs

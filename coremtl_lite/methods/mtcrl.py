@@ -24,6 +24,7 @@ from torch import Tensor
 from coremtl_lite.methods.base import register
 from coremtl_lite.methods.irm import EnvironmentPenaltyMethod
 from coremtl_lite.models.mtcrl_model import ROUTING_FLAG, ROUTING_SCALE, routing_of
+from coremtl_lite.runtime import as_floats
 
 GIRM_FORMS = ("var", "norm")
 DECOR_REDUCTIONS = ("mean", "sum")
@@ -136,9 +137,10 @@ def find_routing(params: Sequence[Tensor], who: str = "mtcrl") -> Tensor:
     return found[0]
 
 
-def _norm(grads: Sequence[Tensor | None]) -> float:
+def _norm(grads: Sequence[Tensor | None]) -> Tensor | float:
+    """The joint L2 norm of ``grads`` (a 0-d tensor; 0.0 when every entry is None)."""
     sq = [g.detach().float().pow(2).sum() for g in grads if g is not None]
-    return float(torch.stack(sq).sum().sqrt()) if sq else 0.0
+    return torch.stack(sq).sum().sqrt() if sq else 0.0
 
 
 # ------------------------------------------------------------------------------------- the method
@@ -269,18 +271,17 @@ class MTCRL(EnvironmentPenaltyMethod):
             if self.decor_reduction == "sum":
                 k, d = features.shape[1], features.shape[2]
                 floor *= k * (k - 1) // 2 * d * d
-        logs = {
-            "mtcrl/task": float(vec.detach().sum()),
-            "mtcrl/decor": float(decor.detach()) - floor,
-            "mtcrl/graph": float(graph.detach()),
-            "mtcrl/sparsity": float(a.sum()),
-            "mtcrl/entropy": float(routing_entropy(a)),
-            "mtcrl/A_mean": float(a.mean()),
-            "mtcrl/A_min": float(a.min()),
-            "mtcrl/A_max": float(a.max()),
-            "mtcrl/A_off": float((a < 0.1).float().mean()),
+        values = {
+            "mtcrl/task": vec.detach().sum(),
+            "mtcrl/decor": decor.detach(),
+            "mtcrl/graph": graph.detach(),
+            "mtcrl/sparsity": a.sum(),
+            "mtcrl/entropy": routing_entropy(a),
+            "mtcrl/A_mean": a.mean(),
+            "mtcrl/A_min": a.min(),
+            "mtcrl/A_max": a.max(),
+            "mtcrl/A_off": (a < 0.1).float().mean(),
         }
-        logs.update(self._pending_logs)
         n = len(modules)
         norms = {
             "modules": {
@@ -294,9 +295,15 @@ class MTCRL(EnvironmentPenaltyMethod):
                 "girm": _norm([pending.get(id(theta))]),
             },
         }
+        gnorm = {f"{where}/{term}": v for where, terms in norms.items() for term, v in terms.items()}
+        read = as_floats({**values, **gnorm})  # one read-back from the device for every value
+        logs = {k: read[k] for k in values}
+        logs["mtcrl/decor"] -= floor
+        logs.update(self._pending_logs)
         for where, terms in norms.items():
-            total = sum(terms.values())
-            for term, value in terms.items():
+            total = sum(read[f"{where}/{term}"] for term in terms)
+            for term in terms:
+                value = read[f"{where}/{term}"]
                 logs[f"mtcrl/gnorm_{where}/{term}"] = value
                 logs[f"mtcrl/share_{where}/{term}"] = value / total if total > 0 else 0.0
         self._step_logs = logs

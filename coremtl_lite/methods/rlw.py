@@ -41,7 +41,7 @@ class RandomLossWeighting(Weighting):
         if extra_loss is not None:
             total = total + extra_loss
         total.backward()
-        return {f"weight/{t}": float(w[i]) for i, t in enumerate(self.task_names)}
+        return dict(zip((f"weight/{t}" for t in self.task_names), w.double().tolist()))  # one read-back
 
     def get_extra_state(self) -> dict:
         return {"generator": self.generator.get_state(), "last": self._last.clone()}
