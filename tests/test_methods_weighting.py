@@ -156,3 +156,31 @@ def test_repmtl_needs_features_and_regularisers_are_bounded():
     assert math.isclose(float(m.tsr_loss(same).detach()), 1.0, rel_tol=1e-5)
     logs = m.backward(losses, shared_params=model.shared_parameters(), features=feats)
     assert set(logs) == {"repmtl/tsr", "repmtl/csa"}
+
+
+def test_gradnorm_trains_a_dual_stream_model_whose_last_shared_matrix_no_task_reaches(tmp_path):
+    # the dual-stream model's residual stream and decoder are shared parameters that no task loss
+    # reaches: W must be the last shared matrix the task losses do reach (it crashed on a None gradient)
+    from coremtl_lite.config import get_config
+    from coremtl_lite.train import Trainer
+
+    cfg = get_config(
+        "ci",
+        [
+            "train.method=gradnorm",
+            "train.progress=false",
+            f"train.out_dir={tmp_path}",
+            "train.checkpoint_every=0",
+            "optim.epochs=1",
+        ],
+    )
+    assert cfg.model.architecture == "dual_stream"
+    trainer = Trainer(cfg)
+    trainer.fit()
+    method = trainer.method
+    reached = [p for p in trainer.model.shared_parameters() if id(p) in method._reached]
+    unreached = [
+        p for p in trainer.model.shared_parameters() if p.dim() >= 2 and id(p) not in method._reached
+    ]
+    assert reached and unreached  # both kinds exist in this model
+    assert torch.isfinite(method.loss_scale.detach()).all() and (method.loss_scale.detach() > 0).all()

@@ -33,5 +33,5 @@ class WeightedAggregator(Aggregator):
         logs = super().log_info(jacobian, direction)
         w = getattr(self, "_last_weights", None)
         if w is not None:
-            logs.update(zip((f"weight/{t}" for t in self.task_names), w.double().tolist()))
+            logs.update(self._weight_logs(w))
         return logs

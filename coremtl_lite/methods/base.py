@@ -100,6 +100,10 @@ class Method(nn.Module):
             raise KeyError(f"{type(self).__name__}: losses lack tasks {missing}; got {sorted(losses)}")
         return torch.stack([losses[t] for t in self.task_names])
 
+    def _weight_logs(self, w: Tensor) -> dict[str, float]:
+        """``{"weight/<task>": w_t}`` of the task weights ``w`` (``(T,)``), read back from the device at once."""
+        return dict(zip((f"weight/{t}" for t in self.task_names), w.detach().double().tolist()))
+
 
 class Weighting(Method):
     """Scalarising methods: back-propagate ``combine(losses) + extra_loss``."""
@@ -120,7 +124,7 @@ class Weighting(Method):
         total.backward()
         with torch.no_grad():
             w = self.weights(vec.detach())
-        return dict(zip((f"weight/{t}" for t in self.task_names), w.double().tolist()))  # one read-back
+        return self._weight_logs(w)
 
 
 class Aggregator(Method):

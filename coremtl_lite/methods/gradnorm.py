@@ -24,8 +24,8 @@ class GradNorm(Weighting):
       here it happens at the start of the next :meth:`backward`, which is the same sequence of
       weights actually used (the trainer has no post-step hook).
 
-    ``W`` is the last matrix-shaped tensor of ``shared_params`` (the trainer passes
-    ``model.shared_parameters()`` in module order, so this is the last shared layer's weight);
+    ``W`` is the last matrix-shaped tensor of ``shared_params`` that the task losses reach (the trainer
+    passes ``model.shared_parameters()`` in module order, so this is the last shared layer's weight);
     ``layer`` picks another matrix by index. Since ``G_i = w_i ||grad_W L_i||``, only the norms of the
     per-task gradients on ``W`` are needed (T extra backward passes, no double backward).
     ``L_i(0)`` is recorded at the first call and kept in a buffer. ``alpha`` = 1.5 (LibMTL's default;
@@ -43,16 +43,24 @@ class GradNorm(Weighting):
         self.loss_scale = nn.Parameter(torch.ones(self.num_tasks))
         self.register_buffer("initial_losses", torch.zeros(self.num_tasks))
         self.register_buffer("has_initial", torch.zeros((), dtype=torch.bool))
+        self._reached: set[int] | None = None  # ids of the shared matrices the task losses reach
 
     def weights(self, losses: Tensor) -> Tensor:
         return self.loss_scale.detach().to(losses)
 
-    def _layer(self, shared_params) -> Tensor:
+    def _layer(self, shared_params, total: Tensor) -> Tensor:
+        """W: the ``layer``-th matrix of ``shared_params`` that the task losses ``total`` reach (a
+        dual-stream model's residual stream and decoder are shared but no task loss reaches them)."""
         mats = [p for p in shared_params if p.requires_grad and p.dim() >= 2]
+        if self._reached is None and mats and total.requires_grad:  # found once, as IRM's predictors
+            grads = torch.autograd.grad(total, mats, retain_graph=True, allow_unused=True)
+            self._reached = {id(p) for p, g in zip(mats, grads) if g is not None}
+        if self._reached is not None:
+            mats = [p for p in mats if id(p) in self._reached]
         if not mats:
             raise ValueError(
-                "gradnorm needs at least one matrix-shaped shared parameter (the last "
-                "shared layer's weight); shared_params has none"
+                "gradnorm needs at least one matrix-shaped shared parameter that the task losses reach "
+                "(the last shared layer's weight); shared_params has none"
             )
         return mats[self.layer]
 
@@ -64,7 +72,7 @@ class GradNorm(Weighting):
             if not bool(self.has_initial):
                 self.initial_losses.copy_(vec.detach())
                 self.has_initial.fill_(True)
-        w_layer = self._layer(list(shared_params))
+        w_layer = self._layer(list(shared_params), vec.sum())
         norms = torch.stack(
             [
                 torch.autograd.grad(vec[i], w_layer, retain_graph=True, allow_unused=True)[0].norm()
@@ -85,6 +93,6 @@ class GradNorm(Weighting):
         if extra_loss is not None:
             total = total + extra_loss
         total.backward()
-        logs = {f"weight/{t}": float(w[i]) for i, t in enumerate(self.task_names)}
+        logs = self._weight_logs(w)
         logs["gradnorm/loss"] = float(l_grad.detach())
         return logs

@@ -41,7 +41,7 @@ class RandomLossWeighting(Weighting):
         if extra_loss is not None:
             total = total + extra_loss
         total.backward()
-        return dict(zip((f"weight/{t}" for t in self.task_names), w.double().tolist()))  # one read-back
+        return self._weight_logs(w)
 
     def get_extra_state(self) -> dict:
         return {"generator": self.generator.get_state(), "last": self._last.clone()}
