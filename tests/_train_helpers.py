@@ -1,4 +1,5 @@
-"""Tiny hand-made model and objective for the trainer tests (the CONTRIBUTING.md contracts, in miniature)."""
+"""Tiny hand-made model and objective for the trainer tests (the CONTRIBUTING.md contracts, in miniature),
+and a counter of host read-backs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from coremtl_lite.config import get_config
 
@@ -127,3 +129,16 @@ def ddp_trainer(out_dir, *overrides: str):
     tasks = tasks_from_info(build_splits(cfg.data, cfg.train.seed).train.task_info, cfg.data.tasks)
     torch.manual_seed(cfg.train.seed)
     return Trainer(cfg, model=build_model(cfg.model, tasks), objective=TinyObjective(tasks, noise=0.0))
+
+
+class ReadBacks(TorchDispatchMode):
+    """Counts the scalar read-backs (``float(tensor)``, ``.item()``: ``aten._local_scalar_dense``) of the
+    code run under it; on a GPU each one waits for the device to finish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.items += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))

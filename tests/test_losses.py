@@ -5,6 +5,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from _train_helpers import ReadBacks
 
 from coremtl_lite import get_config
 from coremtl_lite.data import ShadedScenes
@@ -378,8 +379,6 @@ def test_class_balance_weights_give_every_class_the_same_weight():
 def test_reconstruction_parts_are_read_back_from_the_device_at_once(setup, monkeypatch):
     # every part of L_rec is a float, read back in one go: no float(tensor) per part (each one waits
     # for a GPU), and the same floats as one float() per part
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     cfg, batch, tasks = setup
     model = _model(cfg, tasks, architecture="dual_stream", decoder="physics")
     with torch.no_grad():
@@ -387,17 +386,10 @@ def test_reconstruction_parts_are_read_back_from_the_device_at_once(setup, monke
         decoded = model.decode(enc["z_s"], enc["z_p"], tuple(batch["image"].shape[-2:]))
     assert "albedo" in decoded
 
-    class ReadBacks(TorchDispatchMode):
-        items = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            ReadBacks.items += func is torch.ops.aten._local_scalar_dense.default
-            return func(*args, **(kwargs or {}))
-
     perceptual = build_perceptual("ssim")
-    with ReadBacks():
+    with ReadBacks() as reads:
         _, parts = reconstruction_loss(decoded, batch["image"], batch, perceptual)
-    assert ReadBacks.items == 0
+    assert reads.items == 0
     assert {"rec_l1", "rec_ratio", "rec_ssim", "rec_geometry"} <= set(parts)
     assert all(type(v) is float for v in parts.values())
     monkeypatch.setattr(rec_mod, "as_floats", lambda d: {k: float(v) for k, v in d.items()})

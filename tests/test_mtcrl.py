@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from _train_helpers import ReadBacks
 from torch import nn
 
 from coremtl_lite import viz
@@ -423,24 +424,15 @@ def test_mtcrl_with_the_paper_weights_trains_and_sparsifies_the_graph():
 def test_logs_are_read_back_from_the_device_at_once(name):
     # the step's logged values (terms, graph statistics, gradient norms) come back in one read, not one
     # float(tensor) each: each of those waits for a GPU to finish
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class ReadBacks(TorchDispatchMode):
-        items = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            ReadBacks.items += func is torch.ops.aten._local_scalar_dense.default
-            return func(*args, **(kwargs or {}))
-
     model = build_mtcrl_model((6,), {t: 2 for t in TASKS}, num_modules=4, module_dim=4, seed=0)
     method = build_method(name, TASKS)
     train, val = _toy_batch(64, 0.9, 10), _toy_batch(64, 0.5, 11)
-    with ReadBacks():
+    with ReadBacks() as reads:
         meta = method.meta_step(_loss_fn(model), train, val, list(model.parameters()))
         out = model(train["image"])
         losses = {t: F.cross_entropy(out["preds"][t], train[t]) for t in TASKS}
         logs = method.backward(losses, shared_params=model.shared_parameters(), features=out["features"])
     # one read of the annealing's step counter, and MT-CRL's G-IRM value in its meta-step (17 and 4
     # reads before the logs were read back at once)
-    assert ReadBacks.items == (2 if name == "mtcrl" else 1), ReadBacks.items
+    assert reads.items == (2 if name == "mtcrl" else 1), reads.items
     assert len(logs) >= len(meta) >= 1 and all(type(v) is float for v in logs.values())
