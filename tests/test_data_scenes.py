@@ -244,6 +244,27 @@ def test_make_loader_deterministic_and_sharded():
     assert torch.allclose(plain["image"], full[0], rtol=0, atol=1e-6)
 
 
+def test_a_loader_reuses_an_epochs_order_until_an_input_changes():
+    # the held-out hook asks for one batch of the validation order every step: computed once per epoch
+    s = ShadedScenes(size=16, length=37, seed=0, with_factors=False)
+    loader = make_loader(s, 8, shuffle=True, seed=5)
+
+    def fresh(batch_size=8, **kw):
+        args = {"shuffle": True, "seed": 5, "epoch": loader.epoch, **kw}
+        return [b.tolist() for b in make_loader(s, batch_size, **args).global_batches()]
+
+    first = [b.tolist() for b in loader.global_batches()]
+    assert [b.tolist() for b in loader.global_batches()] == first == fresh()
+    loader.global_batches().pop()  # callers get their own list
+    assert len(loader.global_batches()) == 5
+    loader.set_epoch(3)
+    assert [b.tolist() for b in loader.global_batches()] == fresh() != first
+    loader.seed = 6
+    assert [b.tolist() for b in loader.global_batches()] == fresh(seed=6)
+    loader.batch_size, loader.drop_last = 10, True
+    assert [b.tolist() for b in loader.global_batches()] == fresh(seed=6, batch_size=10, drop_last=True)
+
+
 def test_flip_batch_mirrors_labels_and_normals():
     b = ShadedScenes(size=16, length=4, seed=0).get_batch(range(4))
     g = torch.Generator().manual_seed(0)

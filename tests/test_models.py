@@ -12,6 +12,7 @@ from coremtl_lite.models.blocks import (
     ConvBNReLU,
     DilatedDepthwiseConv2d,
     bilinear_matrix,
+    channels_first,
     l2_normalise,
     upsample_to,
 )
@@ -328,6 +329,46 @@ def test_upsample_to_float32_close_noop_and_errors():
     assert m.shape == (8, 4) and torch.allclose(m.sum(dim=1), torch.ones(8))
     with pytest.raises(ValueError, match="upsample_to needs an"):
         upsample_to(torch.randn(3, 16, 16), (32, 32))
+
+
+def test_channels_first_is_contiguous_and_gives_the_gradient_back_channels_last():
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 4, 8, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    pooled = torch.nn.functional.adaptive_avg_pool2d(x, (2, 4))
+    out, ref = channels_first(pooled), pooled.contiguous()
+    assert out.is_contiguous() and torch.equal(out, ref)
+    g = torch.randn(4, 6 * 2 * 4, dtype=torch.float64)
+    (gp,) = torch.autograd.grad(out.flatten(1), pooled, g, retain_graph=True)
+    (gr,) = torch.autograd.grad(ref.flatten(1), pooled, g, retain_graph=True)
+    assert torch.equal(gp, gr)
+    assert gp.is_contiguous(memory_format=torch.channels_last) and not gr.is_contiguous(
+        memory_format=torch.channels_last
+    )  # the layout the pooling's fast backward needs; the plain copy's gradient comes back NCHW
+    (gx,) = torch.autograd.grad(out.flatten(1), x, g, retain_graph=True)
+    (gxr,) = torch.autograd.grad(ref.flatten(1), x, g)
+    assert torch.equal(gx, gxr)
+    # differentiable twice (MT-CRL's G-IRM takes a gradient of a gradient through it)
+    torch.autograd.gradgradcheck(lambda t: channels_first(t * t).flatten(1), (x,))
+    plain = torch.randn(4, 6, 2, 4)  # already contiguous, and other ranks: the plain contiguous()
+    assert torch.equal(channels_first(plain), plain)
+    assert channels_first(torch.randn(3, 5).t()).is_contiguous()
+
+
+def test_the_module_experts_train_the_same_with_or_without_channels_first(monkeypatch):
+    # ConvExperts pools a channels-last map and flattens it; channels_first changes the speed only
+    from coremtl_lite.models import mtcrl_model
+
+    x = _image(8, 16, 32).contiguous(memory_format=torch.channels_last)
+
+    def grads(fn):
+        monkeypatch.setattr(mtcrl_model, "channels_first", fn)
+        experts = mtcrl_model.ConvExperts(3, 4, 8, width=4, seed=0).to(memory_format=torch.channels_last)
+        out = experts(x)
+        return [out.detach(), *torch.autograd.grad(out.pow(2).sum(), list(experts.parameters()))]
+
+    fast, plain = grads(channels_first), grads(lambda t: t.contiguous())
+    assert all(torch.equal(a, b) for a, b in zip(fast, plain))
 
 
 def test_dilated_depthwise_conv_is_the_plain_convolution():

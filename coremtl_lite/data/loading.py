@@ -46,6 +46,8 @@ class BatchLoader:
         self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
         self.epoch, self.drop_last, self.rank, self.world_size = epoch, drop_last, rank, world_size
         self.num_workers, self.transform = num_workers, transform
+        # the last epoch's batches, with the inputs they were computed from
+        self._order: tuple[tuple, list[torch.Tensor]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose permutation the next iteration uses."""
@@ -58,8 +60,15 @@ class BatchLoader:
         return g
 
     def global_batches(self) -> list[torch.Tensor]:
-        """The global batches of dataset indices of the current epoch."""
+        """The global batches of dataset indices of the current epoch (computed once per epoch: the
+        trainer's held-out hook asks for one batch of it every step)."""
         n = len(self.dataset)
+        inputs = (n, self.epoch, self.seed, self.shuffle, self.batch_size, self.drop_last, self.world_size)
+        if self._order is None or self._order[0] != inputs:
+            self._order = (inputs, self._batches(n))
+        return list(self._order[1])
+
+    def _batches(self, n: int) -> list[torch.Tensor]:
         order = torch.randperm(n, generator=self._generator(1)) if self.shuffle else torch.arange(n)
         batches = list(order.split(self.batch_size))
         if batches and self.drop_last and len(batches[-1]) < self.batch_size:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from coremtl_lite.models.blocks import ConvBNReLU, DSConv, l2_normalise, upsample_to
+from coremtl_lite.models.blocks import ConvBNReLU, DSConv, channels_first, l2_normalise, upsample_to
 
 __all__ = ["ASPP", "DenseHead", "GlobalHead", "build_heads", "init_heads_from_data"]
 
@@ -109,7 +109,7 @@ class GlobalHead(nn.Module):
         )
 
     def forward(self, x: Tensor, low: Tensor | None = None, size: tuple[int, int] | None = None) -> Tensor:
-        return self.mlp(F.adaptive_avg_pool2d(x, self.grid).flatten(1))
+        return self.mlp(channels_first(F.adaptive_avg_pool2d(x, self.grid)).flatten(1))
 
 
 def build_heads(

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from coremtl_lite.models.blocks import channels_first
+
 #: attribute set to True on the routing parameter phi (theta = routing_scale * phi); the MT-CRL method looks for it
 ROUTING_FLAG = "is_task_routing"
 #: attribute holding ``routing_scale`` on that parameter
@@ -156,7 +158,7 @@ class ConvExperts(nn.Module):
         if x.dim() != 4:
             raise ValueError(f"ConvExperts expects a (B, C, H, W) image, got {tuple(x.shape)}")
         h = F.leaky_relu(self.conv2(F.leaky_relu(self.conv1(x), 0.1)), 0.1)
-        h = F.adaptive_avg_pool2d(h, self.grid).reshape(x.shape[0], self.num_modules, -1)
+        h = channels_first(F.adaptive_avg_pool2d(h, self.grid)).reshape(x.shape[0], self.num_modules, -1)
         return self.norm(self.proj(h))
 
 
