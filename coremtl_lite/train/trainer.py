@@ -282,7 +282,11 @@ class Trainer:
         if method_params or objective_params:  # the method's own weights (e.g. UW's log-variances): no decay
             groups.append({"params": method_params + objective_params, "weight_decay": 0.0})
         # foreach: multi-tensor kernels over all parameters instead of a Python loop over them (the same
-        # numbers, bit-identical on CPU: tests/test_train.py; CUDA's default already); small models gain
+        # numbers, bit-identical on CPU: tests/test_train.py; CUDA's default already); small models gain.
+        # Not fused=True: with torch 2.14 on the CPU a fused step pairs parameter and gradient entries by
+        # memory position, so a channels-last weight with a default-layout gradient is updated with the
+        # wrong entries (0.009 from foreach after 5 steps at lr 1e-3; CUDA raises an error for such a pair:
+        # pytorch/pytorch#110758)
         optimizer = torch.optim.AdamW(groups, lr=self.cfg.optim.lr, foreach=True)
         return optimizer, [p for g in groups for p in g["params"]]
 
