@@ -355,7 +355,7 @@ def test_channels_first_is_contiguous_and_gives_the_gradient_back_channels_last(
     assert channels_first(torch.randn(3, 5).t()).is_contiguous()
 
 
-def test_the_module_experts_train_the_same_with_or_without_channels_first(monkeypatch):
+def test_the_module_experts_give_the_same_values_and_gradients_with_or_without_channels_first(monkeypatch):
     # ConvExperts pools a channels-last map and flattens it; channels_first changes the speed only
     from coremtl_lite.models import mtcrl_model
 
