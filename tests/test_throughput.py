@@ -410,6 +410,40 @@ def test_bench_train_script_refuses_zero_rounds():
     assert done.returncode == 2 and "--rounds must be >= 1, got 0" in done.stderr
 
 
+def test_bench_tutorials_script_times_a_notebook_in_a_copy_and_names_the_goal():
+    stored = ROOT / "tutorials" / "01_scm_theory.ipynb"
+    before = stored.read_bytes()
+    runs = ROOT / "tutorials" / "runs"
+    had_runs = runs.exists()
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_tutorials.py"), "--profile", "ci", str(stored)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("01_scm_theory.ipynb"))
+    assert "(goal <= 180 s: met)" in line and float(line.split()[1]) > 0
+    assert "the ci profile is a smoke test" in out and "every notebook within the goal" in out
+    assert stored.read_bytes() == before  # executed in a temporary copy: the stored notebook is untouched
+    assert runs.exists() == had_runs
+
+
+def test_bench_tutorials_script_refuses_a_path_that_is_not_a_tutorial(tmp_path):
+    other = tmp_path / "x.ipynb"
+    other.write_text("{}")
+    for arg in (str(other), str(ROOT / "README.md")):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "bench_tutorials.py"), arg],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        assert done.returncode == 1 and "bench_tutorials:" in done.stderr, done.stderr
+
+
 def test_as_floats_reads_every_tensor_back_exactly_and_keeps_the_rest():
     from coremtl_lite.runtime import as_floats
 
