@@ -349,32 +349,26 @@ def test_the_upsampling_compiles_to_the_same_values_without_warnings():
 
 
 # ------------------------------------------------------------------------------ the benchmark script
-def test_bench_train_script_runs_in_the_ci_profile():
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_train.py"),
-            "--profile",
-            "ci",
-            "--steps",
-            "2",
-            "--warmup",
-            "0",
-            "--uncached",
-            "--rounds",
-            "2",
-            "data.image_size=16",
-            "data.train_size=16",
-            "data.val_size=8",
-            "data.test_size=8",
-            "data.batch_size=8",
-        ],
+def _run_benchmark(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``benchmarks/<script>`` with ``args`` in a fresh interpreter, from the repository root."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
-        timeout=600,
-        check=True,
+        timeout=timeout,
         cwd=ROOT,
-    ).stdout
+    )
+
+
+def test_bench_train_script_runs_in_the_ci_profile():
+    done = _run_benchmark(
+        "bench_train.py",
+        *("--profile", "ci", "--steps", "2", "--warmup", "0", "--uncached", "--rounds", "2"),
+        *("data.image_size=16", "data.train_size=16", "data.val_size=8", "data.test_size=8"),
+        "data.batch_size=8",
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
     for line in (
         "loop / step",
         "(goal >= 90%",
@@ -400,13 +394,7 @@ def test_bench_train_script_runs_in_the_ci_profile():
 
 
 def test_bench_train_script_refuses_zero_rounds():
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--rounds", "0"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    done = _run_benchmark("bench_train.py", "--rounds", "0", timeout=120)
     assert done.returncode == 2 and "--rounds must be >= 1, got 0" in done.stderr
 
 
@@ -415,14 +403,9 @@ def test_bench_tutorials_script_times_a_notebook_in_a_copy_and_names_the_goal():
     before = stored.read_bytes()
     runs = ROOT / "tutorials" / "runs"
     had_runs = runs.exists()
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_tutorials.py"), "--profile", "ci", str(stored)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-        cwd=ROOT,
-    ).stdout
+    done = _run_benchmark("bench_tutorials.py", "--profile", "ci", str(stored))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
     line = next(x for x in out.splitlines() if x.startswith("01_scm_theory.ipynb"))
     assert "(goal <= 180 s: met)" in line and float(line.split()[1]) > 0
     assert "the ci profile is a smoke test" in out and "every notebook within the goal" in out
@@ -434,13 +417,7 @@ def test_bench_tutorials_script_refuses_a_path_that_is_not_a_tutorial(tmp_path):
     other = tmp_path / "x.ipynb"
     other.write_text("{}")
     for arg in (str(other), str(ROOT / "README.md")):
-        done = subprocess.run(
-            [sys.executable, str(ROOT / "benchmarks" / "bench_tutorials.py"), arg],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=ROOT,
-        )
+        done = _run_benchmark("bench_tutorials.py", arg, timeout=120)
         assert done.returncode == 1 and "bench_tutorials:" in done.stderr, done.stderr
 
 
