@@ -1,5 +1,7 @@
 """pytest configuration shared by unit tests and ``pytest --nbval`` runs of the tutorials."""
 
+import pytest
+
 # plotly writes random div ids and widget views carry random model ids: their outputs can never match
 # between runs, so nbval compares only the deterministic text outputs of a cell.
 _SKIP_MIMETYPES = (
@@ -47,3 +49,19 @@ def pytest_configure(config):
 
     compare_outputs._coremtl = True
     IPyNbCell.compare_outputs = compare_outputs
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by marker
+def pytest_collection_modifyitems(config, items):
+    """Mark every notebook cell ``kernels``, like the tests that start Jupyter kernels (nbgrader,
+    JupyterLab, nbclient), which carry the mark themselves.
+
+    ``bash scripts/run test`` runs two pytest processes side by side: ``-m kernels`` (every notebook
+    and these tests, one after the other) and ``-m "not kernels"``. The kernels stay in one process
+    because the tutorials share their trained runs (03 trains the run that 04 and 05 load from
+    ``runs/tutorials/``), and because two kernels started at once in two processes can be handed the
+    same port and hang (jupyter_client issue 487).
+    """
+    for item in items:
+        if item.nodeid.split("::")[0].endswith(".ipynb"):
+            item.add_marker(pytest.mark.kernels)

@@ -262,6 +262,7 @@ def test_a2_feedback_for_uncentred_cka():
 
 
 @pytest.mark.slow
+@pytest.mark.kernels
 @pytest.mark.parametrize("name", A.ASSIGNMENTS)
 def test_unfilled_student_version_fails_with_teaching_messages(name, monkeypatch):
     """Run the student notebook as handed out: graded cells fail with feedback, nothing else breaks."""

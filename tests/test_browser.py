@@ -40,7 +40,7 @@ CHROMIUM_ARGS = [
 ]
 RUN_TIMEOUT_S = 420  # Run All Cells in the ci profile, including a small training when no checkpoint exists
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.kernels]
 
 
 def _require_browser():

@@ -23,7 +23,7 @@ import nbformat
 import pytest
 from test_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser, start_lab, stop_lab
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.kernels]
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"

@@ -24,7 +24,7 @@ import pytest
 from coremtl_lite.assignments import ASSIGNMENTS, BEGIN_HIDDEN, END_HIDDEN
 
 pytest.importorskip("nbgrader")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.kernels]
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "tutorials" / "assignments"

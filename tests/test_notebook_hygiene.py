@@ -128,6 +128,7 @@ def test_widget_text_reads_the_final_state():
 
 
 @pytest.mark.slow
+@pytest.mark.kernels
 def test_live_curves_store_one_figure_and_no_frozen_bars(tmp_path):
     """Run a tiny notebook in a real kernel: LiveCurves redraws one output; a closed tqdm bar is not stored."""
     source = (

@@ -398,6 +398,7 @@ def test_bench_train_script_refuses_zero_rounds():
     assert done.returncode == 2 and "--rounds must be >= 1, got 0" in done.stderr
 
 
+@pytest.mark.kernels
 def test_bench_tutorials_script_times_a_notebook_in_a_copy_and_names_the_goal():
     stored = ROOT / "tutorials" / "01_scm_theory.ipynb"
     before = stored.read_bytes()
