@@ -1,5 +1,6 @@
 """The project's package lists agree, and the installed entry points exist."""
 
+import json
 import re
 from pathlib import Path
 
@@ -60,6 +61,37 @@ def test_project_metadata_is_complete():
     cff = (ROOT / "CITATION.cff").read_text()
     assert "cff-version: 1.2.0" in cff and f"version: {project['version']}" in cff
     assert f"## [{project['version']}]" in (ROOT / "CHANGELOG.md").read_text()
+
+
+def _collected(*args: str) -> set[str]:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--co", "-q", "-p", "no:cacheprovider", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return {line for line in done.stdout.splitlines() if "::" in line}
+
+
+def test_the_kernel_process_of_the_test_command_runs_every_notebook_cell():
+    """``bash scripts/run test`` runs ``-m kernels`` over tests/ and tutorials/ (nbval) beside ``-m "not
+    kernels"`` over tests/ alone: every notebook cell must be marked ``kernels`` (conftest.py), or it
+    would run in neither; the marked tests of tests/ must be selected with them."""
+    script = (ROOT / "scripts" / "run").read_text()
+    assert "-m kernels" in script and '-m "not kernels"' in script
+    nbval = ["tests", "tutorials", "--nbval", "--nbval-current-env", "--ignore=tutorials/assignments/student"]
+    kernels = _collected(*nbval, "-m", "kernels")
+    notebooks = sorted(ROOT.glob("tutorials/*.ipynb")) + sorted(ROOT.glob("tutorials/assignments/*.ipynb"))
+    for nb in notebooks:
+        cells = [t for t in kernels if t.startswith(f"{nb.relative_to(ROOT)}::Cell ")]
+        assert len(cells) == sum(c["cell_type"] == "code" for c in json.loads(nb.read_text())["cells"]), nb
+    assert any(t.startswith("tests/test_nbgrader.py::") for t in kernels)
+    assert not any(t.startswith("tests/test_models.py::") for t in kernels)
 
 
 @pytest.mark.slow
