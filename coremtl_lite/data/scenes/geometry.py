@@ -98,6 +98,10 @@ FOOTPRINT_REACH = {
     "box": BOX_HALF_WIDTH * math.sqrt(2.0),
     "pyramid": 2.0 * PYRAMID_INRADIUS,
 }
+#: the candidate disc of an object reaches this many pixels beyond its footprint: a pixel centre inside
+#: the footprint is at most the reach from the centre, so the margin only has to absorb float rounding
+#: (the candidates outside the footprint get height -inf and never win a pixel)
+CANDIDATE_MARGIN = 0.25
 MAX_EXTENT = MAX_SIZE * max(FOOTPRINT_REACH.values())  # farthest footprint point from a centre
 _REACH = torch.tensor([FOOTPRINT_REACH[name] for name in SHAPES])  # per class, in SHAPES order
 #: the outward normals of the pyramid's three facets in the object frame
@@ -370,7 +374,7 @@ def geometry(semantic: dict[str, torch.Tensor], n_pix: int) -> dict[str, torch.T
         shp = shape[bi, ki]
         centre = ((1.0 - pos[:, 1]) / step).floor().long(), ((pos[:, 0] + 1.0) / step).floor().long()
         base = ground_surface(tilt[bi], z0[bi], waves[bi], pos[:, 0], pos[:, 1])[0]  # rest on the ground
-        reach = _REACH.index_select(0, shp) * size + 2.0 * step  # a 2-pixel margin around the footprint
+        reach = _REACH.index_select(0, shp) * size + CANDIDATE_MARGIN * step
         obj, pixel, dx, dy = _candidates(reach, centre, pos, n_pix)
         if len(obj) > _CANDIDATE_MASK:
             raise ValueError(
